@@ -1,0 +1,102 @@
+"""Provisioning through ansible-runner.
+
+:func:`run_playbooks` runs playbooks against the env's inventory with settings sized for
+the environment: pipelining, connection reuse through the env's ssh_config, forks = the
+number of hosts (capped), no retry files. Failures are reported as
+:class:`~enos.errors.ProvisionError` listing host, task and message.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from enos.errors import EnosError, ProvisionError
+
+PREINSTALL = Path(__file__).parent / "playbooks" / "preinstall.yml"
+MAX_FORKS = 100
+
+
+def ansible_env(ssh_config: Path, forks: int) -> Dict[str, str]:
+    """Return the environment variables configuring Ansible for an env."""
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_SSH_ARGS": f"-F {ssh_config}",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_FORKS": str(forks),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        "ANSIBLE_TIMEOUT": "30",
+        "ANSIBLE_SSH_RETRIES": "2",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_SYSTEM_WARNINGS": "False",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_STRATEGY": "linear",
+    }
+
+
+class _Events:
+    """Collects failures and drives the progress display from ansible-runner events."""
+
+    def __init__(self, task, verbose: bool):
+        self.task = task
+        self.verbose = verbose
+        self.failures: List[tuple] = []
+        self.current = ""
+
+    def __call__(self, event: dict) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {}) or {}
+        if kind == "playbook_on_task_start":
+            self.current = data.get("task", "")
+            if self.task:
+                self.task.update(self.current)
+        elif kind in ("runner_on_failed", "runner_on_unreachable"):
+            if kind == "runner_on_failed" and data.get("ignore_errors"):
+                return True
+            res = data.get("res", {}) or {}
+            msg = res.get("msg") or res.get("stderr") or res.get("module_stderr") or res.get("reason") or "failed"
+            if kind == "runner_on_unreachable":
+                msg = "unreachable: " + str(msg)
+            self.failures.append((data.get("host", "?"), data.get("task", self.current), str(msg).strip()))
+        elif kind == "playbook_on_stats" and self.task:
+            self.task.update("done")
+        if self.verbose and event.get("stdout"):
+            print(event["stdout"], file=sys.stderr)
+        return True
+
+
+def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: Sequence[Path],
+                  host_count: int, extravars: Optional[dict] = None, tags: Optional[str] = None,
+                  progress=None, verbose: bool = False, limit: Optional[str] = None) -> None:
+    """Run ``playbooks`` in order; return None when every one succeeded.
+
+    Raises :class:`ProvisionError` (host, task, message of each failure) on the first
+    failed playbook, :class:`EnosError` when ansible-playbook cannot be found."""
+    import ansible_runner
+
+    from enos.progress import NULL
+    progress = progress or NULL
+    forks = max(1, min(MAX_FORKS, host_count))
+    envvars = ansible_env(ssh_config, forks)
+    if not shutil.which("ansible-playbook", path=envvars["PATH"]):
+        raise EnosError("ansible-playbook not found in PATH: install enos with pip in a virtualenv "
+                        "(ansible-core is a dependency)")
+    pdd = Path(env_dir) / "ansible"
+    pdd.mkdir(exist_ok=True)
+    for pb in playbooks:
+        pb = Path(pb).resolve()
+        with progress.task(f"ansible {pb.name}") as task:
+            events = _Events(task, verbose)
+            r = ansible_runner.run(
+                private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory),
+                extravars=dict(extravars or {}), envvars=envvars, forks=forks, tags=tags,
+                limit=limit, quiet=True, event_handler=events, rotate_artifacts=5,
+                project_dir=str(pb.parent))
+            if r.rc != 0 or r.status != "successful":
+                raise ProvisionError(str(pb), events.failures, r.rc)

@@ -1,0 +1,587 @@
+"""enos — book testbed machines, provision them with Ansible, give them back.
+
+Usage:
+  enos [-v | -vv | -q] <command> [<args>...]
+  enos help [<command>]
+  enos --version
+  enos -h | --help
+
+Commands:
+  up          book the resources of a reservation.yaml, wait for SSH, provision them
+  destroy     release everything an environment booked
+  info        show an environment: hosts, roles, networks, reservation state
+  validate    check a reservation.yaml without booking anything
+  new         write a commented reservation.yaml for a provider
+  check       say what a provider needs on this machine and whether it is there
+  inventory   print the Ansible inventory of an environment
+  ssh         open a shell (or run a command) on one host of an environment
+  run         run a command on the hosts of an environment, in parallel
+  extend      ask the testbed for more time on a reservation
+  build       build a base image for a provider (e.g. enos build libvirt)
+
+Options:
+  -v, --verbose  more logs, and a traceback on errors; -vv for debug logs
+  -q, --quiet    no progress display, only errors
+  --version      print the version and exit
+  -h, --help     show this help
+
+Exit codes:
+  0    success
+  1    a run-time failure (testbed refusal, hosts unreachable, provisioning failed, ...)
+  2    a usage or configuration error (nothing was booked)
+  130  interrupted (Ctrl-C or SIGTERM): 'enos destroy' frees what was booked,
+       'enos up' resumes
+
+Environments:
+  'enos up' creates ./enos_<UTC timestamp>/ (state, ssh_config, known_hosts, inventory,
+  keys) and points ./current at it; the other commands use ./current unless --env DIR
+  names another. -v/-q may be given anywhere on the command line.
+
+Run 'enos help <command>' for a command's options.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from docopt import DocoptExit, docopt
+
+from enos import __version__
+
+log = logging.getLogger("enos")
+
+CMD_UP = """Book the resources of a reservation, wait until every host answers SSH, provision them.
+
+Re-running 'enos up' on an environment that is not destroyed resumes it: what was booked is
+found again (never booked twice) and the provisioning runs again (it is idempotent).
+
+Usage:
+  enos up [-f FILE] [--env DIR] [--force-deploy] [--tags TAGS] [--no-provision] [--ssh-timeout S]
+
+Options:
+  -f FILE          the reservation file [default: reservation.yaml]
+  --env DIR        environment directory (default: resume ./current unless destroyed,
+                   else create ./enos_<UTC timestamp>)
+  --force-deploy   install the OS image again even on machines already running it
+                   (providers with the deploy_os capability)
+  --tags TAGS      run only the Ansible tasks with these comma-separated tags
+  --no-provision   stop once the hosts answer SSH (no Ansible run)
+  --ssh-timeout S  seconds to wait for every host to answer SSH [default: 600]
+"""
+
+CMD_DESTROY = """Release everything an environment booked, using only its saved state.
+
+Safe to run twice, and after a crash or Ctrl-C at any moment of 'enos up'.
+
+Usage:
+  enos destroy [--env DIR] [--sweep]
+  enos destroy --sweep --run-id ID [-f FILE]
+
+Options:
+  --env DIR    environment directory [default: current]
+  --sweep      also find and remove resources tagged with the run id that the state does
+               not list (providers with the sweep capability)
+  --run-id ID  sweep the resources of this run id (when the env dir is gone)
+  -f FILE      reservation file naming the provider for --run-id [default: reservation.yaml]
+"""
+
+CMD_INFO = """Show an environment: phase, hosts and their roles, networks, provider details
+(e.g. the remaining walltime of Grid'5000 jobs).
+
+Usage:
+  enos info [--env DIR] [-o FORMAT]
+
+Options:
+  --env DIR            environment directory [default: current]
+  -o, --output FORMAT  text, json or yaml [default: text]
+"""
+
+CMD_VALIDATE = """Check a reservation file (syntax, schema, provider section, playbook paths)
+without booking anything. Errors name the file, the line and the key.
+
+Usage:
+  enos validate [-f FILE] [-o FORMAT]
+
+Options:
+  -f FILE              the reservation file [default: reservation.yaml]
+  -o, --output FORMAT  text or json (the normalised reservation) [default: text]
+"""
+
+CMD_NEW = """Write a commented reservation.yaml for a provider.
+
+Usage:
+  enos new [--provider TYPE] [-o FILE] [--force]
+  enos new --list
+
+Options:
+  --provider TYPE  provider type [default: local]
+  -o FILE          where to write it ('-' for stdout) [default: reservation.yaml]
+  --force          overwrite an existing file
+  --list           list the available providers
+"""
+
+CMD_CHECK = """Say what the reservation's provider needs on this machine (binaries, daemons,
+credentials, privileges) and whether it is there. Books nothing. Exit 1 if something is missing.
+
+Usage:
+  enos check [-f FILE] [--provider TYPE]
+
+Options:
+  -f FILE          the reservation file [default: reservation.yaml]
+  --provider TYPE  check this provider's needs without a reservation file
+"""
+
+CMD_INVENTORY = """Print the Ansible inventory of an environment (YAML; one group per role).
+
+It goes through the env's ssh_config, so a plain Ansible works with it:
+  enos inventory > hosts.yml && ansible -i hosts.yml all -m ping
+
+Usage:
+  enos inventory [--env DIR] [--path]
+
+Options:
+  --env DIR  environment directory [default: current]
+  --path     print the path of the inventory file instead of its content
+"""
+
+CMD_SSH = """Open an SSH session on a host of an environment (or run a command there).
+
+Usage:
+  enos ssh [--env DIR] HOST [<command>...]
+
+Options:
+  --env DIR  environment directory [default: current]
+"""
+
+CMD_RUN = """Run a shell command on the hosts of an environment, in parallel.
+
+Exits 1 with a summary naming the hosts if the command fails anywhere (unless
+--tolerate-failures).
+
+Usage:
+  enos run [--env DIR] [--roles ROLES] [--timeout S] [--tolerate-failures] [-o FORMAT] CMD
+
+Options:
+  --env DIR            environment directory [default: current]
+  --roles ROLES        comma-separated roles (or host aliases) to run on [default: all]
+  --timeout S          seconds before the command is killed on a host
+  --tolerate-failures  exit 0 even if the command fails on some hosts
+  -o, --output FORMAT  text or json [default: text]
+"""
+
+CMD_EXTEND = """Ask the testbed for more time on the reservation of an environment.
+
+Usage:
+  enos extend --walltime WALLTIME [--env DIR]
+
+Options:
+  --walltime WALLTIME  time to add, as +H:MM[:SS] (e.g. +1:30)
+  --env DIR            environment directory [default: current]
+"""
+
+CMD_BUILD = """Build a base image for a provider (cached; rebuilt only when its recipe changes).
+
+Usage:
+  enos build libvirt [--output DIR] [--cache DIR] [--force]
+
+Options:
+  --output DIR  where to put the image (default: the cache)
+  --cache DIR   cache directory [default: ~/.cache/enos/images]
+  --force       rebuild even if a cached image matches
+"""
+
+COMMANDS = {
+    "up": CMD_UP, "destroy": CMD_DESTROY, "info": CMD_INFO, "validate": CMD_VALIDATE,
+    "new": CMD_NEW, "check": CMD_CHECK, "inventory": CMD_INVENTORY, "ssh": CMD_SSH,
+    "run": CMD_RUN, "extend": CMD_EXTEND, "build": CMD_BUILD,
+}
+
+
+def _progress(quiet: bool):
+    from enos.progress import QUIET, Progress
+    return Progress(mode=QUIET) if quiet else Progress()
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _env_arg(args) -> Optional[str]:
+    env = args.get("--env")
+    return None if env in (None, "current") else env
+
+
+# --- commands ------------------------------------------------------------------------
+
+def cmd_up(args, g) -> int:
+    from enos import task
+    p = _progress(g["quiet"])
+    env = task.up(args["-f"], env=_env_arg(args), force_deploy=args["--force-deploy"],
+                  tags=args["--tags"], progress=p, verbose=g["verbose"] > 0,
+                  provision=not args["--no-provision"], ssh_timeout=float(args["--ssh-timeout"]))
+    res = env.resources
+    n = len(res.hosts) if res else 0
+    p.info(f"ready: {n} host(s) in {env.env_dir} (run {env.run_id}); "
+           f"'enos info' to see them, 'enos destroy' to give them back")
+    return 0
+
+
+def cmd_destroy(args, g) -> int:
+    from enos import task
+    p = _progress(g["quiet"])
+    if args["--run-id"]:
+        removed = task.sweep_run(args["-f"], args["--run-id"], progress=p)
+        p.info(f"swept {len(removed)} resource(s) of run {args['--run-id']}")
+        for r in removed:
+            _out(r)
+        return 0
+    env = task.destroy(_env_arg(args), sweep=args["--sweep"], progress=p)
+    p.info(f"destroyed run {env.run_id} ({env.env_dir})")
+    return 0
+
+
+def _info_dict(env) -> dict:
+    res = env.resources
+    d = {"env_dir": str(env.env_dir), "run_id": env.run_id, "phase": env.state.phase,
+         "provider": env.state.data.get("provider"), "config_file": env.state.data["config"]["file"],
+         "created": env.state.data.get("created"),
+         "ssh_config": str(env.ssh_config), "inventory": str(env.inventory),
+         "hosts": [h.to_dict() for h in res.hosts] if res else [],
+         "networks": [n.to_dict() for n in res.networks] if res else []}
+    if env.state.phase in ("booked", "provisioned", "ready"):
+        try:
+            d["provider_info"] = env.provider().info()
+        except Exception as e:  # info must show the env even if the testbed does not answer
+            d["provider_info"] = {"error": str(e)}
+    return d
+
+
+def cmd_info(args, g) -> int:
+    from enos.task import Environment
+    env = Environment.open(_env_arg(args))
+    d = _info_dict(env)
+    fmt = args["--output"]
+    if fmt == "json":
+        _out(json.dumps(d, indent=2))
+    elif fmt == "yaml":
+        import yaml
+        _out(yaml.safe_dump(d, sort_keys=False))
+    elif fmt == "text":
+        lines = [f"environment  {d['env_dir']}", f"run id       {d['run_id']}",
+                 f"provider     {d['provider']}", f"phase        {d['phase']}",
+                 f"reservation  {d['config_file']}", f"ssh          ssh -F {d['ssh_config']} ALIAS",
+                 f"inventory    {d['inventory']}", ""]
+        if d["hosts"]:
+            w = max(len(h["alias"]) for h in d["hosts"])
+            wa = max(len(h["address"]) for h in d["hosts"])
+            lines.append(f"{'HOST':<{w}}  {'ADDRESS':<{wa}}  ROLES")
+            for h in d["hosts"]:
+                lines.append(f"{h['alias']:<{w}}  {h['address']:<{wa}}  {','.join(h['roles'])}")
+        else:
+            lines.append("no hosts")
+        for n in d["networks"]:
+            free = n["free"]
+            rng = f"{free[0]}..{free[-1]} ({len(free)} free)" if free else "none free"
+            lines.append(f"network {n.get('name') or n['cidr']}: {n['cidr']} gateway {n.get('gateway')} "
+                         f"dns {n.get('dns')} pool {rng}")
+        for k, v in (d.get("provider_info") or {}).items():
+            lines.append(f"{k}: {v if not isinstance(v, (dict, list)) else json.dumps(v)}")
+        _out("\n".join(lines))
+    else:
+        raise _usage(f"--output must be text, json or yaml, not '{fmt}'")
+    return 0
+
+
+def cmd_validate(args, g) -> int:
+    from enos.config import load_config
+    cfg = load_config(args["-f"])
+    hosts = sum(m.count for m in cfg.machines)
+    roles = sorted({r for m in cfg.machines for r in m.roles})
+    if args["--output"] == "json":
+        _out(json.dumps({"file": cfg.file, "provider": cfg.provider_type, "options": cfg.options,
+                         "machines": [vars(m) for m in cfg.machines], "networks": cfg.networks,
+                         "variables": cfg.variables, "provision": cfg.provision}, indent=2, default=str))
+    else:
+        _out(f"{cfg.file}: valid — provider {cfg.provider_type}, {hosts} host(s) in "
+             f"{len(roles)} role(s) ({', '.join(roles)}), {len(cfg.provision)} playbook(s)")
+    return 0
+
+
+def cmd_new(args, g) -> int:
+    from enos.provider import available_providers, load_provider_class
+    if args["--list"]:
+        for name in available_providers():
+            try:
+                cls = load_provider_class(name, check=False)
+                _out(f"{name:10} {cls.description}")
+            except Exception as e:  # a broken third-party provider must not hide the others
+                _out(f"{name:10} (cannot load: {e})")
+        return 0
+    cls = load_provider_class(args["--provider"], check=False)
+    if not cls.sample:
+        raise _usage(f"provider '{cls.type}' ships no sample reservation")
+    out = args["-o"]
+    if out == "-":
+        _out(cls.sample)
+        return 0
+    path = Path(out)
+    if path.exists() and not args["--force"]:
+        raise _usage(f"{path} exists; use --force to overwrite it or -o to write elsewhere")
+    path.write_text(cls.sample)
+    print(f"wrote {path} for provider {cls.type}; check it with 'enos validate -f {path}'", file=sys.stderr)
+    return 0
+
+
+def _core_checks() -> list:
+    import shutil as sh
+    from enos.provider.provider import Check
+    venv_bin = str(Path(sys.executable).parent)
+    ap = sh.which("ansible-playbook", path=venv_bin + os.pathsep + os.environ.get("PATH", ""))
+    return [
+        Check("ssh client", bool(sh.which("ssh")), sh.which("ssh") or "", "apt-get install openssh-client"),
+        Check("ssh-keygen", bool(sh.which("ssh-keygen")), sh.which("ssh-keygen") or "", "apt-get install openssh-client"),
+        Check("ansible-playbook", bool(ap), ap or "", "pip install ansible-core (in enos' virtualenv)"),
+    ]
+
+
+def cmd_check(args, g) -> int:
+    import tempfile
+    from enos.provider import load_provider_class
+    from enos.provider.provider import ProviderContext
+    from enos.state import MemoryJournal
+    if args["--provider"]:
+        from enos.config import Config
+        cls = load_provider_class(args["--provider"], check=False)
+        config = Config(file="(none)", provider_type=cls.type, options={"type": cls.type}, machines=[])
+    else:
+        from enos.config import load_config
+        config = load_config(args["-f"])
+        cls = load_provider_class(config.provider_type, check=False)
+    checks = _core_checks()
+    from enos.errors import MissingDependency
+    from enos.provider import check_requirements
+    from enos.provider.provider import Check
+    try:
+        check_requirements(cls)
+        lib_ok = True
+        detail = ", ".join(cls.requires) or "none needed"
+    except MissingDependency as e:
+        lib_ok, detail = False, str(e)
+    checks.append(Check(f"python libraries of '{cls.type}'", lib_ok, detail,
+                        f"pip install 'enos[{cls.extra}]'" if cls.extra else ""))
+    if lib_ok:
+        with tempfile.TemporaryDirectory(prefix="enos-check-") as tmp:
+            ctx = ProviderContext(config=config, journal=MemoryJournal(), env_dir=Path(tmp), run_id="check")
+            checks += cls(ctx).check()
+    bad = 0
+    for c in checks:
+        mark = "ok  " if c.ok else "MISSING"
+        _out(f"[{mark}] {c.what}" + (f": {c.detail}" if c.detail else "")
+             + ("" if c.ok or not c.fix else f"\n          fix: {c.fix}"))
+        bad += not c.ok
+    _out(f"{len(checks) - bad}/{len(checks)} requirement(s) met for provider '{cls.type}'")
+    return 1 if bad else 0
+
+
+def cmd_inventory(args, g) -> int:
+    from enos.task import require_env
+    env = require_env(_env_arg(args))
+    if args["--path"]:
+        _out(str(env.inventory))
+    else:
+        _out(env.inventory.read_text())
+    return 0
+
+
+def cmd_ssh(args, g) -> int:
+    from enos.task import require_env
+    env = require_env(_env_arg(args))
+    aliases = [h.alias for h in env.resources.hosts]
+    host = args["HOST"]
+    if host not in aliases:
+        close = difflib.get_close_matches(host, aliases, n=1)
+        raise _usage(f"no host '{host}' in {env.env_dir}" + (f"; did you mean '{close[0]}'?" if close else "")
+                     + f" (hosts: {', '.join(aliases)})")
+    argv = ["ssh", "-F", str(env.ssh_config), host, *args["<command>"]]
+    sys.stdout.flush()
+    os.execvp("ssh", argv)
+    return 0  # not reached
+
+
+def cmd_run(args, g) -> int:
+    from enos.errors import CommandFailed
+    from enos.remote import run_command, select_hosts
+    from enos.task import require_env
+    env = require_env(_env_arg(args))
+    roles = None if args["--roles"] in (None, "all") else args["--roles"]
+    try:
+        hosts = select_hosts(env.resources.hosts, roles)
+    except ValueError as e:
+        raise _usage(str(e))
+    timeout = float(args["--timeout"]) if args["--timeout"] else None
+    failure = None
+    try:
+        results = run_command(env.ssh_config, hosts, args["CMD"], timeout=timeout,
+                              tolerate_failures=args["--tolerate-failures"])
+    except CommandFailed as e:
+        results, failure = e.results, e
+    if args["--output"] == "json":
+        _out(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            status = "ok" if r.ok else (f"exit {r.exit_code}" if r.exit_code is not None else r.error)
+            _out(f"── {r.host} ({status})")
+            if r.stdout:
+                _out(r.stdout.rstrip("\n"))
+            if r.stderr and not r.ok:
+                _out(r.stderr.rstrip("\n"))
+    if failure is not None:
+        raise failure
+    return 0
+
+
+def cmd_extend(args, g) -> int:
+    import re
+    from enos.task import require_env
+    wt = args["--walltime"]
+    if not re.fullmatch(r"\+?\d+:[0-5]\d(:[0-5]\d)?", wt or ""):
+        raise _usage(f"--walltime: expected +H:MM[:SS] (e.g. +1:30), got '{wt}'")
+    env = require_env(_env_arg(args))
+    provider = env.provider(_progress(g["quiet"]))
+    provider.require("extend_walltime")
+    result = provider.extend(wt.lstrip("+"))
+    for k, v in result.items():
+        _out(f"{k}: {v}")
+    return 0
+
+
+def cmd_build(args, g) -> int:
+    from enos.build.libvirt_image import build_image
+    cache = Path(os.path.expanduser(args["--cache"]))
+    out = build_image(output_dir=Path(args["--output"]) if args["--output"] else None,
+                      cache_dir=cache, force=args["--force"], progress=_progress(g["quiet"]))
+    _out(str(out))
+    return 0
+
+
+HANDLERS = {"up": cmd_up, "destroy": cmd_destroy, "info": cmd_info, "validate": cmd_validate,
+            "new": cmd_new, "check": cmd_check, "inventory": cmd_inventory, "ssh": cmd_ssh,
+            "run": cmd_run, "extend": cmd_extend, "build": cmd_build}
+
+
+class _Usage(Exception):
+    pass
+
+
+def _usage(msg: str):
+    from enos.errors import UsageError
+    return UsageError(msg)
+
+
+def _split_globals(argv: List[str]) -> tuple[List[str], dict]:
+    """Take -v/-vv/-q/--verbose/--quiet out of argv wherever they are (before a '--')."""
+    g = {"verbose": 0, "quiet": False}
+    rest: List[str] = []
+    passthrough = False
+    for a in argv:
+        if passthrough:
+            rest.append(a)
+            continue
+        if a == "--":
+            passthrough = True
+            rest.append(a)
+        elif a in ("-v", "--verbose"):
+            g["verbose"] += 1
+        elif a == "-vv":
+            g["verbose"] += 2
+        elif a in ("-q", "--quiet"):
+            g["quiet"] = True
+        else:
+            rest.append(a)
+    return rest, g
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING
+    if verbose == 1:
+        level = logging.INFO
+    elif verbose >= 2:
+        level = logging.DEBUG
+    if quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the enos CLI; return the exit code (0, 1, 2 or 130, see ``enos --help``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, g = _split_globals(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _out(__doc__.strip())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        _out(f"enos {__version__}")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "help":
+        if not rest:
+            _out(__doc__.strip())
+            return 0
+        cmd, rest = rest[0], ["--help"]
+    if cmd not in COMMANDS:
+        close = difflib.get_close_matches(cmd, list(COMMANDS) + ["help"], n=1, cutoff=0.5)
+        hint = f"; did you mean 'enos {close[0]}'?" if close else ""
+        print(f"enos: unknown command '{cmd}'{hint} (commands: {', '.join(COMMANDS)}; see 'enos --help')",
+              file=sys.stderr)
+        return 2
+    doc = COMMANDS[cmd]
+    if "-h" in rest or "--help" in rest:
+        _out(doc.strip())
+        return 0
+    try:
+        args = docopt(doc, argv=[cmd] + rest, default_help=False)
+    except DocoptExit as e:
+        usage = doc[doc.index("Usage:"):].split("\n\n")[0]
+        print(f"enos {cmd}: invalid arguments {' '.join(rest) or '(none)'}\n{usage}", file=sys.stderr)
+        return 2
+    _setup_logging(g["verbose"], g["quiet"])
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    from enos.errors import EnosError
+    try:
+        return HANDLERS[cmd](args, g)
+    except EnosError as e:
+        if g["verbose"]:
+            log.exception("enos %s failed", cmd)
+        print(f"enos {cmd}: error: {e}" if not _is_config_error(e) else f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        if g["verbose"]:
+            log.exception("interrupted")
+        hint = ""
+        if cmd == "up":
+            hint = "; 'enos destroy' frees what was booked, 'enos up' resumes"
+        print(f"enos {cmd}: interrupted{hint}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _is_config_error(e) -> bool:
+    from enos.errors import ConfigError
+    return isinstance(e, ConfigError)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""SSH plumbing of an environment: ``ssh_config``, ``known_hosts``, waiting for hosts,
+and stopping the connection masters.
+
+Every tool (Ansible, ``enos run``, ``enos ssh``, plain ``ssh -F <env>/ssh_config alias``)
+goes through the env's ``ssh_config``, so connections are multiplexed (ControlMaster)
+and host keys are checked against the env's own ``known_hosts``: keys the provider knows
+are pinned (``StrictHostKeyChecking yes``); for the others the first key seen is kept
+(``accept-new``, scoped to this env). No global ``StrictHostKeyChecking=no``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from enos.errors import SshUnreachable
+from enos.provider.provider import Host
+from enos.state import atomic_write
+
+CONTROL_PERSIST = "15m"
+
+
+def control_dir(run_id: str) -> Path:
+    """Return the directory of the env's ControlMaster sockets (short path: sockets are
+    limited to ~100 characters), creating it."""
+    d = Path(tempfile.gettempdir()) / f"enos-ssh-{os.getuid()}" / run_id
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return d
+
+
+def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str) -> str:
+    """Return the text of an ssh_config with one block per host plus defaults
+    (applied to jump hosts too)."""
+    cdir = control_dir(run_id)
+    lines = [f"# written by enos for run {run_id}; use: ssh -F {known_hosts.parent / 'ssh_config'} ALIAS", ""]
+    for h in hosts:
+        lines.append(f"Host {h.alias}")
+        lines.append(f"  HostName {h.address}")
+        lines.append(f"  User {h.user}")
+        lines.append(f"  Port {h.port}")
+        if h.keyfile:
+            lines.append(f"  IdentityFile {h.keyfile}")
+            lines.append("  IdentitiesOnly yes")
+        if h.jump:
+            lines.append(f"  ProxyJump {h.jump}")
+        lines.append(f"  HostKeyAlias {h.alias}")
+        lines.append(f"  StrictHostKeyChecking {'yes' if h.host_key else 'accept-new'}")
+        lines.append("")
+    lines += [
+        "Host *",
+        f"  UserKnownHostsFile {known_hosts}",
+        "  StrictHostKeyChecking accept-new",
+        "  ControlMaster auto",
+        f"  ControlPath {cdir}/%C",
+        f"  ControlPersist {CONTROL_PERSIST}",
+        "  ServerAliveInterval 15",
+        "  ServerAliveCountMax 4",
+        "  ConnectTimeout 10",
+        "  BatchMode yes",
+        "  PasswordAuthentication no",
+        "  LogLevel ERROR",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_known_hosts(hosts: Iterable[Host], previous: str = "") -> str:
+    """Return known_hosts text pinning every provider-supplied host key (by alias), keeping
+    previously learnt entries of hosts whose key the provider does not know."""
+    pinned = {h.alias: h.host_key for h in hosts if h.host_key}
+    kept = [ln for ln in previous.splitlines()
+            if ln.strip() and ln.split(None, 1)[0].split(",")[0] not in pinned]
+    return "\n".join(kept + [f"{a} {k}" for a, k in pinned.items()]) + "\n"
+
+
+def write_ssh_files(env_dir: Path, hosts: Sequence[Host], run_id: str) -> Path:
+    """Write ``<env>/ssh_config`` and ``<env>/known_hosts``; return the ssh_config path."""
+    env_dir = Path(env_dir)
+    kh = env_dir / "known_hosts"
+    prev = kh.read_text() if kh.exists() else ""
+    atomic_write(kh, render_known_hosts(hosts, prev), mode=0o644)
+    cfg = env_dir / "ssh_config"
+    atomic_write(cfg, render_ssh_config(hosts, kh, run_id), mode=0o644)
+    return cfg
+
+
+def ssh_argv(ssh_config: Path, alias: str, *command: str) -> List[str]:
+    """Return the argv running ``command`` on ``alias`` through the env's ssh_config."""
+    return ["ssh", "-F", str(ssh_config), alias, *command]
+
+
+def _probe(ssh_config: Path, alias: str, timeout: float) -> Optional[str]:
+    try:
+        p = subprocess.run(ssh_argv(ssh_config, alias, "true"), stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"no answer within {timeout:.0f}s"
+    if p.returncode == 0:
+        return None
+    return (p.stderr.strip().splitlines() or [f"ssh exited with {p.returncode}"])[-1]
+
+
+def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.0,
+                 progress=None, interval: float = 0.5) -> None:
+    """Wait until every alias runs ``true`` over SSH (which also opens its connection master).
+
+    Returns None. Raises :class:`SshUnreachable` naming the late hosts and their last error."""
+    from enos.progress import NULL
+    progress = progress or NULL
+    pending: Dict[str, str] = {a: "not tried yet" for a in aliases}
+    deadline = time.monotonic() + timeout
+    lock = threading.Lock()
+    with progress.task("waiting for SSH", total=len(aliases)) as task, \
+            ThreadPoolExecutor(max_workers=max(1, min(64, len(aliases)))) as pool:
+        def one(alias: str) -> None:
+            delay = interval
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                err = _probe(ssh_config, alias, min(20.0, max(left, 1.0)))
+                with lock:
+                    if err is None:
+                        pending.pop(alias, None)
+                        task.advance()
+                        return
+                    pending[alias] = err
+                    task.update(f"{len(pending)} left, e.g. {alias}: {err}")
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 1.5, 5.0)
+        list(pool.map(one, aliases))
+    if pending:
+        raise SshUnreachable(pending, timeout)
+
+
+def stop_masters(run_id: str) -> None:
+    """Close every connection master of the env (each socket in its control dir, through
+    ``ssh -O exit``) and remove the dir. Best effort: returns None, raises nothing."""
+    cdir = control_dir(run_id)
+    socks = [p for p in cdir.iterdir()]
+
+    def one(sock: Path) -> None:
+        try:
+            subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", "enos-master"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+    if socks:
+        with ThreadPoolExecutor(max_workers=max(1, min(32, len(socks)))) as pool:
+            list(pool.map(one, socks))
+    for p in cdir.iterdir():
+        try:
+            p.unlink()
+        except OSError:
+            pass
+    try:
+        cdir.rmdir()
+    except OSError:
+        pass
