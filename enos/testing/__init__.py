@@ -1,0 +1,1 @@
+"""Test support for enos providers: the conformance suite (:mod:`enos.testing.conformance`)."""
