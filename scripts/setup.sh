@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Set this machine up for enos, idempotently: system packages (Debian/Ubuntu, as root),
+# a virtualenv in .venv with enos installed (editable).
+#   scripts/setup.sh          what `enos up` of reservation.yaml.sample needs
+#   scripts/setup.sh --test   + every provider's libraries, the test tools, and what the
+#                             integration tests need (libvirtd, QEMU, mmdebstrap, a kernel)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+
+core_pkgs=(openssh-server openssh-client iproute2 util-linux python3 python3-venv)
+test_pkgs=(pkg-config libvirt-dev gcc python3-dev
+           libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base iptables
+           mmdebstrap linux-image-amd64 e2fsprogs busybox-static cpio kmod)
+
+pkgs=("${core_pkgs[@]}")
+[ "$mode" = "--test" ] && pkgs+=("${test_pkgs[@]}")
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing system packages: ${missing[*]} — install them as root (apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # Daemons must not be started by package scripts (no systemd here; tests start their own).
+  policy=/usr/sbin/policy-rc.d; made_policy=
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; made_policy=1; fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -n "$made_policy" ] && rm -f "$policy"
+fi
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv
+fi
+stamp=.venv/.enos-installed$mode
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  if [ "$mode" = "--test" ]; then
+    .venv/bin/python -m pip install -q -e '.[all,test]'
+  else
+    .venv/bin/python -m pip install -q -e .
+  fi
+  touch "$stamp"
+fi
+echo "setup: ready (.venv/bin/enos $(.venv/bin/enos --version | cut -d' ' -f2))" >&2
