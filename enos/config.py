@@ -3,13 +3,64 @@
 The result is a :class:`Config`. Errors are :class:`~enos.errors.ConfigError` naming the
 file, the line and the key path, e.g.
 ``reservation.yaml:12: resources.paravance.compute: expected an integer ≥ 1, got 'two'``.
+
+Entry points: :func:`load_config` (a file) and :func:`config_from_data` (data already
+loaded, e.g. the copy saved in an env's state; :meth:`Config.to_state` /
+:meth:`Config.from_state` do the round trip). ``docs/reservation.md`` is the user's
+reference; in short, the top-level keys are:
+
+``provider``
+    ``TYPE`` or ``{type: TYPE, <provider keys>}``. The mapping *without* its ``resources``
+    key is checked against the provider class's ``schema`` (JSON Schema); the schema's
+    ``default`` values are filled into :attr:`Config.options` (which never holds
+    ``resources``).
+``resources``
+    Three forms. *Compact*: ``{LABEL: {ROLE: COUNT}}`` (LABEL a cluster, a flavour or a
+    free label) → one :class:`MachineSpec` per (label, role). *Static list*:
+    ``{ROLE: [{address: ..., alias: ..., ...}]}`` → one spec per host, its keys in
+    ``options``, checked against the provider's ``machine_schema``. *Explicit* (EnOSlib
+    style): ``{machines: [...], networks: [...]}``, also accepted as
+    ``provider.resources``. An explicit machine has ``role`` or ``roles``, ``cluster`` or
+    ``flavour`` (→ ``label``), ``nodes`` or ``number`` (→ ``count``, default 1); its other
+    keys go to ``options``, checked against ``machine_schema`` (defaults filled).
+    ``machines`` and ``networks`` are therefore reserved names under ``resources``.
+``networks`` (under ``resources`` or ``provider.resources``)
+    A list of mappings → :attr:`Config.networks`. If the provider's ``schema`` declares
+    ``properties.resources.properties.networks``, that sub-schema checks them (``$ref``
+    resolved in the provider schema) wherever they are written; otherwise any list of
+    mappings is accepted and the provider checks them in ``validate``.
+``topology``
+    ``{GROUP: {LABEL: {ROLE: COUNT}}}``; ``grp[2-4]`` stands for grp2, grp3, grp4. As in
+    the original Enos (``gen_enoslib_roles`` + ``expand_groups``: machines get the roles
+    ``[group, role]``), each spec gets ``roles = [ROLE, GROUP]`` (the role first, so it
+    stays the primary one) and ``group = GROUP``. Unlike the original, giving both
+    ``topology`` and machines in ``resources`` is an error instead of silently ignoring
+    ``resources``.
+``provision``
+    A playbook path or a list of them, relative to the reservation file's directory;
+    made absolute, and each must be an existing file.
+``variables``
+    A mapping of experiment variables (Ansible extra vars). Any other top-level key
+    (``kolla:``, ``registry:`` ...) is an experiment variable too, unless it is within a
+    difflib ratio of 0.8 of a known key (``resource:``), which is reported as a typo.
+
+Exactly one place gives the machines (``resources``, ``provider.resources`` or
+``topology``), and it gives at least one. Counts are integers ≥ 1; role and group names
+are Ansible group names (letters, digits, ``_``, ``-``; not ``all``/``ungrouped``).
+Last, the provider class's ``validate(config)`` does its semantic checks.
+
+JSON Schema checking is :mod:`enos.schemacheck` (a fast subset; see there why).
 """
 from __future__ import annotations
 
+import copy
+import difflib
+import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from enos.errors import ConfigError
+from enos.errors import ConfigError, ProviderNotFound
 
 
 @dataclass
@@ -41,7 +92,8 @@ class Config:
     networks (list of dicts); ``variables``: experiment variables (unknown top-level keys
     and ``variables:``) handed to Ansible as extra vars; ``provision``: absolute paths of
     the user's playbooks; ``raw``: the file's data as loaded; ``positions``: key path
-    tuple → line number.
+    tuple → line number; ``base_dir``: the absolute directory relative paths of the
+    reservation are resolved in.
     """
 
     file: str
@@ -53,19 +105,434 @@ class Config:
     provision: List[str] = field(default_factory=list)
     raw: Dict[str, Any] = field(default_factory=dict)
     positions: Dict[Tuple, int] = field(default_factory=dict)
+    base_dir: str = ""
 
     def line_of(self, keypath) -> Optional[int]:
-        """Return the line of ``keypath`` (tuple or dotted string), or of its closest
-        ancestor that has one; None if unknown (e.g. a config rebuilt from state)."""
-        path = tuple(keypath.split(".")) if isinstance(keypath, str) else tuple(keypath)
-        while True:
-            if path in self.positions:
-                return self.positions[path]
-            if not path:
-                return None
-            path = path[:-1]
+        """Return the line of ``keypath`` (tuple or dotted string, where all-digit parts
+        may be list indices), or of its closest ancestor that has one; None if unknown
+        (e.g. a config rebuilt from state)."""
+        return _line_of(self.positions, _as_path(keypath))
 
     def error(self, keypath, message: str) -> ConfigError:
         """Return (not raise) a ConfigError located at ``keypath``."""
-        kp = keypath if isinstance(keypath, str) else ".".join(str(k) for k in keypath)
+        kp = keypath if isinstance(keypath, str) else _dotted(keypath)
         return ConfigError(message, file=self.file, line=self.line_of(keypath), keypath=kp or None)
+
+    def to_state(self) -> dict:
+        """Return what an env's state keeps of this reservation (JSON-serialisable):
+        ``{"file", "base_dir", "data"}``; :meth:`from_state` rebuilds the Config."""
+        return {"file": self.file, "base_dir": self.base_dir, "data": copy.deepcopy(self.raw)}
+
+    @classmethod
+    def from_state(cls, saved: dict, provider_loader=None) -> "Config":
+        """Rebuild a Config from :meth:`to_state` output, re-validated, without requiring
+        the playbooks to still exist (``enos destroy`` must work after they moved).
+        Raises ConfigError (or the registry's MissingDependency)."""
+        return config_from_data(saved["data"], saved["file"], provider_loader=provider_loader,
+                                base_dir=saved.get("base_dir") or None, check_files=False)
+
+
+# --- public entry points ---------------------------------------------------------------
+
+def load_config(path, provider_loader: Optional[Callable] = None) -> Config:
+    """Read, check and normalise the reservation file ``path``; return a :class:`Config`.
+
+    ``provider_loader(type) -> Provider class`` defaults to
+    :func:`enos.provider.load_provider_class`. Raises :class:`ConfigError`
+    (``FILE:LINE: key.path: message``) for anything wrong in the file, including an
+    unreadable file, YAML syntax and an unknown provider type; the registry's
+    :class:`~enos.errors.MissingDependency` propagates as is."""
+    from enos.yamlpos import load_yaml
+    file = str(path)
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read the reservation file: {e.strerror or e}", file=file) from None
+    try:
+        text = blob.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte 0x{blob[e.start]:02x} cannot be decoded)",
+                          file=file, line=blob.count(b"\n", 0, e.start) + 1) from None
+    doc = load_yaml(text, file)
+    base_dir = os.path.dirname(os.path.abspath(file))
+    return _Builder(doc.data, file, doc.positions, doc.scalars, provider_loader,
+                    base_dir, check_files=True).build()
+
+
+def config_from_data(data: dict, file: str, positions: Optional[dict] = None,
+                     provider_loader: Optional[Callable] = None, *,
+                     base_dir: Optional[str] = None, check_files: Optional[bool] = None) -> Config:
+    """Check and normalise already-loaded reservation ``data`` (as :func:`load_config`
+    does); return a :class:`Config`.
+
+    ``file`` names it in errors; ``positions`` (key path tuple → line) locates errors
+    when known. Relative playbook paths resolve in ``base_dir`` (default: the directory
+    of ``file``). ``check_files`` (default: only when ``positions`` is given, i.e. not
+    for a reservation rebuilt from saved state) requires the playbooks to exist.
+    Raises :class:`ConfigError`; MissingDependency propagates."""
+    if base_dir is None:
+        base_dir = os.path.dirname(os.path.abspath(file))
+    if check_files is None:
+        check_files = positions is not None
+    return _Builder(copy.deepcopy(data), file, dict(positions or {}), {}, provider_loader,
+                    base_dir, check_files).build()
+
+
+# --- the checking itself ---------------------------------------------------------------
+
+KNOWN_KEYS = ("provider", "resources", "topology", "provision", "variables")
+TYPO_RATIO = 0.8
+EXPLICIT_KEYS = ("role", "roles", "cluster", "flavour", "nodes", "number")
+
+_NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_-]*$", "not": {"enum": ["all", "ungrouped"]},
+         "x-expected": "a role name (letters, digits, '_' or '-', not starting with a digit; "
+                       "not 'all' or 'ungrouped')"}
+_GROUP_NAME = dict(_NAME, **{"x-expected": "a group name (letters, digits, '_' or '-', not starting "
+                                           "with a digit; not 'all' or 'ungrouped')"})
+_COUNT = {"type": "integer", "minimum": 1}
+_LABEL = {"type": "string", "minLength": 1, "x-expected": "a non-empty label (a cluster or flavour name)"}
+_ROLE_COUNTS = {"type": "object", "minProperties": 1, "propertyNames": _NAME,
+                "additionalProperties": _COUNT,
+                "x-expected": "a mapping of role → number of machines"}
+_COMPACT = {"type": "object", "minProperties": 1,
+            "x-expected": "a mapping of cluster/flavour → {role: number}, or of role → list of hosts, "
+                          "or {machines: [...], networks: [...]}"}
+_STATIC_LIST = {"type": "array", "minItems": 1,
+                "items": {"type": "object", "x-expected": "a mapping describing one host (address, alias, ...)"},
+                "x-expected": "a non-empty list of hosts"}
+_EXPLICIT = {"type": "object", "required": ["machines"], "additionalProperties": False,
+             "properties": {"machines": {"type": "array", "minItems": 1,
+                                         "x-expected": "a non-empty list of machines"},
+                            "networks": {"type": "array"}},
+             "x-expected": "a mapping with 'machines' (a list) and optionally 'networks'"}
+_MACHINE = {"type": "object",
+            "properties": {"role": _NAME,
+                           "roles": {"type": "array", "minItems": 1, "items": _NAME, "uniqueItems": True,
+                                     "x-expected": "a non-empty list of role names"},
+                           "cluster": _LABEL, "flavour": _LABEL, "nodes": _COUNT, "number": _COUNT},
+            "x-expected": "a mapping with roles, cluster or flavour, nodes or number, ..."}
+_TOPOLOGY = {"type": "object", "minProperties": 1,
+             "x-expected": "a mapping of group → {cluster/flavour → {role: number}}"}
+_TOPO_GROUP = {"type": "object", "minProperties": 1, "additionalProperties": _ROLE_COUNTS,
+               "x-expected": "a mapping of cluster/flavour → {role: number}"}
+_NETWORKS = {"type": "array", "items": {"type": "object", "x-expected": "a mapping describing one network"},
+             "x-expected": "a list of networks"}
+_PROVISION = {"anyOf": [{"type": "string", "minLength": 1},
+                        {"type": "array", "items": {"type": "string", "minLength": 1,
+                                                    "x-expected": "a playbook path"}}],
+              "x-expected": "a playbook path or a list of playbook paths"}
+_VARIABLES = {"type": "object", "x-expected": "a mapping of variable → value"}
+_GROUP_RANGE = re.compile(r"^(?P<name>.+)\[(?P<start>\d+)-(?P<end>\d+)\]$")
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _as_path(keypath) -> Tuple:
+    if isinstance(keypath, str):
+        return tuple(int(p) if p.isdigit() else p for p in keypath.split(".")) if keypath else ()
+    return tuple(keypath)
+
+
+def _line_of(positions: dict, path: Tuple) -> Optional[int]:
+    path = tuple(path)
+    while True:
+        if path in positions:
+            return positions[path]
+        alt = tuple(str(p) if isinstance(p, int) else p for p in path)
+        if alt in positions:
+            return positions[alt]
+        if not path:
+            return None
+        path = path[:-1]
+
+
+def expand_group(name: str) -> List[str]:
+    """Return the group names ``name`` stands for: ``grp[2-4]`` → grp2, grp3, grp4;
+    any other name → itself. Raises ValueError when the range is reversed."""
+    m = _GROUP_RANGE.match(name)
+    if m is None:
+        return [name]
+    start, end = int(m.group("start")), int(m.group("end"))
+    if start > end:
+        raise ValueError(f"the range [{start}-{end}] is reversed; write [{end}-{start}]")
+    return [f"{m.group('name')}{i}" for i in range(start, end + 1)]
+
+
+class _Builder:
+    """Checks one reservation and builds its Config (one instance per call)."""
+
+    def __init__(self, data, file, positions, scalars, provider_loader, base_dir, check_files):
+        self.data, self.file, self.positions, self.scalars = data, file, positions, scalars
+        self.loader = provider_loader
+        self.base_dir, self.check_files = base_dir, check_files
+
+    # -- error helpers
+    def line(self, path) -> Optional[int]:
+        return _line_of(self.positions, tuple(path))
+
+    def err(self, path, message: str) -> ConfigError:
+        return ConfigError(message, file=self.file, line=self.line(path), keypath=_dotted(path) or None)
+
+    def check(self, instance, schema, path, root=None, extra_keys=()) -> None:
+        """Raise a ConfigError for the first (by line) violation of ``schema``."""
+        from enos.schemacheck import SchemaUnsupported, explain, pick, violations
+        try:
+            found = violations(instance, schema, root, tuple(path))
+        except SchemaUnsupported as e:
+            from enos.errors import ProviderError
+            raise ProviderError(f"the provider's schema cannot be checked: {e}") from None
+        if found:
+            v = pick(found, self.line)
+            where, message = explain(v, self.line, self.scalars.get, extra_keys)
+            raise self.err(where, message)
+
+    # -- the steps
+    def build(self) -> Config:
+        from enos.schemacheck import show
+        data = self.data
+        if data is None:
+            raise ConfigError("the file is empty; expected a mapping with at least 'provider' and 'resources'",
+                              file=self.file, line=None)
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a mapping of keys (provider, resources, ...), got {show(data)}",
+                              file=self.file, line=self.line(()))
+        self._check_plain(data, ())
+        variables = self._top_level_keys(data)
+        cls, options = self._provider(data)
+        machines, networks = self._machines(data, cls)
+        provision = self._provision(data)
+        variables = self._variables(data, variables)
+        config = Config(file=self.file, provider_type=options["type"], options=options, machines=machines,
+                        networks=networks, variables=variables, provision=provision,
+                        raw=self.data, positions=self.positions, base_dir=self.base_dir)
+        cls.validate(config)
+        return config
+
+    def _check_plain(self, value, path) -> None:
+        """Only JSON-like data may go to the state file and to Ansible."""
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, (str, int, float, bool)) and k is not None:
+                    raise self.err(path, "a mapping key must be plain text or a number")
+                self._check_plain(v, path + (k,))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                self._check_plain(v, path + (i,))
+        elif not isinstance(value, (str, int, float, bool)) and value is not None:
+            raise self.err(path, f"expected plain YAML data (text, numbers, lists, mappings), "
+                                 f"got a {type(value).__name__}")
+
+    def _top_level_keys(self, data: dict) -> dict:
+        variables = {}
+        for key, value in data.items():
+            if key in KNOWN_KEYS:
+                continue
+            if not isinstance(key, str):
+                raise self.err((key,), "expected a text key")
+            ratios = [(difflib.SequenceMatcher(None, key, k).ratio(), k) for k in KNOWN_KEYS]
+            ratio, close = max(ratios)
+            if ratio >= TYPO_RATIO:
+                raise self.err((key,), f"unknown key; did you mean '{close}'?")
+            variables[key] = value
+        return variables
+
+    def _provider(self, data: dict):
+        from enos.schemacheck import fill_defaults, show
+        if "provider" not in data:
+            raise self.err((), "missing key 'provider' (e.g. 'provider: local' or 'provider: {type: g5k, ...}')")
+        value = data["provider"]
+        if isinstance(value, str):
+            options, type_path = {"type": value}, ("provider",)
+        elif isinstance(value, dict):
+            if "type" not in value:
+                raise self.err(("provider",), "missing key 'type'")
+            options = {k: v for k, v in value.items() if k != "resources"}
+            type_path = ("provider", "type")
+        else:
+            raise self.err(("provider",), f"expected a provider type or a mapping with a 'type' key, "
+                                          f"got {show(value, self.scalars.get(('provider',)))}")
+        name = options["type"]
+        if not isinstance(name, str) or not name:
+            raise self.err(type_path, f"expected a provider type, got {show(name, self.scalars.get(type_path))}")
+        loader = self.loader
+        if loader is None:
+            from enos.provider import load_provider_class as loader
+        try:
+            cls = loader(name)
+        except ProviderNotFound as e:
+            raise self.err(type_path, str(e)) from None
+        self.check(options, cls.schema, ("provider",))
+        return cls, fill_defaults(copy.deepcopy(options), cls.schema)
+
+    # -- machines
+    def _machines(self, data: dict, cls):
+        prov = data["provider"] if isinstance(data["provider"], dict) else {}
+        sources = []
+        if "resources" in prov:
+            sources.append(("provider", "resources"))
+        res = data.get("resources")
+        if "resources" in data and not (isinstance(res, dict) and res and set(res) <= {"networks"}):
+            sources.append(("resources",))
+        if "topology" in data:
+            sources.append(("topology",))
+        if not sources:
+            if "resources" in data:
+                raise self.err(("resources",), "no machines asked for: 'resources' only has 'networks'")
+            raise self.err((), "missing key 'resources': no machines asked for "
+                               "(give 'resources', 'topology' or 'provider.resources')")
+        if len(sources) > 1:
+            first, second = sorted(sources, key=lambda p: self.line(p) or 0)[:2]
+            raise self.err(second, f"machines are already given by '{_dotted(first)}' (line {self.line(first)}); "
+                                   "give them in one place only")
+        src = sources[0]
+        networks: List[dict] = []
+        net_paths = []
+        if src == ("provider", "resources"):
+            machines = self._explicit(prov["resources"], src, cls, networks, net_paths)
+        elif src == ("topology",):
+            machines = self._topology(data["topology"], cls)
+        elif isinstance(res, dict) and "machines" in res:
+            machines = self._explicit(res, src, cls, networks, net_paths)
+        else:
+            self.check(res, _COMPACT, src)
+            machines = self._compact({k: v for k, v in res.items() if k != "networks"}, src, cls)
+        if isinstance(res, dict) and "networks" in res and not (src == ("resources",) and "machines" in res):
+            net_paths.append(("resources", "networks"))
+        if len(net_paths) > 1:
+            first, second = sorted(net_paths, key=lambda p: self.line(p) or 0)[:2]
+            raise self.err(second, f"networks are already given by '{_dotted(first)}' (line {self.line(first)}); "
+                                   "give them in one place only")
+        for path in net_paths:
+            networks = self._networks(self._get(path), path, cls)
+        return machines, networks
+
+    def _get(self, path):
+        node = self.data
+        for p in path:
+            node = node[p]
+        return node
+
+    def _networks(self, value, path, cls) -> List[dict]:
+        from enos.schemacheck import fill_defaults
+        schema = cls.schema if isinstance(cls.schema, dict) else {}
+        sub = schema.get("properties", {}).get("resources", {})
+        sub = sub.get("properties", {}).get("networks") if isinstance(sub, dict) else None
+        if sub is None:
+            self.check(value, _NETWORKS, path)
+            return copy.deepcopy(value)
+        self.check(value, sub, path, root=schema)
+        return fill_defaults(copy.deepcopy(value), sub, schema)
+
+    def _machine_options(self, options: dict, path, cls, extra_keys=()) -> dict:
+        from enos.schemacheck import fill_defaults
+        self.check(options, cls.machine_schema, path, extra_keys=extra_keys)
+        return fill_defaults(copy.deepcopy(options), cls.machine_schema)
+
+    def _explicit(self, value, path, cls, networks, net_paths) -> List[MachineSpec]:
+        self.check(value, _EXPLICIT, path)
+        if "networks" in value:
+            net_paths.append(path + ("networks",))
+        specs = []
+        for i, entry in enumerate(value["machines"]):
+            p = path + ("machines", i)
+            self.check(entry, _MACHINE, p)
+            for a, b in (("role", "roles"), ("cluster", "flavour"), ("nodes", "number")):
+                if a in entry and b in entry:
+                    later = max((p + (a,), p + (b,)), key=lambda q: self.line(q) or 0)
+                    raise self.err(later, f"give either '{a}' or '{b}', not both")
+            if "role" not in entry and "roles" not in entry:
+                raise self.err(p, "missing key 'roles' (or 'role')")
+            roles = [entry["role"]] if "role" in entry else list(entry["roles"])
+            options = {k: v for k, v in entry.items() if k not in EXPLICIT_KEYS}
+            options = self._machine_options(options, p, cls, extra_keys=EXPLICIT_KEYS)
+            specs.append(MachineSpec(roles=roles, count=int(entry.get("nodes", entry.get("number", 1))),
+                                     label=entry.get("cluster", entry.get("flavour")), options=options,
+                                     keypath=_dotted(p), line=self.line(p)))
+        return specs
+
+    def _compact(self, res: dict, path, cls) -> List[MachineSpec]:
+        from enos.schemacheck import show
+        specs = []
+        for label, value in res.items():
+            p = path + (label,)
+            if isinstance(value, dict):
+                self.check(label, _LABEL, p)
+                self.check(value, _ROLE_COUNTS, p)
+                for role, count in value.items():
+                    specs.append(MachineSpec(roles=[role], count=int(count), label=label,
+                                             keypath=_dotted(p + (role,)), line=self.line(p + (role,))))
+            elif isinstance(value, list):
+                self.check(label, _NAME, p)
+                self.check(value, _STATIC_LIST, p)
+                for i, entry in enumerate(value):
+                    options = self._machine_options(entry, p + (i,), cls)
+                    specs.append(MachineSpec(roles=[label], count=1, options=options,
+                                             keypath=_dotted(p + (i,)), line=self.line(p + (i,))))
+            else:
+                raise self.err(p, "expected a mapping of role → number of machines, or a list of hosts, "
+                                  f"got {show(value, self.scalars.get(p))}")
+        return specs
+
+    def _topology(self, topo, cls) -> List[MachineSpec]:
+        path = ("topology",)
+        self.check(topo, _TOPOLOGY, path)
+        specs, defined = [], {}
+        for grp, clusters in topo.items():
+            p = path + (grp,)
+            self.check(grp, dict(_LABEL, **{"x-expected": "a group name"}), p)
+            try:
+                names = expand_group(grp)
+            except ValueError as e:
+                raise self.err(p, str(e)) from None
+            for name in names:
+                self.check(name, _GROUP_NAME, p)
+                if name in defined:
+                    raise self.err(p, f"group '{name}' is already defined by '{defined[name][0]}' "
+                                      f"(line {defined[name][1]})")
+                defined[name] = (grp, self.line(p))
+            self.check(clusters, _TOPO_GROUP, p)
+            for name in names:
+                for label, roles in clusters.items():
+                    self.check(label, _LABEL, p + (label,))
+                    for role, count in roles.items():
+                        q = p + (label, role)
+                        specs.append(MachineSpec(roles=list(dict.fromkeys([role, name])), count=int(count),
+                                                 label=label, group=name, keypath=_dotted(q), line=self.line(q)))
+        return specs
+
+    # -- provision and variables
+    def _provision(self, data: dict) -> List[str]:
+        if "provision" not in data:
+            return []
+        value = data["provision"]
+        path = ("provision",)
+        self.check(value, _PROVISION, path)
+        items = [(path, value)] if isinstance(value, str) else [(path + (i,), v) for i, v in enumerate(value)]
+        out = []
+        for p, rel in items:
+            full = os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(rel)))
+            if self.check_files:
+                if os.path.isdir(full):
+                    raise self.err(p, f"{full} is a directory, not a playbook")
+                if not os.path.isfile(full):
+                    raise self.err(p, f"no such playbook: {full}")
+            out.append(full)
+        return out
+
+    def _variables(self, data: dict, top_level: dict) -> dict:
+        variables = dict(top_level)
+        if "variables" not in data:
+            return variables
+        section = data["variables"]
+        self.check(section, _VARIABLES, ("variables",))
+        for key, value in section.items():
+            if not isinstance(key, str):
+                raise self.err(("variables", key), "expected a text key")
+            if key in top_level:
+                raise self.err(("variables", key), f"'{key}' is also given at the top level "
+                                                   f"(line {self.line((key,))}); keep one")
+            variables[key] = value
+        return variables

@@ -1,0 +1,136 @@
+"""YAML loading that remembers where every key was written.
+
+:func:`load_yaml` returns the data *and* a dict ``key path tuple → line`` (1-based; list
+indices are ints in the path), so configuration errors can name the offending line.
+
+Differences from ``yaml.safe_load``, all on purpose:
+
+* a key written twice in one mapping is an error (PyYAML silently keeps the last one);
+* dates and base-60 numbers are not resolved: ``2024-01-01`` and ``2:00:00`` stay text
+  (a walltime ``2:00:00`` would otherwise become the integer 7200);
+* every error is a :class:`~enos.errors.ConfigError` ``FILE:LINE: YAML syntax error: ...``.
+
+The plain-scalar text of every value is kept too (``scalars``), so an error can show what
+the user wrote when YAML read it as something else (``on`` → true).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Optional, Tuple
+
+import yaml
+
+from enos.errors import ConfigError
+
+Path_ = Tuple[Any, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without the YAML 1.1 timestamp and base-60 resolvers."""
+
+
+_INT = re.compile(r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$""", re.X)
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X)
+_DROP = {"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _DROP]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _syntax_error(file: str, err: yaml.YAMLError, text: str) -> ConfigError:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
+    context = getattr(err, "context", None)
+    if context and problem.startswith("but "):
+        problem = f"{context} {problem}"
+    line = mark.line + 1 if mark is not None else None
+    if isinstance(err, yaml.reader.ReaderError):
+        char = err.character if isinstance(err.character, int) else ord(str(err.character)[:1] or "\0")
+        problem = f"unacceptable character #x{char:04x}: {err.reason}"
+        line = text.count("\n", 0, err.position) + 1
+    return ConfigError(f"YAML syntax error: {problem}", file=file, line=line)
+
+
+class YamlDocument:
+    """The result of :func:`load_yaml`: ``data`` (plain Python objects), ``positions``
+    (key path → 1-based line) and ``scalars`` (key path → the plain scalar text written,
+    for values YAML resolved to a non-string)."""
+
+    def __init__(self, data: Any, positions: Dict[Path_, int], scalars: Dict[Path_, str]):
+        self.data = data
+        self.positions = positions
+        self.scalars = scalars
+
+
+def _walk(loader, node, path: Path_, positions, scalars, file: str, stack: set) -> None:
+    if id(node) in stack:
+        raise ConfigError("YAML alias refers to itself (recursive structure)",
+                          file=file, line=positions.get(path), keypath=_dotted(path))
+    stack = stack | {id(node)}
+    if isinstance(node, yaml.MappingNode):
+        seen: Dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            if isinstance(key_node, yaml.ScalarNode):
+                key = _scalar_value(loader, key_node)
+            else:
+                key = ("<complex key>", key_node.start_mark.line)
+            line = key_node.start_mark.line + 1
+            sub = path + (key,)
+            if key in seen:
+                raise ConfigError(f"duplicate key (first written at line {seen[key]})",
+                                  file=file, line=line, keypath=_dotted(sub))
+            seen[key] = line
+            positions.setdefault(sub, line)
+            _walk(loader, value_node, sub, positions, scalars, file, stack)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            sub = path + (i,)
+            positions.setdefault(sub, item.start_mark.line + 1)
+            _walk(loader, item, sub, positions, scalars, file, stack)
+    elif isinstance(node, yaml.ScalarNode):
+        if node.tag != "tag:yaml.org,2002:str" and node.style is None:
+            scalars[path] = node.value
+
+
+def _scalar_value(loader, node):
+    """Return the Python value of a scalar key node (ints stay ints, text stays text)."""
+    try:
+        return loader.construct_object(node)
+    except yaml.YAMLError:
+        return node.value
+
+
+def _dotted(path: Path_) -> Optional[str]:
+    return ".".join(str(p) for p in path) or None
+
+
+def load_yaml(text: str, file: str) -> YamlDocument:
+    """Parse one YAML document and return a :class:`YamlDocument`.
+
+    An empty document gives ``data = None``. Raises :class:`ConfigError` on a syntax
+    error (``FILE:LINE: YAML syntax error: <problem>``), a duplicate key, a tag this safe
+    loader cannot build (``!!python/object``), or more than one document."""
+    loader = None
+    try:
+        loader = _Loader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return YamlDocument(None, {}, {})
+        positions: Dict[Path_, int] = {(): node.start_mark.line + 1}
+        scalars: Dict[Path_, str] = {}
+        _walk(loader, node, (), positions, scalars, file, set())
+        data = loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise _syntax_error(file, err, text) from None
+    except RecursionError:
+        raise ConfigError("YAML syntax error: structure nested too deeply", file=file, line=None) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return YamlDocument(data, positions, scalars)
