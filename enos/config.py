@@ -432,6 +432,11 @@ class _Builder:
         return fill_defaults(copy.deepcopy(options), cls.machine_schema)
 
     def _explicit(self, value, path, cls, networks, net_paths) -> List[MachineSpec]:
+        if isinstance(value, dict) and path == ("resources",):
+            for key in value:
+                if key not in ("machines", "networks"):
+                    raise self.err(path + (key,), "cannot mix the compact form with the explicit 'machines' "
+                                                  "list; write this as a 'machines' entry")
         self.check(value, _EXPLICIT, path)
         if "networks" in value:
             net_paths.append(path + ("networks",))

@@ -264,7 +264,7 @@ def _check_array(inst: list, schema, root, path, out, bad) -> None:
 def show(value, text: Optional[str] = None) -> str:
     """Return how a value the user wrote is quoted in a message (``'two'``, ``3``,
     ``true``, ``a mapping``, ``an empty value``). ``text`` is the scalar as written when
-    YAML read it as a non-string (``on`` read as true)."""
+    YAML read it as a non-string: ``on (which YAML reads as true)``."""
     if isinstance(value, str):
         return repr(value if len(value) <= 60 else value[:57] + "...")
     if value is None:
@@ -283,7 +283,7 @@ def show(value, text: Optional[str] = None) -> str:
         (isinstance(value, (bool, int, float)) and text != shown) or
         (value is None and text not in ("", "~", "null", "Null", "NULL")))
     if misread:
-        return f"{text} (which YAML reads as {shown}; quote it to keep it as text)"
+        return f"{text} (which YAML reads as {shown})"
     return shown
 
 
@@ -403,7 +403,7 @@ def explain(v: Violation, line_of: Callable[[Tuple], Optional[int]] = lambda p: 
             return v.path, f"expected {describe(schema, root)}, but it matches more than one of these"
         return v.path, f"expected {describe(schema, root)}, got {got}"
     if v.keyword.startswith("propertyNames:"):
-        return v.path, f"expected {describe(schema, root)} as key, got {show(inst)}"
+        return v.path, f"expected {describe(schema, root)}, got {show(inst)}"
     if v.keyword == "required":
         return v.path, f"missing key '{v.detail}'"
     if v.keyword == "dependentRequired":

@@ -41,12 +41,20 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
+_OPENERS = {"flow mapping": "this '{'", "flow sequence": "this '['", "quoted scalar": "this quoted string"}
+
+
 def _syntax_error(file: str, err: yaml.YAMLError, text: str) -> ConfigError:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
     context = getattr(err, "context", None)
     if context and problem.startswith("but "):
         problem = f"{context} {problem}"
+    ended = "<stream end>" in str(problem) or "end of stream" in str(problem)
+    if ended and getattr(err, "context_mark", None) is not None and context:
+        mark = err.context_mark     # the file ended: point at what was left open
+        kind = re.sub(r"^while (parsing|scanning) an? ", "", context)
+        problem = f"{_OPENERS.get(kind, 'this ' + kind)} is never closed"
     line = mark.line + 1 if mark is not None else None
     if isinstance(err, yaml.reader.ReaderError):
         char = err.character if isinstance(err.character, int) else ord(str(err.character)[:1] or "\0")
