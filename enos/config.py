@@ -20,10 +20,11 @@ reference; in short, the top-level keys are:
     ``{ROLE: [{address: ..., alias: ..., ...}]}`` → one spec per host, its keys in
     ``options``, checked against the provider's ``machine_schema``. *Explicit* (EnOSlib
     style): ``{machines: [...], networks: [...]}``, also accepted as
-    ``provider.resources``. An explicit machine has ``role`` or ``roles``, ``cluster`` or
+    ``provider.resources``; ``machines`` is this list only when its value is a list (a
+    mapping there is a compact label named ``machines``). An explicit machine has ``role`` or ``roles``, ``cluster`` or
     ``flavour`` (→ ``label``), ``nodes`` or ``number`` (→ ``count``, default 1); its other
     keys go to ``options``, checked against ``machine_schema`` (defaults filled).
-    ``machines`` and ``networks`` are therefore reserved names under ``resources``.
+    ``networks`` is therefore a reserved name under ``resources``.
 ``networks`` (under ``resources`` or ``provider.resources``)
     A list of mappings → :attr:`Config.networks`. If the provider's ``schema`` declares
     ``properties.resources.properties.networks``, that sub-schema checks them (``$ref``
@@ -211,7 +212,7 @@ _MACHINE = {"type": "object",
                            "roles": {"type": "array", "minItems": 1, "items": _NAME, "uniqueItems": True,
                                      "x-expected": "a non-empty list of role names"},
                            "cluster": _LABEL, "flavour": _LABEL, "nodes": _COUNT, "number": _COUNT},
-            "x-expected": "a mapping with roles, cluster or flavour, nodes or number, ..."}
+            "x-expected": "a mapping describing machines (roles, cluster or flavour, nodes or number, ...)"}
 _TOPOLOGY = {"type": "object", "minProperties": 1,
              "x-expected": "a mapping of group → {cluster/flavour → {role: number}}"}
 _TOPO_GROUP = {"type": "object", "minProperties": 1, "additionalProperties": _ROLE_COUNTS,
@@ -394,12 +395,13 @@ class _Builder:
             machines = self._explicit(prov["resources"], src, cls, networks, net_paths)
         elif src == ("topology",):
             machines = self._topology(data["topology"], cls)
-        elif isinstance(res, dict) and "machines" in res:
+        elif isinstance(res, dict) and isinstance(res.get("machines"), list):
             machines = self._explicit(res, src, cls, networks, net_paths)
         else:
             self.check(res, _COMPACT, src)
             machines = self._compact({k: v for k, v in res.items() if k != "networks"}, src, cls)
-        if isinstance(res, dict) and "networks" in res and not (src == ("resources",) and "machines" in res):
+        explicit_top = src == ("resources",) and isinstance(res.get("machines"), list)
+        if isinstance(res, dict) and "networks" in res and not explicit_top:
             net_paths.append(("resources", "networks"))
         if len(net_paths) > 1:
             first, second = sorted(net_paths, key=lambda p: self.line(p) or 0)[:2]

@@ -194,6 +194,12 @@ def test_explicit_machines_top_level_enoslib_style(tmp_path):
     assert cfg.networks == [{"id": "n2", "type": "prod", "roles": ["r"], "site": "rennes"}]
 
 
+def test_a_compact_label_may_be_called_machines(tmp_path):
+    # only a *list* under resources.machines is the explicit form
+    cfg = load(tmp_path, "provider: loose\nresources:\n  machines:\n    control: 1\n    compute: 2\n")
+    assert specs(cfg) == [(["control"], 1, "machines", None), (["compute"], 2, "machines", None)]
+
+
 def test_compact_resources_with_networks_for_a_permissive_provider(tmp_path):
     cfg = load(tmp_path, "provider: loose\nresources:\n  small:\n    web: 2\n  networks:\n"
                          "    - {cidr: 10.9.0.0/24, roles: [app]}\n")
@@ -385,3 +391,88 @@ def test_cli_validate_accepts_a_good_file(enos_cmd, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "3 host(s)" in proc.stdout
     assert not list(tmp_path.glob("enos_*"))
+
+
+# --- the schema checker against jsonschema itself, and the real providers -------------
+
+def _cases():
+    from enos import config as c
+    values = [None, True, 0, 1, 2, 1.5, 2.0, -1, 70000, "", "two", "1:30", "4h", "all", "web", "web server",
+              [], ["a"], ["a", "a"], [1], [{}], [{"address": "x"}], {}, {"compute": 2}, {"compute": 0},
+              {"type": "alpha"}, {"type": "alpha", "walltime": "1:00", "queue": "fast"},
+              {"type": "alpha", "extra": 1}, {"address": "h", "port": 22}, {"port": 22},
+              {"machines": [{"roles": ["a"]}]}, {"machines": []}, {"machines": [], "x": 1},
+              {"roles": ["a"], "cluster": "p", "nodes": 2}, {"roles": [], "nodes": 0},
+              {"id": "n", "type": "kavlan", "roles": []}, {"id": "n", "type": "vlan", "roles": []}]
+    schemas = [Alpha.schema, Alpha.machine_schema, Static.schema, Static.machine_schema,
+               {"$defs": Alpha.schema["$defs"], "$ref": "#/$defs/network"},
+               c._NAME, c._COUNT, c._ROLE_COUNTS, c._EXPLICIT, c._MACHINE, c._STATIC_LIST, c._PROVISION,
+               c._NETWORKS, c._TOPO_GROUP,
+               {"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 1}]},
+               {"type": "array", "uniqueItems": True, "contains": {"type": "string"}},
+               {"type": "object", "patternProperties": {"^x-": {"type": "integer"}}, "additionalProperties": False},
+               {"if": {"type": "object", "required": ["port"]}, "then": {"required": ["address"]}},
+               {"type": "object", "dependentRequired": {"port": ["address"]}, "maxProperties": 1},
+               {"type": "string", "maxLength": 3, "not": {"const": "web"}},
+               {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 2, "multipleOf": 0.5}]
+    return schemas, values
+
+
+def test_schemacheck_agrees_with_jsonschema():
+    import jsonschema
+    from enos import schemacheck
+    schemas, values = _cases()
+    checked = 0
+    for schema in schemas:
+        jsonschema.Draft202012Validator.check_schema(schema)
+        reference = jsonschema.Draft202012Validator(schema)
+        for value in values:
+            assert schemacheck.is_valid(value, schema) == reference.is_valid(value), (schema, value)
+            checked += 1
+    assert checked == len(schemas) * len(values)
+
+
+def test_schemacheck_draft7_tuple_items():
+    import jsonschema
+    from enos import schemacheck
+    schema = {"type": "array", "items": [{"type": "string"}, {"type": "integer"}], "additionalItems": False}
+    for value in (["a", 1], ["a"], [1, 1], ["a", 1, 2], []):
+        assert schemacheck.is_valid(value, schema) == jsonschema.Draft7Validator(schema).is_valid(value), value
+
+
+def test_fill_defaults_nested_and_through_refs():
+    from enos.schemacheck import fill_defaults
+    schema = {"type": "object", "properties": {
+        "a": {"type": "object", "default": {}, "properties": {"b": {"type": "integer", "default": 3}}},
+        "n": {"type": "array", "items": {"$ref": "#/$defs/x"}}},
+        "$defs": {"x": {"type": "object", "properties": {"s": {"default": "rennes"}}}}}
+    out = fill_defaults({"n": [{}, {"s": "lyon"}]}, schema)
+    assert out == {"a": {"b": 3}, "n": [{"s": "rennes"}, {"s": "lyon"}]}
+    # defaults are copies, never the schema's own objects
+    out["a"]["b"] = 4
+    assert schema["properties"]["a"]["default"] == {}
+
+
+def test_builtin_providers_schemas_and_samples(tmp_path):
+    """Every shipped provider's schemas are valid JSON Schema this checker supports, and
+    its `enos new` sample reservation validates."""
+    import jsonschema
+    from enos import schemacheck
+    from enos.provider import builtin_providers, load_provider_class
+    names = builtin_providers()
+    assert names, "no built-in provider found"
+    failures = []
+    for name in names:
+        cls = load_provider_class(name, check=False)
+        for schema in (cls.schema, cls.machine_schema):
+            jsonschema.Draft202012Validator.check_schema(schema)
+            schemacheck.violations({}, schema)       # raises SchemaUnsupported on unknown keywords
+        if cls.sample:
+            path = tmp_path / f"{name}.yaml"
+            path.write_text(cls.sample)
+            try:
+                cfg = load_config(path, provider_loader=lambda n: load_provider_class(n, check=False))
+                assert cfg.provider_type == name and cfg.machines
+            except ConfigError as e:
+                failures.append(f"{name}: {e}")
+    assert not failures, "\n".join(failures)
