@@ -41,6 +41,10 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
+_TOKENS = {"<block end>": "the end of the block (check the indentation)",
+           "'<block mapping start>'": "a new key", "'<block sequence start>'": "a '-' list item",
+           "'<stream end>'": "the end of the file", "'<document start>'": "'---'",
+           "but found '?'": "but found a new key"}
 _OPENERS = {"flow mapping": "this '{'", "flow sequence": "this '['", "quoted scalar": "this quoted string"}
 
 
@@ -55,6 +59,8 @@ def _syntax_error(file: str, err: yaml.YAMLError, text: str) -> ConfigError:
         mark = err.context_mark     # the file ended: point at what was left open
         kind = re.sub(r"^while (parsing|scanning) an? ", "", context)
         problem = f"{_OPENERS.get(kind, 'this ' + kind)} is never closed"
+    for token, words in _TOKENS.items():
+        problem = str(problem).replace(token, words)
     line = mark.line + 1 if mark is not None else None
     if isinstance(err, yaml.reader.ReaderError):
         char = err.character if isinstance(err.character, int) else ord(str(err.character)[:1] or "\0")

@@ -476,3 +476,37 @@ def test_builtin_providers_schemas_and_samples(tmp_path):
             except ConfigError as e:
                 failures.append(f"{name}: {e}")
     assert not failures, "\n".join(failures)
+
+
+def test_mangled_files_never_escape_as_anything_but_config_error(tmp_path):
+    """Random edits of valid files: each load either succeeds or raises a ConfigError that
+    names the file (never a traceback from yaml, the checker or normalisation)."""
+    import random
+    seeds = [
+        "provider:\n  type: alpha\n  walltime: '1:00'\n  resources:\n    machines:\n      - roles: [a]\n"
+        "        cluster: paravance\n        nodes: 2\n    networks:\n      - {id: n, type: prod, roles: [x]}\n"
+        "provision: []\nvariables: {x: 1}\nkolla: {a: b}\n",
+        "provider: alpha\ntopology:\n  g[1-2]:\n    paravance: {c: 1}\n  h:\n    econome:\n      d: 2\n"
+        "resources:\n  networks: []\n",
+        "provider: static\nresources:\n  web:\n    - {address: a, port: 22}\n    - address: b\n      user: x\n",
+    ]
+    alphabet = " \n:-[]{}#&*!|>'\"\t,0123456789abcxyz?%@`"
+    rng = random.Random(20261122)
+    path = tmp_path / "r.yaml"
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(800):
+        text = list(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(text) + 1)
+            if rng.random() < 0.4 and text:
+                del text[pos:pos + rng.randint(1, 3)]
+            else:
+                text[pos:pos] = [rng.choice(alphabet)]
+        path.write_text("".join(text))
+        try:
+            load_config(path, provider_loader=loader)
+            outcomes["ok"] += 1
+        except ConfigError as e:
+            assert str(e).startswith(str(path)), str(e)
+            outcomes["error"] += 1
+    assert outcomes["ok"] > 0 and outcomes["error"] > 0
