@@ -47,7 +47,8 @@ from enos.provider.provider import (DESTROY, IP_POOL, RESERVE, SWEEP, Check, Hos
 JOURNAL_KEY = "local"
 LOCK_PATH = "/run/enos/local-subnets.lock"
 #: the auto-picked /24s come from here (10.200.0.0/24 .. 10.254.255.0/24)
-AUTO_RANGES = [ipaddress.ip_network(f"10.{b}.0.0/16") for b in range(200, 255)]
+AUTO_FIRST = ipaddress.ip_network("10.200.0.0/24")
+AUTO_COUNT = 55 * 256          # /24s up to 10.254.255.0/24
 SSHD_READY_TIMEOUT = 15.0
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd")
 _HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
@@ -150,10 +151,11 @@ def used_networks(ipr) -> List[ipaddress.IPv4Network]:
 def pick_subnet(used: List[ipaddress.IPv4Network], seed: int) -> ipaddress.IPv4Network:
     """Return a free /24 of 10.200.0.0–10.254.255.0 overlapping none of ``used``, starting the
     search at a place derived from ``seed``. Raises ProviderError if all are taken."""
-    candidates = [n for big in AUTO_RANGES for n in big.subnets(new_prefix=24)]
-    start = seed % len(candidates)
-    for i in range(len(candidates)):
-        net = candidates[(start + i) % len(candidates)]
+    first = int(AUTO_FIRST.network_address)
+    count = AUTO_COUNT
+    start = seed % count
+    for i in range(count):
+        net = ipaddress.IPv4Network((first + ((start + i) % count) * 256, 24))
         if not any(net.overlaps(u) for u in used):
             return net
     raise ProviderError("no free /24 left in 10.200.0.0-10.254.255.255; set provider.subnet")
@@ -349,6 +351,10 @@ class LocalProvider(Provider):
         for name, ip in sorted(plan.extra_hosts.items()):
             lines.append(f"{ip}\t{name}")
         (d / "hosts").write_text("\n".join(lines) + "\n")
+        # the namespace has no route to this machine's DNS servers: without this, every
+        # lookup missing from /etc/hosts (e.g. its IPv6 half) waits for DNS timeouts (10 s)
+        (d / "resolv.conf").write_text("# enos local host: no DNS server is reachable from its namespace\n"
+                                       "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         (d / "sshd_config").write_text(f"""\
 # sshd of enos local host {plan.alias} (namespace {plan.ns}, run {self.run_id})
 Port 22
@@ -442,6 +448,7 @@ Subsystem sftp internal-sftp
             "set -e",
             f"hostname {q(plan.hostname)}",
             f"mount --bind {q(str(d / 'hosts'))} /etc/hosts",
+            f"if [ -e /etc/resolv.conf ]; then mount --bind {q(str(d / 'resolv.conf'))} /etc/resolv.conf; fi",
             f"if [ -e /etc/hostname ]; then mount --bind {q(str(d / 'hostname'))} /etc/hostname; fi",
             f"if [ -e /root/.bashrc ]; then mount --bind {q(str(d / 'empty'))} /root/.bashrc; fi",
             "mkdir -p /run/sshd",
@@ -595,6 +602,14 @@ Subsystem sftp internal-sftp
             except NetlinkError as e:
                 if e.code != 19:  # ENODEV: gone meanwhile
                     left.append(f"veth {v} ({e})")
+        # a re-created host gets a new MAC: drop the bridge's stale ARP entries, or this
+        # machine keeps sending to the old MAC until the entry expires (seconds)
+        br = ipr.link_lookup(ifname=_bridge_name(self.run_id))
+        for p in plans if br else ():
+            try:
+                ipr.neigh("del", dst=p.address, ifindex=br[0])
+            except NetlinkError:
+                pass                     # no entry: nothing to drop
         return left
 
     def _is_ours(self, pid: int) -> bool:

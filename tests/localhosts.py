@@ -1,0 +1,85 @@
+"""Test helpers for the ``local`` provider: bring namespace hosts up through the Python API,
+probe what of a run id is left on this machine (independently of enos' own code)."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import List, Optional
+
+from enos.config import Config, MachineSpec
+from enos.provider.provider import ProviderContext
+from enos.sshkeys import ensure_keypair
+from enos.state import State
+
+#: every run id a test of this session created, checked for leftovers at the end
+RUN_IDS: List[str] = []
+
+
+def local_config(counts: dict, subnet: Optional[str] = None, extra_hosts: Optional[dict] = None) -> Config:
+    """Return a Config for the local provider with ``counts`` = {role: count} (one spec each)."""
+    options = {"type": "local"}
+    if subnet:
+        options["subnet"] = subnet
+    machines = [MachineSpec(roles=[r], count=c, label="local", keypath=f"resources.local.{r}",
+                            options={"extra_hosts": extra_hosts} if extra_hosts else {})
+                for r, c in counts.items()]
+    return Config(file="reservation.yaml", provider_type="local", options=options, machines=machines)
+
+
+def make_provider(env_dir: Path, config: Config, run_id: Optional[str] = None):
+    """Return a LocalProvider on a real State in ``env_dir`` (created if needed), with the env
+    key generated; the run id is registered for the end-of-session leftover check."""
+    from enos.provider.local import LocalProvider
+    env_dir = Path(env_dir)
+    env_dir.mkdir(parents=True, exist_ok=True)
+    if (env_dir / "state.json").exists():
+        st = State.load(env_dir)
+    else:
+        st = State.create(env_dir, config.file, {}, "local", run_id=run_id)
+    key = ensure_keypair(env_dir / "ssh", f"enos-{st.run_id}")
+    RUN_IDS.append(st.run_id)
+    ctx = ProviderContext(config=config, journal=st.journal, env_dir=env_dir, run_id=st.run_id, ssh_key=key)
+    return LocalProvider(ctx)
+
+
+def leftovers(run_id: str) -> List[str]:
+    """Return what of ``run_id`` exists on this machine: namespaces ``enos-R-*`` (by
+    ``ip netns``), links ``ebR``/``evR*`` (by ``ip -o link``), live or zombie processes
+    started from ``local-R/`` (by ``ps``)."""
+    out: List[str] = []
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    out += [f"netns {line.split()[0]}" for line in ns.splitlines() if line.startswith(f"enos-{run_id}-")]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name == f"eb{run_id}" or name.startswith(f"ev{run_id}"):
+            out.append(f"link {name}")
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    for line in ps.splitlines():
+        if f"local-{run_id}/" in line:
+            out.append(f"process {line.strip()}")
+    return out
+
+
+def ssh(key: Path, address: str, command: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    """Run ``command`` as root on ``address`` with the env key (host key not checked)."""
+    return subprocess.run(["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                           "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                           f"root@{address}", command],
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def exists(pid: int) -> bool:
+    """True if ``pid`` has a /proc entry (alive or zombie)."""
+    return os.path.exists(f"/proc/{pid}")
