@@ -186,6 +186,8 @@ class FakeG5k:
             now = time.time()
             job = self._job_json(uid, site, user, {"name": name}, [], {}, 3600, now, now)
             job["state"] = state
+            if state == "running":
+                job.update(started_at=int(now), _started=now)
             self.jobs[uid] = job
             return dict(job)
 

@@ -80,7 +80,9 @@ def groups_and_networks(config) -> Tuple[List[Group], List[Network]]:
             d.setdefault("roles", m.roles)
             groups.append(_group_from_dict(d, m.keypath, count=m.count, label=m.label))
         raw_nets = config.networks or []
-        nets_kp = "resources.networks"
+        positions = getattr(config, "positions", None) or {}
+        nets_kp = ("provider.resources.networks" if ("provider", "resources", "networks") in positions
+                   else "resources.networks")
     nets = [Network(id=str(n.get("id")), type=str(n.get("type", "prod")), roles=_as_list(n.get("roles")),
                     site=n.get("site"), keypath=f"{nets_kp}.{i}") for i, n in enumerate(raw_nets)]
     return groups, nets

@@ -48,19 +48,15 @@ _ROLES = {"oneOf": [_STR, {"type": "array", "items": _STR, "minItems": 1}],
           "x-expected": "a role name or a list of role names"}
 
 _MACHINE = {
+    # the keys of an explicit machine entry besides roles/cluster/nodes (checked by the core)
     "type": "object",
     "properties": {
-        "roles": _ROLES,
-        "cluster": _STR,
         "servers": {"type": "array", "items": _STR, "minItems": 1,
                     "x-expected": "a list of node FQDNs (paravance-1.rennes.grid5000.fr)"},
-        "nodes": {"type": "integer", "minimum": 1, "x-expected": "an integer ≥ 1"},
         "primary_network": _STR,
         "secondary_networks": {"type": "array", "items": _STR, "x-expected": "a list of network ids"},
-        "min": {"type": "integer", "minimum": 0},
+        "min": {"type": "integer", "minimum": 0, "x-expected": "an integer ≥ 0"},
     },
-    "required": ["roles"],
-    "anyOf": [{"required": ["cluster"]}, {"required": ["servers"]}],
     "additionalProperties": False,
     "x-expected": "a machine group {cluster | servers, nodes, roles, primary_network, secondary_networks}",
 }
@@ -120,9 +116,7 @@ class G5k(Provider):
             "retry_max_delay": {"type": "number", "minimum": 0},
             "resources": {
                 "type": "object",
-                "properties": {"machines": {"type": "array", "items": _MACHINE, "minItems": 1},
-                               "networks": {"type": "array", "items": _NETWORK}},
-                "required": ["machines"],
+                "properties": {"networks": {"type": "array", "items": _NETWORK}},
                 "x-expected": "{machines: [...], networks: [...]}",
             },
         },
