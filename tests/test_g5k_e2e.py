@@ -1,0 +1,156 @@
+"""End to end: the g5k provider against the local Grid'5000 API server, whose nodes are real
+``local`` namespace hosts reached through a gateway host (another namespace host) as the
+SSH jump host. The gateway resolves the nodes' Grid'5000 FQDNs with its own /etc/hosts
+(``extra_hosts``), so SSH, ProxyJump, Ansible preinstall and ``enos run`` are exercised for
+real; nothing is written to this machine's /etc/hosts. The conformance suite runs on the
+same testbed (with ``--no-provision``: SSH reachability is still waited for).
+
+The gateway authenticates the client with an ssh-agent started by the test (holding the
+local env's key), as a Grid'5000 user's agent would for access.grid5000.fr.
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from enos.testing.conformance import ConformanceSuite
+
+sys.path.insert(0, str(Path(__file__).parent))
+from g5kserver import FakeG5k  # noqa: E402
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+PASSWORD = "e2e-pw-" + os.urandom(4).hex()
+NODES = ["paravance-1.rennes.grid5000.fr", "paravance-2.rennes.grid5000.fr", "grisou-1.nancy.grid5000.fr"]
+
+
+def _enos(args, cwd, env=None, check=True, timeout=600):
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-m", "enos", *args], cwd=str(cwd), env=e, capture_output=True,
+                       text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check:
+        assert p.returncode == 0, f"enos {' '.join(args)}: rc {p.returncode}\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    """Namespace hosts (gateway + 3 nodes), an ssh-agent, the API server; torn down after."""
+    if not (shutil.which("sshd") or Path("/usr/sbin/sshd").exists()) or not shutil.which("ssh-agent"):
+        pytest.skip("needs sshd and ssh-agent (apt-get install openssh-server openssh-client)")
+    work = tmp_path_factory.mktemp("g5k-e2e")
+    rnd = random.Random()
+    subnet = f"10.{rnd.randint(200, 254)}.{rnd.randint(0, 255)}"
+    gw_ip = f"{subnet}.2"
+    node_ips = {fq: f"{subnet}.{3 + i}" for i, fq in enumerate(NODES)}
+    local_yaml = work / "local.yaml"
+    local_yaml.write_text(
+        "provider:\n  type: local\n  subnet: " + subnet + ".0/24\n"
+        "resources:\n  machines:\n"
+        "    - roles: [gateway]\n      nodes: 1\n      extra_hosts:\n"
+        + "".join(f"        {fq}: {ip}\n" for fq, ip in node_ips.items())
+        + "    - roles: [g5knode]\n      nodes: 3\n")
+    local_env = work / "local-env"
+    agent = None
+    server = None
+    try:
+        _enos(["up", "-f", str(local_yaml), "--env", str(local_env), "--no-provision"], work)
+        st = json.loads((local_env / "state.json").read_text())
+        addrs = [h["address"] for h in st["resources"]["hosts"]]
+        assert addrs == [gw_ip] + list(node_ips.values()), addrs
+        key = local_env / "ssh" / "id_ed25519"
+        sock = work / "agent.sock"
+        agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        for _ in range(50):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        subprocess.run(["ssh-add", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)}, check=True,
+                       capture_output=True)
+        server = FakeG5k(sites={"rennes": {"paravance": 2}, "nancy": {"grisou": 1}},
+                         users={"alice": PASSWORD}, waiting_s=0.1, launching_s=0.05, deploy_s=0.1)
+        server.start()
+        creds = work / "g5k.yaml"
+        creds.write_text(f"username: alice\npassword: {PASSWORD}\nuri: {server.url}\n")
+        creds.chmod(0o600)
+        yield {"work": work, "server": server, "gw": gw_ip, "key": key,
+               "env": {"G5K_CREDENTIALS_FILE": str(creds), "SSH_AUTH_SOCK": str(sock)}}
+    finally:
+        if server is not None:
+            server.stop()
+        if agent is not None:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=10)
+        if (local_env / "state.json").exists():
+            _enos(["destroy", "--env", str(local_env)], work, check=False)
+
+
+def g5k_yaml(path: Path, tb, extra: str = "") -> Path:
+    path.write_text(f"""provider:
+  type: g5k
+  job_name: e2e
+  walltime: "1:00:00"
+  gateway: root@{tb['gw']}
+  ssh_user: root
+  key: {tb['key']}.pub
+  poll_interval: 0.05
+  poll_max_interval: 0.2
+  retry_base_delay: 0.05
+{extra}resources:
+  paravance:
+    control: 1
+    compute: 1
+  grisou:
+    compute: 1
+""")
+    return path
+
+
+def test_up_run_destroy_through_the_gateway(testbed, tmp_path):
+    env_dir = tmp_path / "env"
+    res = g5k_yaml(tmp_path / "reservation.yaml", testbed)
+    _enos(["up", "-f", str(res), "--env", str(env_dir)], tmp_path, testbed["env"])
+    try:
+        st = json.loads((env_dir / "state.json").read_text())
+        hosts = st["resources"]["hosts"]
+        assert sorted(h["address"] for h in hosts) == sorted(NODES)
+        assert all(h["jump"] == f"root@{testbed['gw']}" for h in hosts)
+        assert f"ProxyJump root@{testbed['gw']}" in (env_dir / "ssh_config").read_text()
+        out = _enos(["run", "--env", str(env_dir), "-o", "json", "hostname"], tmp_path, testbed["env"]).stdout
+        results = json.loads(out)
+        rows = results if isinstance(results, list) else results.get("results", [])
+        assert len(rows) == 3 and all(r.get("exit_code", r.get("rc")) == 0 for r in rows), out
+        info = _enos(["info", "--env", str(env_dir), "-o", "json"], tmp_path, testbed["env"]).stdout
+        assert "remaining" in info
+        assert len(testbed["server"].active_jobs(st["run_id"])) == 2
+        leaked = subprocess.run(["grep", "-rl", PASSWORD, str(env_dir)], capture_output=True, text=True).stdout
+        assert leaked == "", f"password found in {leaked}"
+    finally:
+        _enos(["destroy", "--env", str(env_dir)], tmp_path, testbed["env"])
+    assert testbed["server"].active_jobs(st["run_id"]) == []
+
+
+class TestG5kConformance(ConformanceSuite):
+    up_args = ("--no-provision", "--ssh-timeout", "60")
+    command_timeout = 300.0
+
+    @pytest.fixture
+    def reservation(self, testbed, tmp_path) -> Path:
+        self._server = testbed["server"]
+        return g5k_yaml(tmp_path / "reservation.yaml", testbed)
+
+    @pytest.fixture
+    def cli_env(self, testbed):
+        return dict(testbed["env"])
+
+    def leftovers(self, run_id):
+        return [f"job {j['uid']} ({j['name']}) on {j['site']}: {j['state']}"
+                for j in self._server.active_jobs(run_id)]
