@@ -1,0 +1,1 @@
+"""Helpers of the libvirt provider: XML documents, seed disks, the KVM probe."""
