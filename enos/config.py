@@ -112,7 +112,9 @@ class Config:
         """Return the line of ``keypath`` (tuple or dotted string, where all-digit parts
         may be list indices), or of its closest ancestor that has one; None if unknown
         (e.g. a config rebuilt from state)."""
-        return _line_of(self.positions, _as_path(keypath))
+        if isinstance(keypath, str):
+            return _line_of(self.positions, _resolve_dotted(self.positions, keypath))
+        return _line_of(self.positions, tuple(keypath))
 
     def error(self, keypath, message: str) -> ConfigError:
         """Return (not raise) a ConfigError located at ``keypath``."""
@@ -235,6 +237,26 @@ def _as_path(keypath) -> Tuple:
     if isinstance(keypath, str):
         return tuple(int(p) if p.isdigit() else p for p in keypath.split(".")) if keypath else ()
     return tuple(keypath)
+
+
+def _resolve_dotted(positions: dict, keypath: str) -> Tuple:
+    """Return the key path a dotted string names, matching keys that contain dots
+    themselves (``resources.m1.large.compute`` → ('resources', 'm1.large', 'compute'))
+    against the known positions; unknown parts are split on dots."""
+    parts = keypath.split(".") if keypath else []
+    path: Tuple = ()
+    i = 0
+    while i < len(parts):
+        for j in range(len(parts), i, -1):
+            cand = ".".join(parts[i:j])
+            key = int(cand) if cand.isdigit() else cand
+            if path + (key,) in positions or path + (cand,) in positions:
+                path += (key,) if path + (key,) in positions else (cand,)
+                i = j
+                break
+        else:
+            return path + _as_path(".".join(parts[i:]))
+    return path
 
 
 def _line_of(positions: dict, path: Tuple) -> Optional[int]:

@@ -314,6 +314,14 @@ def test_config_error_helper_locates_list_indices(tmp_path):
         f"{tmp_path}/reservation.yaml:5: resources.web.1.nope: bad"
 
 
+def test_config_error_helper_with_dotted_labels(tmp_path):
+    cfg = load(tmp_path, "provider: loose\nresources:\n  m1.large:\n    web: 1\n    db: 2\n")
+    assert cfg.machines[1].keypath == "resources.m1.large.db"
+    assert cfg.line_of(cfg.machines[1].keypath) == 5
+    assert cfg.line_of("resources.m1.large.db.extra.x") == 5
+    assert cfg.line_of("nothing.here") == 1
+
+
 def test_missing_dependency_propagates(tmp_path):
     with pytest.raises(MissingDependency) as e:
         load(tmp_path, "provider: needy\nresources: {x: {web: 1}}\n")
