@@ -1,0 +1,206 @@
+"""The ``static`` provider: machines that already exist, in Enos' static reservation format.
+
+::
+
+    provider:
+      type: static
+      networks:                      # optional: address ranges the experiment may use
+        - cidr: 192.168.143.0/24
+          start: 192.168.143.119
+          end: 192.168.143.130
+          gateway: 192.168.143.1
+          dns: 8.8.8.8
+          roles: [network_interface]
+    resources:
+      control:
+        - {address: 192.168.143.10, alias: ctl, user: root, keyfile: ~/.ssh/id_ed25519, port: 22}
+      compute:
+        - address: 192.168.143.11
+
+An address listed under several roles is one host with all those roles. ``init`` books
+nothing: it returns the hosts and, per network, the addresses ``start``..``end`` minus the
+hosts' addresses and the gateway. ``destroy`` forgets them and touches nothing.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Dict, List
+
+from enos.provider.provider import DESTROY, IP_POOL, Host, IpPool, Provider, Resources
+
+JOURNAL_KEY = "static"
+_IPV4 = {"type": "string", "pattern": r"^\d{1,3}(\.\d{1,3}){3}$", "x-expected": "an IPv4 address like 10.0.0.1"}
+
+SAMPLE = """\
+# enos reservation for the 'static' provider: machines that already exist and that you can
+# reach over SSH. enos books nothing and 'enos destroy' touches nothing.
+provider:
+  type: static
+  # networks:                  # address ranges your experiment may use (IP pool)
+  #   - cidr: 192.168.143.0/24
+  #     start: 192.168.143.119
+  #     end: 192.168.143.130
+  #     gateway: 192.168.143.1
+  #     dns: 8.8.8.8
+  #     roles: [network_interface]
+
+resources:
+  # <role>: list of hosts; an address under several roles is one host with those roles
+  control:
+    - address: 192.168.143.10
+      alias: control-1           # default: the address
+      user: root                 # default: root
+      keyfile: ~/.ssh/id_ed25519 # default: your SSH agent / default keys
+      port: 22
+  compute:
+    - address: 192.168.143.11
+    - address: 192.168.143.12
+      extra: {network_interface: eth1}   # Ansible host variables
+"""
+
+
+class StaticProvider(Provider):
+    """Machines that already exist: nothing is booked, nothing is released."""
+
+    type = "static"
+    description = "machines that already exist (addresses, users, keys given in the reservation)"
+    capabilities = frozenset({DESTROY, IP_POOL})
+    sample = SAMPLE
+    schema = {
+        "type": "object",
+        "properties": {
+            "type": {"const": "static"},
+            "networks": {
+                "type": "array",
+                "x-expected": "a list of networks ({cidr, start, end, gateway, dns, roles})",
+                "items": {
+                    "type": "object",
+                    "required": ["cidr"],
+                    "additionalProperties": False,
+                    "x-expected": "a network: {cidr, start, end, gateway, dns, roles}",
+                    "properties": {
+                        "cidr": {"type": "string", "pattern": r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
+                                 "x-expected": "a CIDR like 192.168.143.0/24"},
+                        "start": _IPV4, "end": _IPV4, "gateway": _IPV4, "dns": _IPV4,
+                        "name": {"type": "string"},
+                        "roles": {"type": "array", "items": {"type": "string"},
+                                  "x-expected": "a list of role names"},
+                    },
+                },
+            },
+        },
+        "additionalProperties": False,
+    }
+    machine_schema = {
+        "type": "object",
+        "required": ["address"],
+        "properties": {
+            "address": {"type": "string", "minLength": 1, "x-expected": "a host name or IP address"},
+            "alias": {"type": "string", "minLength": 1, "pattern": r"^[A-Za-z0-9_.-]+$",
+                      "x-expected": "a host alias (letters, digits, '.', '_', '-')"},
+            "user": {"type": "string", "minLength": 1},
+            "keyfile": {"type": "string", "minLength": 1, "x-expected": "the path of a private SSH key"},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "jump": {"type": "string", "minLength": 1, "x-expected": "a jump host, user@host[:port]"},
+            "host_key": {"type": "string", "pattern": r"^(ssh|ecdsa)-\S+ \S+",
+                         "x-expected": "a public host key like 'ssh-ed25519 AAAA...'"},
+            "extra": {"type": "object", "x-expected": "a mapping of Ansible host variables"},
+        },
+        "additionalProperties": False,
+    }
+
+    # ------------------------------------------------------------------ parsing
+    @classmethod
+    def _hosts(cls, config) -> List[Host]:
+        """Return the hosts of ``config`` (an address under several roles merged into one).
+        Raises ConfigError when two entries for one address disagree, or an alias is
+        given to two addresses."""
+        base = os.path.dirname(os.path.abspath(config.file)) if config.file else os.getcwd()
+        hosts: Dict[str, Host] = {}
+        where: Dict[str, str] = {}
+        by_alias: Dict[str, str] = {}
+        for m in config.machines:
+            o = m.options
+            addr = str(o["address"])
+            keyfile = o.get("keyfile")
+            if keyfile:
+                keyfile = os.path.join(base, os.path.expanduser(str(keyfile)))
+            h = Host(alias=str(o.get("alias") or addr), address=addr, user=str(o.get("user", "root")),
+                     port=int(o.get("port", 22)), keyfile=keyfile, roles=[],
+                     extra=dict(o.get("extra") or {}), jump=o.get("jump"), host_key=o.get("host_key"))
+            prev = hosts.get(addr)
+            if prev is None:
+                if h.alias in by_alias:
+                    raise config.error(m.keypath, f"alias '{h.alias}' is already used by "
+                                                  f"{by_alias[h.alias]} ({where[by_alias[h.alias]]})")
+                hosts[addr], where[addr], by_alias[h.alias] = h, m.keypath, addr
+                prev = h
+            else:
+                for attr in ("user", "port", "keyfile", "jump", "host_key"):
+                    mine = getattr(h, attr)
+                    if attr in o and mine != getattr(prev, attr):
+                        raise config.error(f"{m.keypath}.{attr}", f"{addr} is also listed at {where[addr]} "
+                                                                  f"with {attr} {getattr(prev, attr)!r}")
+                if "alias" in o and h.alias != prev.alias:
+                    raise config.error(f"{m.keypath}.alias", f"{addr} is also listed at {where[addr]} "
+                                                             f"with alias '{prev.alias}'")
+                prev.extra.update(h.extra)
+            for r in m.roles:
+                if r not in prev.roles:
+                    prev.roles.append(r)
+        return list(hosts.values())
+
+    @classmethod
+    def _pools(cls, config, exclude: List[str]) -> List[IpPool]:
+        pools = []
+        for i, n in enumerate(config.options.get("networks") or []):
+            where = f"provider.networks.{i}"
+            try:
+                net = ipaddress.ip_network(n["cidr"], strict=False)
+            except ValueError:
+                raise config.error(f"{where}.cidr", f"expected a CIDR like 192.168.143.0/24, got '{n['cidr']}'") from None
+            bounds = {}
+            for key in ("start", "end", "gateway", "dns"):
+                if n.get(key) is None:
+                    continue
+                try:
+                    a = ipaddress.ip_address(n[key])
+                except ValueError:
+                    raise config.error(f"{where}.{key}", f"expected an IPv4 address, got '{n[key]}'") from None
+                if key != "dns" and a not in net:
+                    raise config.error(f"{where}.{key}", f"{a} is not inside {net}")
+                bounds[key] = a
+            if "start" in bounds and "end" in bounds and bounds["start"] > bounds["end"]:
+                raise config.error(f"{where}.end", f"end {bounds['end']} comes before start {bounds['start']}")
+            pools.append(IpPool.from_range(str(net), exclude=exclude, start=n.get("start"), end=n.get("end"),
+                                           gateway=n.get("gateway"), dns=n.get("dns"),
+                                           roles=list(n.get("roles") or []), name=n.get("name")))
+        return pools
+
+    @classmethod
+    def validate(cls, config) -> None:
+        """Check hosts (consistent duplicates, unique aliases) and networks (addresses inside
+        their CIDR, start ≤ end). Raises ConfigError."""
+        hosts = cls._hosts(config)
+        cls._pools(config, [h.address for h in hosts])
+
+    # ------------------------------------------------------------------ contract
+    def init(self, force_deploy: bool = False) -> Resources:
+        """Return the listed hosts and the networks' free addresses; books nothing.
+        Raises ConfigError on an inconsistent reservation."""
+        hosts = self._hosts(self.ctx.config)
+        pools = self._pools(self.ctx.config, [h.address for h in hosts])
+        self.ctx.journal.record(JOURNAL_KEY, {"hosts": [h.alias for h in hosts]})
+        return Resources(hosts=hosts, networks=pools)
+
+    def destroy(self) -> None:
+        """Forget the hosts (they are not ours to release); touches nothing. Idempotent."""
+        self.ctx.journal.forget(JOURNAL_KEY)
+
+    def info(self) -> dict:
+        """Return the aliases of the hosts in use."""
+        return {"hosts": (self.ctx.journal.get(JOURNAL_KEY) or {}).get("hosts", [])}
+
+
+PROVIDER = StaticProvider
