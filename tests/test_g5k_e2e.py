@@ -93,7 +93,7 @@ def testbed(tmp_path_factory):
             _enos(["destroy", "--env", str(local_env)], work, check=False)
 
 
-def g5k_yaml(path: Path, tb, extra: str = "") -> Path:
+def g5k_yaml(path: Path, tb, extra: str = "", networks: str = "") -> Path:
     path.write_text(f"""provider:
   type: g5k
   job_name: e2e
@@ -110,7 +110,7 @@ def g5k_yaml(path: Path, tb, extra: str = "") -> Path:
     compute: 1
   grisou:
     compute: 1
-""")
+{networks}""")
     return path
 
 
@@ -145,7 +145,9 @@ class TestG5kConformance(ConformanceSuite):
     @pytest.fixture
     def reservation(self, testbed, tmp_path) -> Path:
         self._server = testbed["server"]
-        return g5k_yaml(tmp_path / "reservation.yaml", testbed)
+        # a /22 subnet so that the declared ip_pool capability is exercised
+        return g5k_yaml(tmp_path / "reservation.yaml", testbed,
+                        networks="  networks:\n    - {id: vips, type: slash_22, roles: [vip], site: rennes}\n")
 
     @pytest.fixture
     def cli_env(self, testbed):
