@@ -134,13 +134,15 @@ class State:
 
     @classmethod
     def create(cls, env_dir: Path, config_file: str, config_data: dict,
-               provider_type: str, run_id: Optional[str] = None) -> "State":
-        """Return a new state (written at once) for a fresh environment in ``env_dir``."""
+               provider_type: str, run_id: Optional[str] = None,
+               config_state: Optional[dict] = None) -> "State":
+        """Return a new state (written at once) for a fresh environment in ``env_dir``.
+        ``config_state`` (``Config.to_state()``) replaces ``{"file", "data"}`` when given."""
         data = {
             "schema": SCHEMA, "serial": 0, "run_id": run_id or new_run_id(),
             "created": now_iso(), "phase": "new", "history": [],
             "provider": provider_type,
-            "config": {"file": config_file, "data": config_data},
+            "config": config_state or {"file": config_file, "data": config_data},
             "journal": {}, "resources": None,
         }
         st = cls(env_dir, data)

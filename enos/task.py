@@ -74,9 +74,8 @@ class Environment:
     def config(self):
         """The reservation as saved in the state, re-validated (a :class:`Config`)."""
         if self._config is None:
-            from enos.config import config_from_data
-            saved = self.state.data["config"]
-            self._config = config_from_data(saved["data"], saved["file"])
+            from enos.config import Config
+            self._config = Config.from_state(self.state.data["config"])
         return self._config
 
     def provider(self, progress=None, config=None) -> Provider:
@@ -160,10 +159,11 @@ def up(config_file: str, env: Optional[str] = None, base: Path = Path("."),
             raise UsageError(f"{env_dir} holds a '{state.data.get('provider')}' environment, not "
                              f"'{config.provider_type}': run 'enos destroy' first or use another --env")
         if state is None:
-            state = State.create(env_dir, config.file, config.raw, config.provider_type)
+            state = State.create(env_dir, config.file, config.raw, config.provider_type,
+                                 config_state=config.to_state())
             progress.info(f"environment {env_dir} (run {state.run_id})")
         else:
-            state.data["config"] = {"file": config.file, "data": config.raw}
+            state.data["config"] = config.to_state()
             state.save()
             progress.info(f"resuming environment {env_dir} (run {state.run_id}, phase {state.phase})")
         if env is None or env_dir.parent == base.resolve():
