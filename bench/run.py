@@ -125,6 +125,7 @@ class Envs:
     def __init__(self, base: Path):
         self.base = base
         self.live: List[Path] = []
+        self.run_ids: List[str] = []
 
     def reservation(self, n: int) -> Path:
         """Write (once) and return a reservation of ``n`` local hosts in two roles."""
@@ -139,8 +140,12 @@ class Envs:
         """Bring ``n`` hosts up in a new env dir; return (env dir, seconds)."""
         d = self.base / name
         self.live.append(d)
-        dt = timed(ENOS + ["-q", "up", "-f", str(self.reservation(n)), "--env", str(d), "--no-provision"],
-                   cwd=self.base)
+        try:
+            dt = timed(ENOS + ["-q", "up", "-f", str(self.reservation(n)), "--env", str(d), "--no-provision"],
+                       cwd=self.base)
+        finally:
+            if (d / "state.json").exists():
+                self.run_ids.append(json.loads((d / "state.json").read_text())["run_id"])
         return d, dt
 
     def destroy(self, d: Path) -> float:
@@ -452,6 +457,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = Table()
     old_term = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     rc = 0
+    error = None
     try:
         enoslib_py = ensure_enoslib() if use_enoslib else None
         if "updown" in only:
@@ -481,11 +487,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:
         log(f"FAILED: {e}")
         rc = 2
+        error = str(e)
     finally:
         envs.destroy_all()
         signal.signal(signal.SIGTERM, old_term)
-        if rc == 0 or envs.live == []:
+        if envs.live:
+            log(f"WARNING: left alive (see {tmp}): {', '.join(map(str, envs.live))}")
+        else:
             shutil.rmtree(tmp, ignore_errors=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"date": started.isoformat(), "machine": desc, "rows": table.rows,
+                                            "notes": table.notes, "run_ids": envs.run_ids, "rc": rc,
+                                            "error": error, "left_alive": [str(d) for d in envs.live]},
+                                           indent=1))
     if rc:
         return rc
     text = table.render()
@@ -504,9 +518,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.save:
         Path(a.save).write_text(header + "\n" + text + "\n\n" + notes + "\n")
         log(f"wrote {a.save}")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"date": started.isoformat(), "machine": desc, "rows": table.rows},
-                                           indent=1))
     return 1 if fails else 0
 
 
