@@ -116,39 +116,40 @@ class StaticProvider(Provider):
         """Return the hosts of ``config`` (an address under several roles merged into one).
         Raises ConfigError when two entries for one address disagree, or an alias is
         given to two addresses."""
-        base = os.path.dirname(os.path.abspath(config.file)) if config.file else os.getcwd()
+        base = getattr(config, "base_dir", None) or (
+            os.path.dirname(os.path.abspath(config.file)) if config.file else os.getcwd())
         hosts: Dict[str, Host] = {}
-        where: Dict[str, str] = {}
-        by_alias: Dict[str, str] = {}
+        given: Dict[str, Dict[str, tuple]] = {}      # address -> attr -> (value, keypath)
+        by_alias: Dict[str, tuple] = {}               # alias -> (address, keypath)
+        attrs = ("alias", "user", "port", "keyfile", "jump", "host_key")
         for m in config.machines:
             o = m.options
             addr = str(o["address"])
-            keyfile = o.get("keyfile")
-            if keyfile:
-                keyfile = os.path.join(base, os.path.expanduser(str(keyfile)))
-            h = Host(alias=str(o.get("alias") or addr), address=addr, user=str(o.get("user", "root")),
-                     port=int(o.get("port", 22)), keyfile=keyfile, roles=[],
-                     extra=dict(o.get("extra") or {}), jump=o.get("jump"), host_key=o.get("host_key"))
-            prev = hosts.get(addr)
-            if prev is None:
-                if h.alias in by_alias:
-                    raise config.error(m.keypath, f"alias '{h.alias}' is already used by "
-                                                  f"{by_alias[h.alias]} ({where[by_alias[h.alias]]})")
-                hosts[addr], where[addr], by_alias[h.alias] = h, m.keypath, addr
-                prev = h
-            else:
-                for attr in ("user", "port", "keyfile", "jump", "host_key"):
-                    mine = getattr(h, attr)
-                    if attr in o and mine != getattr(prev, attr):
-                        raise config.error(f"{m.keypath}.{attr}", f"{addr} is also listed at {where[addr]} "
-                                                                  f"with {attr} {getattr(prev, attr)!r}")
-                if "alias" in o and h.alias != prev.alias:
-                    raise config.error(f"{m.keypath}.alias", f"{addr} is also listed at {where[addr]} "
-                                                             f"with alias '{prev.alias}'")
-                prev.extra.update(h.extra)
+            h = hosts.setdefault(addr, Host(alias=addr, address=addr, roles=[]))
+            seen = given.setdefault(addr, {})
+            for attr in attrs:
+                if attr not in o:
+                    continue
+                value = o[attr]
+                if attr == "keyfile":
+                    value = os.path.join(base, os.path.expanduser(str(value)))
+                elif attr == "port":
+                    value = int(value)
+                if attr in seen and seen[attr][0] != value:
+                    raise config.error(f"{m.keypath}.{attr}", f"{addr} is also listed at {seen[attr][1]} "
+                                                              f"with {attr} {seen[attr][0]!r}")
+                seen[attr] = (value, m.keypath)
+                setattr(h, attr, value)
+            h.extra.update(o.get("extra") or {})
             for r in m.roles:
-                if r not in prev.roles:
-                    prev.roles.append(r)
+                if r not in h.roles:
+                    h.roles.append(r)
+        for addr, h in hosts.items():
+            if h.alias in by_alias and by_alias[h.alias][0] != addr:
+                other, where = by_alias[h.alias]
+                here = given[addr].get("alias", (None, ""))[1]
+                raise config.error(here or "resources", f"alias '{h.alias}' is already used by {other} ({where})")
+            by_alias[h.alias] = (addr, given[addr].get("alias", (None, "resources"))[1])
         return list(hosts.values())
 
     @classmethod
