@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -86,6 +87,30 @@ def test_validate_rejects_bad_subnet_and_too_many_hosts():
     with pytest.raises(ConfigError, match="IPv4"):
         LocalProvider.validate(local_config({"a": 1}, extra_hosts={"x.example": "nope"}))
     LocalProvider.validate(local_config({"a": 5}, subnet="10.1.2.0/29"))  # 8 - net - bcast - gw = 5
+
+
+def test_reservation_forms_through_the_loader(tmp_path):
+    """Compact and explicit forms as the real loader makes them; errors are located."""
+    from enos.config import config_from_data
+    explicit = config_from_data({"provider": "local", "resources": {"machines": [
+        {"roles": ["gw", "net"], "nodes": 1, "extra_hosts": {"api.example.org": "10.1.1.1"}},
+        {"role": "compute", "nodes": 2}]}}, str(tmp_path / "r.yaml"))
+    ctx = ProviderContext(config=explicit, journal=MemoryJournal(), env_dir=tmp_path, run_id="abcd1234")
+    plans = LocalProvider(ctx)._plan(ipaddress.ip_network("10.9.8.0/24"), "10.9.8.1")
+    assert [(p.alias, p.roles) for p in plans] == [("gw-net-1", ["gw", "net"]), ("compute-1", ["compute"]),
+                                                   ("compute-2", ["compute"])]
+    assert plans[0].extra_hosts == {"api.example.org": "10.1.1.1"} and plans[1].extra_hosts == {}
+    bad = [({"provider": "local", "resources": {"machines": [{"roles": ["gw"], "extra_hosts": {"a.example": "x"}}]}},
+            "resources.machines.0.extra_hosts.a.example: expected an IPv4 address like 10.20.0.7"),
+           ({"provider": {"type": "local", "subnet": "ten"}, "resources": {"l": {"a": 1}}},
+            "provider.subnet: expected a CIDR like 10.20.0.0/24, got 'ten'"),
+           ({"provider": {"type": "local", "sbnet": "10.0.0.0/24"}, "resources": {"l": {"a": 1}}},
+            "did you mean 'subnet'"),
+           ({"provider": {"type": "local", "subnet": "10.0.0.0/30"}, "resources": {"l": {"a": 2}}},
+            "provider.subnet: 2 hosts do not fit in 10.0.0.0/30")]
+    for data, words in bad:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            config_from_data(data, str(tmp_path / "r.yaml"))
 
 
 def test_check_names_what_is_missing(tmp_path, monkeypatch):

@@ -185,7 +185,8 @@ class LocalProvider(Provider):
         "properties": {
             "extra_hosts": {"type": "object",
                             "additionalProperties": {"type": "string",
-                                                     "pattern": r"^\d{1,3}(\.\d{1,3}){3}$"},
+                                                     "pattern": r"^\d{1,3}(\.\d{1,3}){3}$",
+                                                     "x-expected": "an IPv4 address like 10.20.0.7"},
                             "x-expected": "a mapping of host names to IPv4 addresses"},
         },
     }
@@ -379,17 +380,36 @@ Subsystem sftp internal-sftp
 """)
 
     def _host_keys(self, plans: List[HostPlan]) -> None:
-        procs = []
+        """Give each host without one an ed25519 host key (in-process with ``cryptography``,
+        an ansible-core dependency, or with ``ssh-keygen`` run in parallel when it is
+        missing). Raises ProviderError if ssh-keygen fails."""
+        missing = []
         for p in plans:
             key = self.host_dir(p.alias) / "ssh_host_ed25519_key"
-            if key.exists() and key.with_suffix(".pub").exists():
-                continue
-            for f in (key, key.with_suffix(".pub")):
-                f.unlink(missing_ok=True)
-            procs.append((p, subprocess.Popen(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{p.alias}@enos-{self.run_id}",
-                 "-f", str(key)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True)))
+            if not (key.exists() and key.with_suffix(".pub").exists()):
+                for f in (key, key.with_suffix(".pub")):
+                    f.unlink(missing_ok=True)
+                missing.append((p, key))
+        if not missing:
+            return
+        try:
+            from cryptography.hazmat.primitives import serialization as ser
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        except ImportError:
+            ser = None
+        if ser is not None:
+            for p, key in missing:
+                k = Ed25519PrivateKey.generate()
+                fd = os.open(str(key), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(k.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption()))
+                pub = k.public_key().public_bytes(ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH).decode()
+                key.with_suffix(".pub").write_text(f"{pub} {p.alias}@enos-{self.run_id}\n")
+            return
+        procs = [(p, subprocess.Popen(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{p.alias}@enos-{self.run_id}",
+             "-f", str(key)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)) for p, key in missing]
         errors = []
         for p, proc in procs:
             out, _ = proc.communicate()
