@@ -120,9 +120,10 @@ def test_two_envs_at_once_and_the_env_lock(tmp_path):
     elapsed = time.monotonic() - t
     run_ids = []
     try:
-        if procs[0].poll() is None:      # it was still running: the lock must have been held
-            assert busy.returncode != 0 and "locked by process" in busy.stderr, busy.stderr
-            assert str(procs[0].pid) in busy.stderr and elapsed < 5
+        # env0's up provisions (several seconds): it still holds the lock
+        assert procs[0].poll() is None, "the first 'enos up' ended before the second one started"
+        assert busy.returncode != 0 and "locked by process" in busy.stderr, busy.stderr
+        assert str(procs[0].pid) in busy.stderr and elapsed < 5
         for p in procs:
             out, err = p.communicate(timeout=300)
             assert p.returncode == 0, err

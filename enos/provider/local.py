@@ -102,6 +102,24 @@ def find_sshd() -> Optional[str]:
     return shutil.which("sshd")
 
 
+def root_login_needs_pam(shadow: Optional[str] = None) -> bool:
+    """Return True if sshd must run with ``UsePAM yes`` for root to log in with a key: without
+    PAM, sshd refuses accounts whose password field is locked (``!...``, as on Ubuntu), and
+    with PAM it leaves that to PAM's account checks. ``shadow`` is /etc/shadow's text (read
+    when None; unreadable counts as not locked)."""
+    if shadow is None:
+        try:
+            with open("/etc/shadow") as f:
+                shadow = f.read()
+        except OSError:
+            return False
+    for line in shadow.splitlines():
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) > 1:
+            return fields[1].startswith("!") or fields[1].startswith("*LK*")
+    return False
+
+
 @dataclass
 class HostPlan:
     """One namespace host as planned from the reservation (JSON form in the journal)."""
@@ -133,17 +151,18 @@ def _subnet_lock() -> Iterator[None]:
         os.close(fd)
 
 
-def used_networks(ipr) -> List[ipaddress.IPv4Network]:
+def used_networks(ipr, skip_index: Optional[int] = None) -> List[ipaddress.IPv4Network]:
     """Return the IPv4 networks in use in this namespace: every address's network and every
-    route's destination (default routes excluded)."""
+    route's destination (default routes excluded), except those of interface
+    ``skip_index``."""
     nets = []
     for a in ipr.get_addr(family=socket.AF_INET):
         addr = a.get_attr("IFA_ADDRESS") or a.get_attr("IFA_LOCAL")
-        if addr:
+        if addr and a["index"] != skip_index:
             nets.append(ipaddress.ip_network(f"{addr}/{a['prefixlen']}", strict=False))
     for r in ipr.get_routes(family=socket.AF_INET, table=254) + ipr.get_routes(family=socket.AF_INET, table=255):
         dst = r.get_attr("RTA_DST")
-        if dst and r["dst_len"] > 0:
+        if dst and r["dst_len"] > 0 and (skip_index is None or r.get_attr("RTA_OIF") != skip_index):
             nets.append(ipaddress.ip_network(f"{dst}/{r['dst_len']}", strict=False))
     return nets
 
@@ -300,9 +319,22 @@ class LocalProvider(Provider):
         needed); the bridge exists, is up and holds the gateway address when this returns."""
         from pyroute2 import NetlinkError
         wanted = self._subnet_option(self.ctx.config)
+        br = _bridge_name(self.run_id)
         with _subnet_lock():
-            if not rec.get("subnet"):
+            found = ipr.link_lookup(ifname=br)
+            if rec.get("subnet") and wanted is not None and ipaddress.ip_network(rec["subnet"]) != wanted:
+                raise self.ctx.config.error(
+                    "provider.subnet", f"this environment already uses {rec['subnet']}; run 'enos destroy' "
+                    f"before changing the subnet")
+            if rec.get("subnet") and not found:
+                # recorded but never put on a bridge (crash): still free?
                 used = used_networks(ipr)
+                if any(u.overlaps(ipaddress.ip_network(rec["subnet"])) for u in used):
+                    if wanted is not None:
+                        raise self.ctx.config.error("provider.subnet", f"{wanted} is now used on this machine")
+                    rec["subnet"] = None
+            if not rec.get("subnet"):
+                used = used_networks(ipr, skip_index=found[0] if found else None)
                 if wanted is not None:
                     clash = [u for u in used if u.overlaps(wanted)]
                     if clash:
@@ -314,7 +346,7 @@ class LocalProvider(Provider):
                     net = pick_subnet(used, int(self.run_id, 16) if re.fullmatch(r"[0-9a-f]+", self.run_id)
                                       else sum(self.run_id.encode()))
                 rec.update(subnet=str(net), gateway=str(next(net.hosts())),
-                           bridge=_bridge_name(self.run_id), dir=str(self.base_dir), hosts=[])
+                           bridge=br, dir=str(self.base_dir), hosts=rec.get("hosts") or [])
                 self._save(rec)
                 checkpoint("local.subnet_picked")
             net = ipaddress.ip_network(rec["subnet"])
@@ -339,7 +371,7 @@ class LocalProvider(Provider):
         return rec
 
     # ------------------------------------------------------------------ host files
-    def _write_host_files(self, plan: HostPlan, plans: List[HostPlan], pubkey: str) -> None:
+    def _write_host_files(self, plan: HostPlan, plans: List[HostPlan], pubkey: str, use_pam: bool) -> None:
         d = self.host_dir(plan.alias)
         (d / "scratch").mkdir(parents=True, exist_ok=True)
         (d / "authorized_keys").write_text(pubkey.strip() + "\n")
@@ -367,7 +399,7 @@ PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-UsePAM no
+UsePAM {"yes" if use_pam else "no"}
 StrictModes no
 UseDNS no
 PrintMotd no
@@ -565,8 +597,9 @@ Subsystem sftp internal-sftp
             self._save(rec)
 
             with self.ctx.progress.task(f"creating {len(todo)} local host(s)", total=len(todo)) as t:
+                use_pam = root_login_needs_pam() and os.path.exists("/etc/pam.d/sshd")
                 for p in todo:
-                    self._write_host_files(p, plans, pubkey)
+                    self._write_host_files(p, plans, pubkey, use_pam)
                 self._host_keys(todo)
                 for p in todo:
                     self._create_netns(ipr, p, rec)
