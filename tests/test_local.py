@@ -389,6 +389,30 @@ def test_subnet_option_is_used_and_a_clash_is_a_config_error(tmp_path):
 
 
 @root
+def test_resume_repicks_a_recorded_subnet_taken_meanwhile(tmp_path, monkeypatch):
+    """Crash after recording the subnet but before the bridge held it; another env takes that
+    subnet; the resumed init picks another one instead of sharing it."""
+    monkeypatch.setenv("ENOS_FAILPOINTS", "local.subnet_picked=raise")
+    prov = make_provider(tmp_path / "env", local_config({"a": 2}))
+    with pytest.raises(FailpointHit):
+        prov.init()
+    monkeypatch.delenv("ENOS_FAILPOINTS")
+    taken = prov.ctx.journal.get("local")["subnet"]
+    squatter = "eb" + os.urandom(4).hex()
+    gw = str(next(ipaddress.ip_network(taken).hosts()))
+    subprocess.run(["ip", "link", "add", squatter, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{gw}/24", "dev", squatter], check=True)
+        res = prov.init()
+        assert res.networks[0].cidr != taken
+        assert not ipaddress.ip_network(res.networks[0].cidr).overlaps(ipaddress.ip_network(taken))
+        assert ssh(prov.ctx.ssh_key, res.hosts[1].address, "hostname").stdout.strip() == "a-2"
+    finally:
+        subprocess.run(["ip", "link", "del", squatter], check=False)
+        prov.destroy()
+
+
+@root
 def test_extra_hosts_are_resolvable_on_the_host(tmp_path):
     prov = make_provider(tmp_path / "env", local_config({"gw": 1}, extra_hosts={"node-1.rennes.grid5000.fr": "10.77.0.5"}))
     try:
