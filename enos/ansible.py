@@ -19,10 +19,15 @@ PREINSTALL = Path(__file__).parent / "playbooks" / "preinstall.yml"
 MAX_FORKS = 100
 
 
-def ansible_env(ssh_config: Path, forks: int) -> Dict[str, str]:
-    """Return the environment variables configuring Ansible for an env."""
+def ansible_env(ssh_config: Path, forks: int, fact_cache: Optional[Path] = None) -> Dict[str, str]:
+    """Return the environment variables configuring Ansible for an env.
+
+    With ``fact_cache`` (a directory), facts are kept there (jsonfile cache) and gathering is
+    ``smart``: the facts the preinstall gathers (and the interpreter it discovers) are reused
+    by the user playbooks instead of running ``setup`` again on every host, the costliest
+    task of a provisioning (bench/RESULTS.md)."""
     venv_bin = str(Path(sys.executable).parent)
-    return {
+    env = {
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_SSH_ARGS": f"-F {ssh_config}",
@@ -38,6 +43,14 @@ def ansible_env(ssh_config: Path, forks: int) -> Dict[str, str]:
         "ANSIBLE_NOCOLOR": "True",
         "ANSIBLE_STRATEGY": "linear",
     }
+    if fact_cache is not None:
+        env.update({
+            "ANSIBLE_GATHERING": "smart",
+            "ANSIBLE_CACHE_PLUGIN": "jsonfile",
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(fact_cache),
+            "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "86400",
+        })
+    return env
 
 
 class _Events:
@@ -83,20 +96,28 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     from enos.progress import NULL
     progress = progress or NULL
     forks = max(1, min(MAX_FORKS, host_count))
-    envvars = ansible_env(ssh_config, forks)
+    pdd = Path(env_dir) / "ansible"
+    pdd.mkdir(exist_ok=True)
+    # facts live for one provisioning run only: never reuse those of an earlier 'enos up'
+    facts = pdd / "facts"
+    shutil.rmtree(facts, ignore_errors=True)
+    envvars = ansible_env(ssh_config, forks, fact_cache=facts)
     if not shutil.which("ansible-playbook", path=envvars["PATH"]):
         raise EnosError("ansible-playbook not found in PATH: install enos with pip in a virtualenv "
                         "(ansible-core is a dependency)")
-    pdd = Path(env_dir) / "ansible"
-    pdd.mkdir(exist_ok=True)
+    extravars = dict(extravars or {})
+    if len(playbooks) > 1 and Path(playbooks[0]).resolve() == PREINSTALL.resolve():
+        # user playbooks follow the preinstall: gather all their facts once, there
+        extravars.setdefault("enos_gather_subset", ["all"])
     for pb in playbooks:
         pb = Path(pb).resolve()
         with progress.task(f"ansible {pb.name}") as task:
             events = _Events(task, verbose)
             r = ansible_runner.run(
                 private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory),
-                extravars=dict(extravars or {}), envvars=envvars, forks=forks, tags=tags,
+                extravars=extravars, envvars=envvars, forks=forks, tags=tags,
                 limit=limit, quiet=True, event_handler=events, rotate_artifacts=5,
+                fact_cache=str(facts),  # absolute: shared by every playbook of this run
                 project_dir=str(pb.parent))
             if r.rc != 0 or r.status != "successful":
                 raise ProvisionError(str(pb), events.failures, r.rc)
