@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from enos.errors import ConfigError, FailpointHit, NotRoot
+from enos.errors import ConfigError, FailpointHit
 from enos.provider import local as local_mod
 from enos.provider.local import LocalProvider, pick_subnet
 from enos.provider.provider import ProviderContext

@@ -565,7 +565,6 @@ Subsystem sftp internal-sftp
         subnet clashing with this machine's; ProviderError when a step fails."""
         sshd = self._preflight()
         from pyroute2 import IPRoute
-        from enos import netns
 
         pubkey = self.ctx.ssh_pubkey
         rec = self.ctx.journal.get(JOURNAL_KEY) or {}
