@@ -24,9 +24,22 @@ from localhosts import leftovers, local_config, make_provider, ssh
 REPO = Path(__file__).resolve().parent.parent
 
 
-def cfg(data: dict, file="/exp/reservation.yaml"):
-    """Return the Config the real loader makes of ``data``."""
-    return config_from_data(data, file)
+EXP = Path("/tmp") / f"enos-static-test-{os.getpid()}"   # holds keys/id for BASE's keyfile
+
+
+@pytest.fixture(autouse=True, scope="module")
+def exp_dir():
+    """The experiment dir BASE's relative keyfile resolves in (keys/id exists)."""
+    (EXP / "keys").mkdir(parents=True, exist_ok=True)
+    (EXP / "keys" / "id").write_text("not a real key\n")
+    yield EXP
+    import shutil
+    shutil.rmtree(EXP, ignore_errors=True)
+
+
+def cfg(data: dict, file=None):
+    """Return the Config the real loader makes of ``data`` (file in EXP by default)."""
+    return config_from_data(data, file or str(EXP / "reservation.yaml"))
 
 
 def provider(data: dict) -> StaticProvider:
@@ -55,7 +68,7 @@ def test_hosts_roles_merge_and_defaults():
     assert list(by) == ["ctl", "192.168.143.11"]
     ctl = by["ctl"]
     assert ctl.roles == ["control", "compute"] and ctl.user == "debian" and ctl.port == 2222
-    assert ctl.keyfile == "/exp/keys/id"                 # relative to the reservation file
+    assert ctl.keyfile == str(EXP / "keys" / "id")      # relative to the reservation file
     assert ctl.extra == {"network_interface": "eth1"}
     other = by["192.168.143.11"]
     assert other.user == "root" and other.port == 22 and other.keyfile is None and other.roles == ["compute"]
@@ -94,6 +107,26 @@ def test_inconsistent_reservations_are_located_config_errors(change, keypath, wo
         cfg(data)
     assert e.value.keypath and e.value.keypath.startswith(keypath), str(e.value)
     assert words in str(e.value)
+
+
+def test_missing_keyfile_is_reported_by_check_and_init(tmp_path):
+    key = tmp_path / "id"
+    data = {"provider": "static", "resources": {"r": [{"address": "10.0.0.9", "keyfile": str(key)}]}}
+    p = provider(data)
+    (c,) = p.check()
+    assert not c.ok and str(key) in c.what
+    with pytest.raises(ConfigError, match="does not exist"):
+        p.init()
+    key.write_text("x")
+    assert p.check()[0].ok and p.init().hosts[0].keyfile == str(key)
+
+
+def test_sample_from_enos_new_validates(tmp_path):
+    subprocess.run([sys.executable, "-m", "enos", "new", "--provider", "static"], cwd=str(tmp_path), check=True,
+                   capture_output=True)
+    v = subprocess.run([sys.executable, "-m", "enos", "validate", "-f", "reservation.yaml"], cwd=str(tmp_path),
+                       capture_output=True, text=True)
+    assert v.returncode == 0 and "3 host(s) in 2 role(s)" in v.stdout, v.stdout + v.stderr
 
 
 def test_destroy_forgets_and_capabilities_are_honest():

@@ -27,7 +27,8 @@ import ipaddress
 import os
 from typing import Dict, List
 
-from enos.provider.provider import DESTROY, IP_POOL, Host, IpPool, Provider, Resources
+from enos.errors import ConfigError
+from enos.provider.provider import DESTROY, IP_POOL, Check, Host, IpPool, Provider, Resources
 
 JOURNAL_KEY = "static"
 _IPV4 = {"type": "string", "pattern": r"^\d{1,3}(\.\d{1,3}){3}$", "x-expected": "an IPv4 address like 10.0.0.1"}
@@ -186,11 +187,30 @@ class StaticProvider(Provider):
         hosts = cls._hosts(config)
         cls._pools(config, [h.address for h in hosts])
 
+    def _missing_keyfiles(self, hosts: List[Host]) -> Dict[str, str]:
+        """Return {keyfile: alias} for the hosts' key files that are not readable."""
+        return {h.keyfile: h.alias for h in hosts if h.keyfile and not os.access(h.keyfile, os.R_OK)}
+
+    def check(self) -> List[Check]:
+        """Return one check per SSH key file the reservation names (readable or not)."""
+        if not self.ctx.config.machines:
+            return []
+        hosts = self._hosts(self.ctx.config)
+        missing = self._missing_keyfiles(hosts)
+        return [Check(f"SSH key {k}", k not in missing, "readable" if k not in missing else "missing or unreadable",
+                      f"create it or fix 'keyfile' of {missing.get(k)}")
+                for k in sorted({h.keyfile for h in hosts if h.keyfile})]
+
     # ------------------------------------------------------------------ contract
     def init(self, force_deploy: bool = False) -> Resources:
         """Return the listed hosts and the networks' free addresses; books nothing.
-        Raises ConfigError on an inconsistent reservation."""
+        Raises ConfigError on an inconsistent reservation or a missing key file."""
         hosts = self._hosts(self.ctx.config)
+        missing = self._missing_keyfiles(hosts)
+        if missing:
+            key, alias = next(iter(missing.items()))
+            raise ConfigError(f"host {alias}: SSH key file {key} does not exist or is not readable",
+                              file=self.ctx.config.file, keypath="resources")
         pools = self._pools(self.ctx.config, [h.address for h in hosts])
         self.ctx.journal.record(JOURNAL_KEY, {"hosts": [h.alias for h in hosts]})
         return Resources(hosts=hosts, networks=pools)
