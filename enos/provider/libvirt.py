@@ -274,6 +274,15 @@ class LibvirtProvider(Provider):
                               f"for a remote host, does 'virsh -c {uri} list' work?)") from None
         return self._conn
 
+    def close(self) -> None:
+        """Close the libvirt connection if open (a new one is opened when needed)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:   # noqa: BLE001 - closing a dead connection is fine
+                pass
+            self._conn = None
+
     def _is_test(self) -> bool:
         return self.conn().getType().upper() == "TEST"
 
