@@ -1,16 +1,17 @@
 """Run a command on the hosts of an environment, in parallel.
 
-One ``ssh -F <env>/ssh_config ALIAS COMMAND`` process per host, all started at once and
-read through one ``selectors`` loop (no thread per host, no polling): connections go
-through the env's ssh_config, so they reuse the connection masters opened by ``enos up``
-(ControlMaster) and a command on an already-connected host costs ~10 ms.
+Connections go through the env's connection masters (ControlMaster, opened by ``enos up``,
+kept by ControlPersist). For each host whose master runs, the session is asked for directly
+on the master's control socket (:mod:`enos.sshmux`): no ``ssh`` process at all, ~5 ms per
+host. Other hosts (master gone, jump host, unknown ControlPath token, master refusing) get
+a plain ``ssh -F <env>/ssh_config ALIAS COMMAND`` process, which also re-opens their master.
+Everything is read through one ``selectors`` loop (no thread per host, no polling).
 
 Why not execo's ``Remote`` (which this module used first): its conductor thread and
 per-process bookkeeping cost ~0.1 s on 20 hosts on this 2-core machine, about as much as the
-whole fan-out itself (bench/RESULTS.md); this loop stays within a few ms of plain parallel
-``ssh``. A process's exit is watched through a pidfd, so a connection master that a first
-``ssh`` forks into the background (ControlPersist) and that inherits the pipes can never make
-the loop wait for EOF.
+whole fan-out itself (bench/RESULTS.md). A process's exit is watched through a pidfd, so a
+connection master that a first ``ssh`` forks into the background (ControlPersist) and that
+inherits the pipes can never make the loop wait for EOF.
 """
 from __future__ import annotations
 
@@ -22,13 +23,16 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from enos.errors import CommandFailed
 from enos.provider.provider import Host
 
 #: at most this many ssh processes at once (each holds 3 file descriptors)
 MAX_PARALLEL = 256
+#: after an ssh process exits, wait at most this long for the end of its output (a mux
+#: session's output ends when its master closes the channel: no limit but ``timeout``)
+GRACE = 2.0
 _READ = 65536
 
 
@@ -68,23 +72,29 @@ def select_hosts(hosts: Sequence[Host], roles: Optional[str]) -> List[Host]:
 
 
 class _Job:
-    """One host's ssh process and what it has written so far."""
+    """One host's session (an ssh process, or a mux session on its master's socket) and
+    what it has written so far."""
 
-    __slots__ = ("alias", "proc", "pidfd", "out", "err", "open", "code", "timed_out")
+    __slots__ = ("alias", "proc", "pidfd", "sock", "replies", "fds", "out", "err", "code",
+                 "timed_out", "mux_error", "ended")
 
-    def __init__(self, alias: str, proc: subprocess.Popen):
+    def __init__(self, alias: str):
         self.alias = alias
-        self.proc = proc
-        self.pidfd = os.pidfd_open(proc.pid)
+        self.proc: Optional[subprocess.Popen] = None
+        self.pidfd = -1
+        self.sock = None
+        self.replies = None
+        self.fds: Dict[int, List[bytes]] = {}   # pipe read ends still open -> their buffer
         self.out: List[bytes] = []
         self.err: List[bytes] = []
-        self.open = 2
         self.code: Optional[int] = None
         self.timed_out = False
+        self.mux_error: Optional[str] = None
+        self.ended: Optional[float] = None   # when the session ended (exit status known)
 
 
 def _max_parallel() -> int:
-    """Return how many ssh processes may run at once given the open-file limit (raising the
+    """Return how many sessions may run at once given the open-file limit (raising the
     soft limit to the hard one when that helps)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = MAX_PARALLEL * 3 + 64
@@ -100,90 +110,213 @@ def _max_parallel() -> int:
     return max(1, min(MAX_PARALLEL, (soft - 64) // 3))
 
 
-def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float]) -> Dict[str, _Job]:
-    """Run every argv (keyed by host alias) at once, at most ``_max_parallel()`` at a time;
-    return the finished jobs. Jobs still running at ``timeout`` are killed."""
+def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
+             mux: Optional[Dict[str, Tuple[str, str]]] = None) -> Dict[str, _Job]:
+    """Run every host's session at once (at most ``_max_parallel()`` at a time); return the
+    finished jobs by alias. ``mux`` maps aliases to (control socket path, command): those
+    go through their master when it answers, else through their argv. Sessions still
+    running at ``timeout`` are killed (process) or dropped (mux: the master then closes them)."""
+    from enos import sshmux
+    mux = mux or {}
     sel = selectors.DefaultSelector()
-    pending = list(argvs.items())
+    pending = list(argvs)
     pending.reverse()
     running: Dict[str, _Job] = {}
     done: Dict[str, _Job] = {}
     limit = _max_parallel()
     deadline = None if timeout is None else time.monotonic() + timeout
+    PIDFD, SOCK = "pidfd", "sock"
+
+    def watch(job: _Job, out_fd: int, err_fd: int) -> None:
+        for fd, buf in ((out_fd, job.out), (err_fd, job.err)):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ, (job, buf))
+            job.fds[fd] = buf
+
+    def spawn(job: _Job) -> None:
+        proc = subprocess.Popen(argvs[job.alias], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        job.proc = proc
+        job.pidfd = os.pidfd_open(proc.pid)
+        watch(job, proc.stdout.fileno(), proc.stderr.fileno())
+        sel.register(job.pidfd, selectors.EVENT_READ, (job, PIDFD))
 
     def start() -> None:
         while pending and len(running) < limit:
-            alias, argv = pending.pop()
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
-            job = _Job(alias, proc)
-            for f in (proc.stdout, proc.stderr):
-                os.set_blocking(f.fileno(), False)
-            sel.register(proc.stdout, selectors.EVENT_READ, (job, job.out))
-            sel.register(proc.stderr, selectors.EVENT_READ, (job, job.err))
-            sel.register(job.pidfd, selectors.EVENT_READ, (job, None))
+            alias = pending.pop()
+            job = _Job(alias)
             running[alias] = job
+            target = mux.get(alias)
+            if target is not None and os.path.exists(target[0]):
+                try:
+                    sock, out_fd, err_fd = sshmux.open_session(*target)
+                except OSError as e:
+                    job.mux_error = str(e)
+                else:
+                    job.sock, job.replies = sock, sshmux.Replies()
+                    sock.setblocking(False)
+                    watch(job, out_fd, err_fd)
+                    sel.register(sock, selectors.EVENT_READ, (job, SOCK))
+                    continue
+            spawn(job)
 
-    def drain(f, buf: List[bytes]) -> bool:
+    def drain(fd: int, buf: List[bytes]) -> bool:
         """Read what is available; return True at EOF."""
         while True:
             try:
-                chunk = os.read(f.fileno(), _READ)
+                chunk = os.read(fd, _READ)
             except BlockingIOError:
                 return False
             if not chunk:
                 return True
             buf.append(chunk)
 
+    def close_fd(job: _Job, fd: int) -> None:
+        sel.unregister(fd)
+        del job.fds[fd]
+        if job.proc is None:          # Popen's pipes are closed with their file objects
+            os.close(fd)
+
+    def release_session(job: _Job, close: bool = True) -> None:
+        if job.proc is not None and job.pidfd >= 0:
+            sel.unregister(job.pidfd)
+            os.close(job.pidfd)
+            job.pidfd = -1
+        if job.sock is not None:
+            if sel.get_map().get(job.sock.fileno()) is not None:
+                sel.unregister(job.sock)
+            if close:
+                job.sock.close()
+                job.sock = None
+
+    def release(job: _Job) -> None:
+        for fd in list(job.fds):
+            close_fd(job, fd)
+        release_session(job)
+        if job.proc is not None:
+            job.proc.stdout.close()
+            job.proc.stderr.close()
+
     def finish(job: _Job) -> None:
-        # the process has exited: take what it wrote, and stop listening even if a forked
-        # connection master still holds the other end of the pipes
-        for f, buf in ((job.proc.stdout, job.out), (job.proc.stderr, job.err)):
-            if not f.closed:
-                drain(f, buf)
-                sel.unregister(f)
-                f.close()
-        sel.unregister(job.pidfd)
-        os.close(job.pidfd)
-        job.code = job.proc.wait()
+        # take what is left in the pipes and stop listening, even if something (an old
+        # OpenSSH's forked master) still holds their other end
+        for fd, buf in list(job.fds.items()):
+            drain(fd, buf)
+        release(job)
+        if job.proc is not None and job.code is None and not job.timed_out:
+            job.code = job.proc.wait()
+        elif job.proc is not None:
+            job.proc.wait()
         del running[job.alias]
         done[job.alias] = job
+
+    def ended(job: _Job, code: Optional[int]) -> None:
+        # exit status known: the output may still be on its way (the master flushes the
+        # channel after sending the status); finish at EOF of both pipes or after GRACE
+        job.code = code
+        job.ended = time.monotonic()
+        # a mux session stays open until its output ends: closing the control socket
+        # would make the master drop the channel (and output still on its way)
+        release_session(job, close=False)
+        if not job.fds:
+            finish(job)
+
+    def mux_event(job: _Job) -> None:
+        try:
+            data = job.sock.recv(_READ)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            job.replies.feed(data)
+        r = job.replies
+        if r.exit_code is not None:
+            ended(job, r.exit_code)
+        elif r.refused is not None and not r.opened:
+            # the master would not open a session (e.g. MaxSessions): use a plain ssh
+            job.mux_error = r.refused
+            release(job)
+            job.replies = None
+            del job.out[:], job.err[:]
+            spawn(job)
+        elif not data:
+            job.code = 255
+            job.err.append(b"enos: the connection master closed the session without an exit status\n")
+            finish(job)
 
     try:
         start()
         while running:
-            wait = None
-            if deadline is not None:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    for job in list(running.values()):
+            now = time.monotonic()
+            for job in [j for j in running.values()
+                        if j.ended is not None and j.proc is not None and now - j.ended >= GRACE]:
+                finish(job)
+            if deadline is not None and now >= deadline:
+                for job in list(running.values()):
+                    if job.ended is None:
                         job.timed_out = True
-                        job.proc.kill()
-                        finish(job)
-                    start()
-                    continue
-            for key, _ in sel.select(wait):
-                job, buf = key.data
-                if job.alias not in running:
-                    continue
-                if buf is None:
+                        if job.proc is not None:
+                            job.proc.kill()
                     finish(job)
-                elif drain(key.fileobj, buf):
-                    sel.unregister(key.fileobj)
-                    key.fileobj.close()
             start()
+            if not running:
+                break
+            wakes = [j.ended + GRACE for j in running.values() if j.ended is not None and j.proc is not None]
+            if deadline is not None:
+                wakes.append(deadline)
+            wait = max(0.0, min(wakes) - now) if wakes else None
+            for key, _ in sel.select(wait):
+                job, what = key.data
+                if running.get(job.alias) is not job:
+                    continue
+                if what is SOCK:
+                    if key.fileobj is job.sock:
+                        mux_event(job)
+                elif what is PIDFD:
+                    if key.fd == job.pidfd:
+                        ended(job, job.proc.wait())
+                elif key.fd in job.fds and drain(key.fd, what):
+                    close_fd(job, key.fd)
+                    if job.ended is not None and not job.fds:
+                        finish(job)
     finally:
         for job in list(running.values()):  # interrupted: leave no ssh behind
-            try:
-                job.proc.send_signal(signal.SIGKILL)
-                job.proc.wait()
-            except OSError:
-                pass
-            for f in (job.proc.stdout, job.proc.stderr):
-                f.close()
-            os.close(job.pidfd)
+            if job.proc is not None:
+                try:
+                    job.proc.send_signal(signal.SIGKILL)
+                    job.proc.wait()
+                except OSError:
+                    pass
+            release(job)
         sel.close()
     return done
+
+
+def _mux_targets(ssh_config: Path, hosts: Sequence[Host], command: str) -> Dict[str, Tuple[str, str]]:
+    """Return {alias: (control socket path, command)} for the hosts whose master can be
+    addressed directly (the ssh_config's global ControlPath, no jump host)."""
+    template = None
+    try:
+        for line in Path(ssh_config).read_text().splitlines():
+            parts = line.split(None, 1)
+            if len(parts) == 2 and parts[0].lower() == "controlpath":
+                if template is not None:      # more than one: let ssh decide per host
+                    return {}
+                template = parts[1].strip().strip('"')
+    except OSError:
+        return {}
+    if not template or template.lower() == "none":
+        return {}
+    from enos import sshmux
+    out = {}
+    for h in hosts:
+        if h.jump:
+            continue
+        path = sshmux.control_path(template, h.address, h.port, h.user)
+        if path:
+            out[h.alias] = (path, command)
+    return out
 
 
 def ensure_control_dirs(ssh_config: Path) -> None:
@@ -203,14 +336,16 @@ def ensure_control_dirs(ssh_config: Path) -> None:
 
 
 def run_command(ssh_config: Path, hosts: Sequence[Host], command: str, timeout: Optional[float] = None,
-                tolerate_failures: bool = False) -> List[CommandResult]:
+                tolerate_failures: bool = False, use_masters: bool = True) -> List[CommandResult]:
     """Run ``command`` on every host at once; return one CommandResult per host, in order.
+    ``use_masters=False`` starts one ``ssh`` process per host even where a master runs.
 
     Raises :class:`CommandFailed` (naming the hosts) if any host exits non-zero or cannot
     be reached, unless ``tolerate_failures``."""
     ensure_control_dirs(ssh_config)
     base = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-T"]
-    jobs = _fan_out({h.alias: base + [h.alias, command] for h in hosts}, timeout)
+    jobs = _fan_out({h.alias: base + [h.alias, command] for h in hosts}, timeout,
+                    mux=_mux_targets(ssh_config, hosts, command) if use_masters else None)
     results = []
     for h in hosts:
         j = jobs[h.alias]
