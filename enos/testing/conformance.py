@@ -19,7 +19,6 @@ Everything runs through the real CLI in subprocesses (``python -m enos``), so
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import signal
@@ -33,6 +32,7 @@ import pytest
 from enos.errors import Unsupported
 from enos.provider import load_provider_class
 from enos.provider.provider import EXTEND_WALLTIME, SWEEP
+from enos.testing.checks import check_resources
 
 
 class ConformanceSuite:
@@ -113,30 +113,11 @@ class ConformanceSuite:
         run_id = st["run_id"]
         try:
             assert st["phase"] == "ready"
-            res = st["resources"]
-            hosts = res["hosts"]
-            wanted = sum(m.count for m in config.machines)
-            assert len(hosts) == wanted, f"asked for {wanted} hosts, got {len(hosts)}"
-            aliases = [h["alias"] for h in hosts]
-            assert len(set(aliases)) == len(aliases), f"aliases not unique: {aliases}"
-            for h in hosts:
-                assert h["address"] and h["roles"] and 0 < h["port"] < 65536, h
-            asked_roles = {r for m in config.machines for r in m.roles}
-            got_roles = {r for h in hosts for r in h["roles"]}
-            assert asked_roles <= got_roles, f"roles missing: {asked_roles - got_roles}"
-            addrs = {h["address"] for h in hosts}
-            for pool in res["networks"]:
-                net = ipaddress.ip_network(pool["cidr"], strict=False)
-                free = pool["free"]
-                assert len(set(free)) == len(free), "IP pool has duplicates"
-                assert all(ipaddress.ip_address(a) in net for a in free), "IP pool outside its CIDR"
-                assert not (set(free) & addrs), "IP pool overlaps host addresses"
-                if pool.get("gateway"):
-                    assert pool["gateway"] not in free, "gateway in the IP pool"
             cls = self._provider_class(reservation)
-            if "ip_pool" in cls.capabilities:
-                assert res["networks"] and any(n["free"] for n in res["networks"]), \
-                    "provider declares ip_pool but returned no free address"
+            check_resources(st["resources"], config.machines, cls.capabilities)
+            hosts = st["resources"]["hosts"]
+            wanted = len(hosts)
+            aliases = [h["alias"] for h in hosts]
             if "reserve" in cls.capabilities:
                 assert self.leftovers(run_id), "leftovers() sees nothing while the env is up: the probe is blind"
             info = json.loads(self.enos(tmp_path, cli_env, "info", "--env", str(env_dir), "-o", "json").stdout)
@@ -236,3 +217,133 @@ class ConformanceSuite:
         (env_dir / "state.json").unlink()
         self.enos(tmp_path, cli_env, "destroy", "--sweep", "--run-id", run_id, "-f", str(reservation))
         self._assert_clean(run_id, "after sweep")
+
+
+class ProviderConformance:
+    """The same contract checked in-process, parametrised by a provider factory — for
+    testbeds that cannot be reached from a new process (libvirt's ``test:///default``
+    keeps its state per process) and for fast runs.
+
+    Provide a fixture ``make_provider(self, tmp_path)`` returning a callable
+    ``factory(journal, run_id) -> Provider`` (same config every call) and a method
+    ``leftovers(self, run_id) -> list[str]``. "Cold" here means a *new provider object*
+    built from the journal re-read from disk, nothing else. Crashes are simulated with
+    failpoints set to ``raise`` (the CLI suite kills with SIGKILL instead).
+    """
+
+    min_checkpoints: int = 3
+
+    @pytest.fixture
+    def make_provider(self, tmp_path):  # pragma: no cover - abstract
+        raise NotImplementedError("the provider's test class must provide a 'make_provider' fixture")
+
+    def leftovers(self, run_id: str) -> List[str]:  # pragma: no cover - abstract
+        raise NotImplementedError("the provider's test class must implement leftovers(run_id)")
+
+    # --- helpers ------------------------------------------------------------------------
+    @staticmethod
+    def _fresh_state(tmp_path: Path, name: str):
+        from enos.state import State, new_run_id
+        d = tmp_path / name
+        d.mkdir()
+        return State.create(d, "reservation.yaml", {}, "conformance", run_id=new_run_id())
+
+    @staticmethod
+    def _reloaded(state):
+        from enos.state import State
+        return State.load(state.env_dir).journal
+
+    def _clean(self, run_id: str, when: str) -> None:
+        left = self.leftovers(run_id)
+        assert left == [], f"{when}: resources of run {run_id} left behind: {left}"
+
+    # --- the checks -----------------------------------------------------------------------
+    def test_init_shape_then_cold_destroy(self, make_provider, tmp_path):
+        """init returns well-formed resources that exist; a new provider object holding only
+        the journal destroys them; destroying again is harmless."""
+        st = self._fresh_state(tmp_path, "env")
+        prov = make_provider(st.journal, st.run_id)
+        try:
+            res = prov.init()
+            check_resources(res.to_dict(), prov.ctx.config.machines, prov.capabilities)
+            json.dumps(res.to_dict())
+            json.dumps(st.data["journal"])
+            if "reserve" in prov.capabilities:
+                assert self.leftovers(st.run_id), "leftovers() sees nothing after init: the probe is blind"
+        finally:
+            make_provider(self._reloaded(st), st.run_id).destroy()
+        self._clean(st.run_id, "after a cold destroy")
+        make_provider(self._reloaded(st), st.run_id).destroy()
+        self._clean(st.run_id, "after a second destroy")
+
+    def test_init_twice_books_once(self, make_provider, tmp_path):
+        """A second init (new object, same journal) returns the same hosts and books nothing."""
+        st = self._fresh_state(tmp_path, "env")
+        try:
+            first = make_provider(st.journal, st.run_id).init()
+            before = sorted(self.leftovers(st.run_id))
+            second = make_provider(self._reloaded(st), st.run_id).init()
+            assert [(h.alias, h.address) for h in second.hosts] == [(h.alias, h.address) for h in first.hosts]
+            assert sorted(self.leftovers(st.run_id)) == before, "second init booked more"
+        finally:
+            make_provider(self._reloaded(st), st.run_id).destroy()
+        self._clean(st.run_id, "after destroy")
+
+    def test_crash_at_every_checkpoint_then_destroy(self, make_provider, tmp_path, monkeypatch):
+        """init stopped at each checkpoint it passes; destroy from the journal frees everything."""
+        from enos.errors import FailpointHit
+        log = tmp_path / "checkpoints.log"
+        monkeypatch.delenv("ENOS_FAILPOINTS", raising=False)
+        monkeypatch.setenv("ENOS_FAILPOINT_LOG", str(log))
+        st = self._fresh_state(tmp_path, "record")
+        prov = make_provider(st.journal, st.run_id)
+        try:
+            prov.init()
+            points: List[str] = []
+            for name in log.read_text().split():
+                if name not in points:
+                    points.append(name)
+        finally:
+            monkeypatch.delenv("ENOS_FAILPOINT_LOG")
+            make_provider(self._reloaded(st), st.run_id).destroy()
+        self._clean(st.run_id, "after the recording run")
+        assert len(points) >= self.min_checkpoints, f"only {len(points)} checkpoints in init: {points}"
+        failures = []
+        for i, point in enumerate(points):
+            st = self._fresh_state(tmp_path, f"crash-{i}")
+            monkeypatch.setenv("ENOS_FAILPOINTS", f"{point}=raise")
+            try:
+                with pytest.raises(FailpointHit):
+                    make_provider(st.journal, st.run_id).init()
+            finally:
+                monkeypatch.delenv("ENOS_FAILPOINTS")
+            try:
+                make_provider(self._reloaded(st), st.run_id).destroy()
+            except Exception as e:  # report all points, not just the first
+                failures.append(f"{point}: destroy raised {e!r}")
+            left = self.leftovers(st.run_id)
+            if left:
+                failures.append(f"{point}: left {left}")
+        assert not failures, "\n".join(failures)
+
+    def test_capability_honesty(self, make_provider, tmp_path):
+        """Undeclared capabilities raise Unsupported; a declared sweep finds resources by run
+        id with an empty journal."""
+        from enos.state import MemoryJournal
+        st = self._fresh_state(tmp_path, "env")
+        prov = make_provider(st.journal, st.run_id)
+        if EXTEND_WALLTIME not in prov.capabilities:
+            with pytest.raises(Unsupported):
+                prov.extend("1:00")
+        if SWEEP not in prov.capabilities:
+            with pytest.raises(Unsupported):
+                prov.sweep()
+            return
+        try:
+            prov.init()
+            assert self.leftovers(st.run_id)
+            removed = make_provider(MemoryJournal(), st.run_id).sweep()
+            assert removed, "sweep removed nothing"
+            self._clean(st.run_id, "after sweep")
+        finally:
+            make_provider(self._reloaded(st), st.run_id).destroy()
