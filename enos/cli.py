@@ -409,6 +409,8 @@ def cmd_ssh(args, g) -> int:
         close = difflib.get_close_matches(host, aliases, n=1)
         raise _usage(f"no host '{host}' in {env.env_dir}" + (f"; did you mean '{close[0]}'?" if close else "")
                      + f" (hosts: {', '.join(aliases)})")
+    from enos.ssh import control_dir
+    control_dir(env.run_id)          # gone after a reboot or a destroy: ssh cannot bind its master
     argv = ["ssh", "-F", str(env.ssh_config), host, *args["<command>"]]
     sys.stdout.flush()
     os.execvp("ssh", argv)
@@ -526,6 +528,16 @@ def _on_sigterm(signum, frame):
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the enos CLI; return the exit code (0, 1, 2 or 130, see ``enos --help``)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (e.g. 'enos info | head'): not a failure of enos
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Optional[List[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv, g = _split_globals(argv)
     if not argv or argv[0] in ("-h", "--help"):

@@ -174,3 +174,12 @@ def test_resume_keeps_run_id_and_new_env_after_destroy(flaky, tmp_path, monkeypa
     assert cli.main(["up", "-q", "-f", str(f)]) == 0
     third = json.loads((tmp_path / "current" / "state.json").read_text())
     assert third["run_id"] != first["run_id"]
+
+
+def test_closed_stdout_is_not_a_traceback():
+    p = subprocess.run(f"{sys.executable} -m enos help up | head -1", shell=True, capture_output=True, text=True)
+    assert p.returncode == 0 and "Traceback" not in p.stderr and p.stdout.startswith("Book")
+    p = subprocess.run([sys.executable, "-c", "import sys; from enos.cli import main; sys.stdout.close = lambda: None; "
+                        "import os; r, w = os.pipe(); os.close(r); os.dup2(w, 1); sys.exit(main(['--help']))"],
+                       capture_output=True, text=True)
+    assert "Traceback" not in p.stderr
