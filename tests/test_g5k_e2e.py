@@ -130,6 +130,16 @@ def test_up_run_destroy_through_the_gateway(testbed, tmp_path):
         assert len(rows) == 3 and all(r.get("exit_code", r.get("rc")) == 0 for r in rows), out
         info = _enos(["info", "--env", str(env_dir), "-o", "json"], tmp_path, testbed["env"]).stdout
         assert "remaining" in info
+        # enos extend through the CLI: every job gets 1:30 more, as enos info then shows
+        def secs(w):
+            h, m, *rest = (int(x) for x in w.split(":"))
+            return h * 3600 + m * 60 + (rest[0] if rest else 0)
+        before = {j["site"]: secs(j["walltime"]) for j in json.loads(info)["provider_info"]["jobs"]}
+        ext = _enos(["extend", "--walltime", "+1:30", "--env", str(env_dir)], tmp_path, testbed["env"]).stdout
+        assert sorted(before) == ["nancy", "rennes"] and all(site in ext for site in before), ext
+        info2 = _enos(["info", "--env", str(env_dir), "-o", "json"], tmp_path, testbed["env"]).stdout
+        after = {j["site"]: secs(j["walltime"]) for j in json.loads(info2)["provider_info"]["jobs"]}
+        assert after == {site: w + 5400 for site, w in before.items()}, (before, after)
         assert len(testbed["server"].active_jobs(st["run_id"])) == 2
         leaked = subprocess.run(["grep", "-rl", PASSWORD, str(env_dir)], capture_output=True, text=True).stdout
         assert leaked == "", f"password found in {leaked}"
