@@ -41,7 +41,6 @@ Run 'enos help <command>' for a command's options.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -406,6 +405,7 @@ def cmd_ssh(args, g) -> int:
     aliases = [h.alias for h in env.resources.hosts]
     host = args["HOST"]
     if host not in aliases:
+        import difflib
         close = difflib.get_close_matches(host, aliases, n=1)
         raise _usage(f"no host '{host}' in {env.env_dir}" + (f"; did you mean '{close[0]}'?" if close else "")
                      + f" (hosts: {', '.join(aliases)})")
@@ -553,6 +553,7 @@ def _main(argv: Optional[List[str]]) -> int:
             return 0
         cmd, rest = rest[0], ["--help"]
     if cmd not in COMMANDS:
+        import difflib
         close = difflib.get_close_matches(cmd, list(COMMANDS) + ["help"], n=1, cutoff=0.5)
         hint = f"; did you mean 'enos {close[0]}'?" if close else ""
         print(f"enos: unknown command '{cmd}'{hint} (commands: {', '.join(COMMANDS)}; see 'enos --help')",

@@ -18,7 +18,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -46,6 +45,7 @@ def now_iso() -> str:
 
 def new_run_id() -> str:
     """Return a fresh run id: 8 hex characters (short enough for interface names)."""
+    import secrets   # lazily: it pulls in hashlib/hmac (~7 ms), which read-only commands never need
     return secrets.token_hex(4)
 
 
