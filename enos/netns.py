@@ -91,50 +91,49 @@ def run_in_new_netns(name: str, fn: Callable[[], T]) -> T:
     ``FileExistsError`` if the name is taken, OSError on a kernel refusal, or whatever
     ``fn`` raises (the namespace is then left for the caller to remove)."""
     ensure_netns_dir()
-    box: dict = {}
 
-    def target():
-        try:
-            path = netns_path(name)
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
-            os.close(fd)
-            libc = _c()
-            if libc.unshare(CLONE_NEWNET) != 0:
-                err = _oserror("unshare", name)
-                os.unlink(path)
-                raise err
-            src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
-            if libc.mount(src, path.encode(), b"none", MS_BIND, None) != 0:
-                err = _oserror("bind-mounting", name)
-                os.unlink(path)
-                raise err
-            box["result"] = fn()
-        except BaseException as e:  # handed to the caller's thread
-            box["error"] = e
-
-    th = threading.Thread(target=target, name=f"netns-{name}", daemon=True)
-    th.start()
-    th.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
+    def body():
+        path = netns_path(name)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
+        os.close(fd)
+        libc = _c()
+        if libc.unshare(CLONE_NEWNET) != 0:
+            err = _oserror("unshare", name)
+            os.unlink(path)
+            raise err
+        src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        if libc.mount(src, path.encode(), b"none", MS_BIND, None) != 0:
+            err = _oserror("bind-mounting", name)
+            os.unlink(path)
+            raise err
+        return fn()
+    return _in_own_thread(name, body)
 
 
 def run_in_netns(name: str, fn: Callable[[], T]) -> T:
     """Call ``fn()`` from a thread that entered the existing namespace ``name``; return its
     result. Raises FileNotFoundError if there is no such namespace, OSError on setns."""
+
+    def body():
+        fd = os.open(netns_path(name), os.O_RDONLY)
+        try:
+            if _c().setns(fd, CLONE_NEWNET) != 0:
+                raise _oserror("setns", name)
+        finally:
+            os.close(fd)
+        return fn()
+    return _in_own_thread(name, body)
+
+
+def _in_own_thread(name: str, body: Callable[[], T]) -> T:
+    """Call ``body()`` in a new thread (namespace changes stay confined to it) and wait for
+    it; return its result or raise what it raised."""
     box: dict = {}
 
     def target():
         try:
-            fd = os.open(netns_path(name), os.O_RDONLY)
-            try:
-                if _c().setns(fd, CLONE_NEWNET) != 0:
-                    raise _oserror("setns", name)
-            finally:
-                os.close(fd)
-            box["result"] = fn()
-        except BaseException as e:
+            box["result"] = body()
+        except BaseException as e:  # handed to the caller's thread
             box["error"] = e
 
     th = threading.Thread(target=target, name=f"netns-{name}", daemon=True)

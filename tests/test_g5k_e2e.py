@@ -23,21 +23,12 @@ import pytest
 from enos.testing.conformance import ConformanceSuite
 
 sys.path.insert(0, str(Path(__file__).parent))
+from enoscli import enos  # noqa: E402
 from g5kserver import FakeG5k  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 PASSWORD = "e2e-pw-" + os.urandom(4).hex()
 NODES = ["paravance-1.rennes.grid5000.fr", "paravance-2.rennes.grid5000.fr", "grisou-1.nancy.grid5000.fr"]
-
-
-def _enos(args, cwd, env=None, check=True, timeout=600):
-    e = dict(os.environ)
-    e.update(env or {})
-    p = subprocess.run([sys.executable, "-m", "enos", *args], cwd=str(cwd), env=e, capture_output=True,
-                       text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if check:
-        assert p.returncode == 0, f"enos {' '.join(args)}: rc {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +52,7 @@ def testbed(tmp_path_factory):
     agent = None
     server = None
     try:
-        _enos(["up", "-f", str(local_yaml), "--env", str(local_env), "--no-provision"], work)
+        enos(work, "up", "-f", str(local_yaml), "--env", str(local_env), "--no-provision")
         st = json.loads((local_env / "state.json").read_text())
         addrs = [h["address"] for h in st["resources"]["hosts"]]
         assert addrs == [gw_ip] + list(node_ips.values()), addrs
@@ -90,7 +81,7 @@ def testbed(tmp_path_factory):
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=10)
         if (local_env / "state.json").exists():
-            _enos(["destroy", "--env", str(local_env)], work, check=False)
+            enos(work, "destroy", "--env", str(local_env), check=False)
 
 
 def g5k_yaml(path: Path, tb, extra: str = "", networks: str = "") -> Path:
@@ -117,34 +108,34 @@ def g5k_yaml(path: Path, tb, extra: str = "", networks: str = "") -> Path:
 def test_up_run_destroy_through_the_gateway(testbed, tmp_path):
     env_dir = tmp_path / "env"
     res = g5k_yaml(tmp_path / "reservation.yaml", testbed)
-    _enos(["up", "-f", str(res), "--env", str(env_dir)], tmp_path, testbed["env"])
+    enos(tmp_path, "up", "-f", str(res), "--env", str(env_dir), env=testbed["env"])
     try:
         st = json.loads((env_dir / "state.json").read_text())
         hosts = st["resources"]["hosts"]
         assert sorted(h["address"] for h in hosts) == sorted(NODES)
         assert all(h["jump"] == f"root@{testbed['gw']}" for h in hosts)
         assert f"ProxyJump root@{testbed['gw']}" in (env_dir / "ssh_config").read_text()
-        out = _enos(["run", "--env", str(env_dir), "-o", "json", "hostname"], tmp_path, testbed["env"]).stdout
+        out = enos(tmp_path, "run", "--env", str(env_dir), "-o", "json", "hostname", env=testbed["env"]).stdout
         results = json.loads(out)
         rows = results if isinstance(results, list) else results.get("results", [])
         assert len(rows) == 3 and all(r.get("exit_code", r.get("rc")) == 0 for r in rows), out
-        info = _enos(["info", "--env", str(env_dir), "-o", "json"], tmp_path, testbed["env"]).stdout
+        info = enos(tmp_path, "info", "--env", str(env_dir), "-o", "json", env=testbed["env"]).stdout
         assert "remaining" in info
         # enos extend through the CLI: every job gets 1:30 more, as enos info then shows
         def secs(w):
             h, m, *rest = (int(x) for x in w.split(":"))
             return h * 3600 + m * 60 + (rest[0] if rest else 0)
         before = {j["site"]: secs(j["walltime"]) for j in json.loads(info)["provider_info"]["jobs"]}
-        ext = _enos(["extend", "--walltime", "+1:30", "--env", str(env_dir)], tmp_path, testbed["env"]).stdout
+        ext = enos(tmp_path, "extend", "--walltime", "+1:30", "--env", str(env_dir), env=testbed["env"]).stdout
         assert sorted(before) == ["nancy", "rennes"] and all(site in ext for site in before), ext
-        info2 = _enos(["info", "--env", str(env_dir), "-o", "json"], tmp_path, testbed["env"]).stdout
+        info2 = enos(tmp_path, "info", "--env", str(env_dir), "-o", "json", env=testbed["env"]).stdout
         after = {j["site"]: secs(j["walltime"]) for j in json.loads(info2)["provider_info"]["jobs"]}
         assert after == {site: w + 5400 for site, w in before.items()}, (before, after)
         assert len(testbed["server"].active_jobs(st["run_id"])) == 2
         leaked = subprocess.run(["grep", "-rl", PASSWORD, str(env_dir)], capture_output=True, text=True).stdout
         assert leaked == "", f"password found in {leaked}"
     finally:
-        _enos(["destroy", "--env", str(env_dir)], tmp_path, testbed["env"])
+        enos(tmp_path, "destroy", "--env", str(env_dir), env=testbed["env"])
     assert testbed["server"].active_jobs(st["run_id"]) == []
 
 

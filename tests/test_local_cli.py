@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from enos.testing.conformance import ConformanceSuite
+from enoscli import enos
 from localhosts import exists, leftovers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,18 +28,6 @@ resources:
     control: 1
     compute: 2
 """
-
-
-def enos(cwd, *args, env=None, timeout=300, check=True) -> subprocess.CompletedProcess:
-    """Run ``python -m enos ARGS`` in ``cwd``; return the CompletedProcess (asserting rc 0
-    when ``check``)."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith("ENOS_FAILPOINT")}
-    e.update(env or {})
-    p = subprocess.run([sys.executable, "-m", "enos", *args], cwd=str(cwd), env=e, capture_output=True,
-                       text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if check:
-        assert p.returncode == 0, f"enos {' '.join(args)}: rc {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p
 
 
 def state(env_dir: Path) -> dict:

@@ -19,6 +19,7 @@ from enos.provider.provider import ProviderContext
 from enos.provider.static import StaticProvider
 from enos.state import MemoryJournal
 from enos.testing.conformance import ConformanceSuite
+from enoscli import enos
 from localhosts import leftovers, local_config, make_provider, ssh
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,15 +187,6 @@ def static_reservation(path: Path, local_hosts, pin_keys=True, merged=True) -> P
         data["resources"]["client"].append({"address": a1.address, "extra": {"also_client": True}})
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def enos(cwd, *args, check=True):
-    p = subprocess.run([sys.executable, "-m", "enos", *args], cwd=str(cwd), capture_output=True, text=True,
-                       timeout=300, stdin=subprocess.DEVNULL,
-                       env={k: v for k, v in os.environ.items() if not k.startswith("ENOS_FAILPOINT")})
-    if check:
-        assert p.returncode == 0, f"enos {' '.join(args)}: {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p
 
 
 @pytest.mark.root
