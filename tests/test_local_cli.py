@@ -156,3 +156,44 @@ def test_check_and_new(tmp_path):
 def test_sample_validates_from_the_repo():
     v = enos(REPO, "validate", "-f", "reservation.yaml.sample")
     assert "4 host(s) in 2 role(s)" in v.stdout
+
+
+FAILING_PLAYBOOK = """\
+- hosts: compute
+  gather_facts: false
+  tasks:
+    - name: this task fails on purpose
+      ansible.builtin.command: sh -c 'echo broken >&2; exit 3'
+"""
+
+
+def test_failing_task_names_host_task_and_message_then_destroy(tmp_path):
+    """A failed provisioning task exits 1 naming each host, the task and its message, no
+    traceback; the env stays destroyable."""
+    (tmp_path / "fail.yml").write_text(FAILING_PLAYBOOK)
+    (tmp_path / "r.yaml").write_text(RESERVATION + "provision: [fail.yml]\n")
+    p = enos(tmp_path, "up", "-f", "r.yaml", "--env", "env", check=False)
+    run_id = state(tmp_path / "env")["run_id"]
+    try:
+        assert p.returncode == 1, p.stderr
+        assert "Traceback" not in p.stderr
+        assert f"provisioning failed in {tmp_path / 'fail.yml'}" in p.stderr
+        for host in ("compute-1", "compute-2"):
+            assert f"{host}: task 'this task fails on purpose': non-zero return code" in p.stderr, p.stderr
+        assert "control-1:" not in p.stderr
+        assert state(tmp_path / "env")["phase"] == "booked"
+    finally:
+        enos(tmp_path, "destroy", "--env", "env")
+    assert leftovers(run_id) == []
+
+
+@pytest.mark.parametrize("point", ["task.before_preinstall", "task.preinstalled", "task.provisioned"])
+def test_kill_during_provisioning_then_destroy(tmp_path, point):
+    """The conformance run skips Ansible; these are the checkpoints around it."""
+    (tmp_path / "r.yaml").write_text(RESERVATION)
+    p = enos(tmp_path, "up", "-f", "r.yaml", "--env", "env", env={"ENOS_FAILPOINTS": f"{point}=kill"}, check=False)
+    assert p.returncode == -9, p.stderr
+    run_id = state(tmp_path / "env")["run_id"]
+    assert leftovers(run_id), "nothing was up when the kill came"
+    enos(tmp_path, "destroy", "--env", "env")
+    assert leftovers(run_id) == []
