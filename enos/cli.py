@@ -409,8 +409,8 @@ def cmd_ssh(args, g) -> int:
         close = difflib.get_close_matches(host, aliases, n=1)
         raise _usage(f"no host '{host}' in {env.env_dir}" + (f"; did you mean '{close[0]}'?" if close else "")
                      + f" (hosts: {', '.join(aliases)})")
-    from enos.ssh import control_dir
-    control_dir(env.run_id)          # gone after a reboot or a destroy: ssh cannot bind its master
+    from enos.remote import ensure_control_dirs
+    ensure_control_dirs(env.ssh_config)   # gone after a reboot or a destroy: ssh cannot bind its master
     argv = ["ssh", "-F", str(env.ssh_config), host, *args["<command>"]]
     sys.stdout.flush()
     os.execvp("ssh", argv)
@@ -476,10 +476,6 @@ def cmd_build(args, g) -> int:
 HANDLERS = {"up": cmd_up, "destroy": cmd_destroy, "info": cmd_info, "validate": cmd_validate,
             "new": cmd_new, "check": cmd_check, "inventory": cmd_inventory, "ssh": cmd_ssh,
             "run": cmd_run, "extend": cmd_extend, "build": cmd_build}
-
-
-class _Usage(Exception):
-    pass
 
 
 def _usage(msg: str):
@@ -565,7 +561,7 @@ def _main(argv: Optional[List[str]]) -> int:
         return 0
     try:
         args = docopt(doc, argv=[cmd] + rest, default_help=False)
-    except DocoptExit as e:
+    except DocoptExit:
         usage = doc[doc.index("Usage:"):].split("\n\n")[0]
         print(f"enos {cmd}: invalid arguments {' '.join(rest) or '(none)'}\n{usage}", file=sys.stderr)
         return 2

@@ -270,8 +270,10 @@ def resolve_env(env: Optional[str], base: Path = Path(".")) -> Path:
     """Return the env dir named by ``--env`` (or ``<base>/current``). Raises NoEnvironment."""
     if env:
         p = Path(env)
-        if (p / STATE_FILE).exists() or (p / CURRENT / STATE_FILE).exists():
-            return (p / CURRENT).resolve() if not (p / STATE_FILE).exists() else p.resolve()
+        if (p / STATE_FILE).exists():
+            return p.resolve()
+        if (p / CURRENT / STATE_FILE).exists():
+            return (p / CURRENT).resolve()
         raise NoEnvironment(f"no enos environment in {p} (no {STATE_FILE}); run 'enos up' first")
     cur = Path(base) / CURRENT
     if cur.exists():
