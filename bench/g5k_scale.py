@@ -28,10 +28,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from g5kserver import FakeG5k
-    from enos.config import Config, MachineSpec
+    from enos.reservation.config import Config, MachineSpec
     from enos.provider import g5k as g5kmod
     from enos.provider.provider import ProviderContext
-    from enos.sshkeys import ensure_keypair
+    from enos.ssh.keys import ensure_keypair
     from enos.state import State
 
     per_site = args.nodes // args.sites

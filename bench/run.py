@@ -14,7 +14,7 @@ Cases:
   up/down   ``enos up --no-provision`` of N local hosts until all answer SSH (≤ 3 s for 20),
             ``enos destroy`` of them (≤ 1.5 s for 20).
   run       ``hostname`` on N hosts: the enos CLI (``enos run``) and the Python API
-            (``enos.remote.run_command``) against N ``ssh`` processes started at once by bash
+            (``enos.ssh.remote.run_command``) against N ``ssh`` processes started at once by bash
             through the env's ssh_config. *hot*: connection masters open on both sides (what
             an enos environment always has: ``enos up`` opens them, ControlPersist keeps
             them); *cold*: masters closed, every ssh does a full handshake. Target ≤ 1.3×
@@ -188,9 +188,9 @@ def plain_ssh(env, hot: bool) -> float:
 
 
 def enos_api(env, use_masters: bool = True) -> float:
-    """Time ``enos.remote.run_command(hostname)`` in this process; return seconds.
+    """Time ``enos.ssh.remote.run_command(hostname)`` in this process; return seconds.
     ``use_masters=False``: one ssh process per host instead of the mux protocol."""
-    from enos.remote import run_command
+    from enos.ssh.remote import run_command
     t = time.perf_counter()
     res = run_command(env.ssh_config, env.resources.hosts, "hostname", use_masters=use_masters)
     dt = time.perf_counter() - t
@@ -202,7 +202,7 @@ def enos_api(env, use_masters: bool = True) -> float:
 
 def close_masters(env) -> None:
     """Close the env's connection masters (cold start for the next command)."""
-    from enos.ssh import stop_masters
+    from enos.ssh.client import stop_masters
     stop_masters(env.run_id)
 
 

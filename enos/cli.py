@@ -299,8 +299,8 @@ def cmd_info(args, g) -> int:
 
 
 def cmd_validate(args, g) -> int:
-    from enos.config import load_config
-    cfg = load_config(args["-f"])
+    from enos.task import load_reservation
+    cfg = load_reservation(args["-f"])
     hosts = sum(m.count for m in cfg.machines)
     roles = sorted({r for m in cfg.machines for r in m.roles})
     if args["--output"] == "json":
@@ -356,12 +356,12 @@ def cmd_check(args, g) -> int:
     from enos.provider.provider import ProviderContext
     from enos.state import MemoryJournal
     if args["--provider"]:
-        from enos.config import Config
+        from enos.reservation.config import Config
         cls = load_provider_class(args["--provider"], check=False)
         config = Config(file="(none)", provider_type=cls.type, options={"type": cls.type}, machines=[])
     else:
-        from enos.config import load_config
-        config = load_config(args["-f"])
+        from enos.task import load_reservation
+        config = load_reservation(args["-f"])
         cls = load_provider_class(config.provider_type, check=False)
     checks = _core_checks()
     from enos.errors import MissingDependency
@@ -409,7 +409,7 @@ def cmd_ssh(args, g) -> int:
         close = difflib.get_close_matches(host, aliases, n=1)
         raise _usage(f"no host '{host}' in {env.env_dir}" + (f"; did you mean '{close[0]}'?" if close else "")
                      + f" (hosts: {', '.join(aliases)})")
-    from enos.remote import ensure_control_dirs
+    from enos.ssh.remote import ensure_control_dirs
     ensure_control_dirs(env.ssh_config)   # gone after a reboot or a destroy: ssh cannot bind its master
     argv = ["ssh", "-F", str(env.ssh_config), host, *args["<command>"]]
     sys.stdout.flush()
@@ -419,7 +419,7 @@ def cmd_ssh(args, g) -> int:
 
 def cmd_run(args, g) -> int:
     from enos.errors import CommandFailed
-    from enos.remote import run_command, select_hosts
+    from enos.ssh.remote import run_command, select_hosts
     from enos.task import require_env
     env = require_env(_env_arg(args))
     roles = None if args["--roles"] in (None, "all") else args["--roles"]

@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from enos import failpoint
 from enos.errors import NoEnvironment, Unsupported, UsageError
 from enos.provider.provider import Provider, ProviderContext, Resources
 from enos.state import CURRENT, STATE_FILE, Lock, State, set_current, utc_stamp
+
+if TYPE_CHECKING:
+    from enos.reservation.config import Config
 
 log = logging.getLogger("enos.task")
 
@@ -74,8 +77,9 @@ class Environment:
     def config(self):
         """The reservation as saved in the state, re-validated (a :class:`Config`)."""
         if self._config is None:
-            from enos.config import Config
-            self._config = Config.from_state(self.state.data["config"])
+            from enos.provider import load_provider_class
+            from enos.reservation.config import Config
+            self._config = Config.from_state(self.state.data["config"], provider_loader=load_provider_class)
         return self._config
 
     def provider(self, progress=None, config=None) -> Provider:
@@ -95,6 +99,24 @@ class Environment:
         from enos.state import resolve_env
         d = resolve_env(env, base)
         return cls(d, State.load(d))
+
+
+def load_reservation(path) -> "Config":
+    """Read and validate the reservation file ``path`` with the provider registry; return
+    its :class:`~enos.reservation.config.Config`. Raises ConfigError (file, line, key) or
+    MissingDependency (the provider's library is not installed)."""
+    from enos.provider import load_provider_class
+    from enos.reservation.config import load_config
+    return load_config(path, provider_loader=load_provider_class)
+
+
+def reservation_from_data(data: dict, file: str, **kwargs) -> "Config":
+    """Validate already-parsed reservation ``data`` (named ``file`` in errors) with the
+    provider registry; return its Config. Keyword arguments go to
+    :func:`~enos.reservation.config.config_from_data`. Raises ConfigError."""
+    from enos.provider import load_provider_class
+    from enos.reservation.config import config_from_data
+    return config_from_data(data, file, provider_loader=load_provider_class, **kwargs)
 
 
 def _new_env_dir(base: Path) -> Path:
@@ -130,12 +152,11 @@ def up(config_file: str, env: Optional[str] = None, base: Path = Path("."),
     Resumes the current env (or ``env``) if it has not been destroyed: the provider re-finds
     what it booked instead of booking twice. Raises ConfigError (nothing created),
     StateLocked, provider errors, SshUnreachable, ProvisionError."""
-    from enos.config import load_config
     from enos.progress import NULL
-    from enos.sshkeys import ensure_keypair
+    from enos.ssh.keys import ensure_keypair
     progress = progress or NULL
     base = Path(base)
-    config = load_config(config_file)          # may raise: nothing created yet
+    config = load_reservation(config_file)     # may raise: nothing created yet
     from enos.provider import load_provider_class
     load_provider_class(config.provider_type)  # missing library → error before any env dir
 
@@ -182,7 +203,7 @@ def up(config_file: str, env: Optional[str] = None, base: Path = Path("."),
         failpoint.checkpoint("task.booked")
 
         from enos.inventory import write_inventory
-        from enos.ssh import wait_for_ssh, write_ssh_files
+        from enos.ssh.client import wait_for_ssh, write_ssh_files
         write_ssh_files(env_dir, resources.hosts, state.run_id)
         write_inventory(env_dir, resources, environment.ssh_config)
         failpoint.checkpoint("task.files_written")
@@ -219,7 +240,7 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
     the provider to remove leftovers tagged with the run id. Raises NoEnvironment,
     StateLocked, DestroyIncomplete, Unsupported (sweep on a provider that cannot)."""
     from enos.progress import NULL
-    from enos.ssh import stop_masters
+    from enos.ssh.client import stop_masters
     progress = progress or NULL
     environment = Environment.open(env, base)
     with Lock(environment.env_dir):
@@ -247,10 +268,9 @@ def sweep_run(config_file: str, run_id: str, progress=None) -> List[str]:
 
     Uses the provider of ``config_file``. Raises Unsupported if the provider cannot sweep."""
     import tempfile
-    from enos.config import load_config
     from enos.provider import load_provider_class
     from enos.state import MemoryJournal
-    config = load_config(config_file)
+    config = load_reservation(config_file)
     cls = load_provider_class(config.provider_type)
     if "sweep" not in cls.capabilities:
         raise Unsupported(f"provider '{cls.type}' cannot sweep")

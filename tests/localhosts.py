@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import List, Optional
 
-from enos.config import Config, MachineSpec
+from enos.reservation.config import Config, MachineSpec
 from enos.provider.provider import ProviderContext
-from enos.sshkeys import ensure_keypair
+from enos.ssh.keys import ensure_keypair
 from enos.state import State
 
 #: every run id a test of this session created, checked for leftovers at the end

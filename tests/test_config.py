@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from enos.config import Config, MachineSpec, config_from_data, expand_group, load_config
+from enos.reservation.config import Config, MachineSpec, config_from_data, expand_group, load_config
 from enos.errors import ConfigError, MissingDependency, ProviderError, ProviderNotFound, UsageError
 from enos.provider.provider import Provider
 
@@ -372,7 +372,7 @@ def test_bad_file_message(name, monkeypatch):
 # --- the CLI and import cost -----------------------------------------------------------
 
 def test_import_is_cheap():
-    code = ("import sys, enos.config, enos.yamlpos, enos.schemacheck\n"
+    code = ("import sys, enos.reservation.config, enos.reservation.yamlpos, enos.reservation.schemacheck\n"
             "heavy = ('ansible_runner', 'ansible', 'grid5000', 'libvirt', 'execo', 'jsonschema', 'vagrant', 'rich')\n"
             "print(','.join(m for m in heavy if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
@@ -404,7 +404,7 @@ def test_cli_validate_accepts_a_good_file(enos_cmd, tmp_path):
 # --- the schema checker against jsonschema itself, and the real providers -------------
 
 def _cases():
-    from enos import config as c
+    from enos.reservation import config as c
     values = [None, True, 0, 1, 2, 1.5, 2.0, -1, 70000, "", "two", "1:30", "4h", "all", "web", "web server",
               [], ["a"], ["a", "a"], [1], [{}], [{"address": "x"}], {}, {"compute": 2}, {"compute": 0},
               {"type": "alpha"}, {"type": "alpha", "walltime": "1:00", "queue": "fast"},
@@ -428,7 +428,7 @@ def _cases():
 
 def test_schemacheck_agrees_with_jsonschema():
     import jsonschema
-    from enos import schemacheck
+    from enos.reservation import schemacheck
     schemas, values = _cases()
     checked = 0
     for schema in schemas:
@@ -442,14 +442,14 @@ def test_schemacheck_agrees_with_jsonschema():
 
 def test_schemacheck_draft7_tuple_items():
     import jsonschema
-    from enos import schemacheck
+    from enos.reservation import schemacheck
     schema = {"type": "array", "items": [{"type": "string"}, {"type": "integer"}], "additionalItems": False}
     for value in (["a", 1], ["a"], [1, 1], ["a", 1, 2], []):
         assert schemacheck.is_valid(value, schema) == jsonschema.Draft7Validator(schema).is_valid(value), value
 
 
 def test_fill_defaults_nested_and_through_refs():
-    from enos.schemacheck import fill_defaults
+    from enos.reservation.schemacheck import fill_defaults
     schema = {"type": "object", "properties": {
         "a": {"type": "object", "default": {}, "properties": {"b": {"type": "integer", "default": 3}}},
         "n": {"type": "array", "items": {"$ref": "#/$defs/x"}}},
@@ -465,7 +465,7 @@ def test_builtin_providers_schemas_and_samples(tmp_path):
     """Every shipped provider's schemas are valid JSON Schema this checker supports, and
     its `enos new` sample reservation validates."""
     import jsonschema
-    from enos import schemacheck
+    from enos.reservation import schemacheck
     from enos.provider import builtin_providers, load_provider_class
     names = builtin_providers()
     assert names, "no built-in provider found"

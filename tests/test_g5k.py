@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from enos.config import Config, MachineSpec
+from enos.reservation.config import Config, MachineSpec
 from enos.errors import (AuthError, ConfigError, DestroyIncomplete, ProviderError, RateLimited,
                          ReservationUnavailable, Unavailable, UsageError)
 from enos.g5k import oar
@@ -20,7 +20,7 @@ from enos.g5k.plan import Group, assign_nodes
 from enos.provider.g5k import G5k
 from enos.provider.provider import ProviderContext
 from enos.retry import retry
-from enos.sshkeys import ensure_keypair
+from enos.ssh.keys import ensure_keypair
 from enos.state import State
 
 sys.path.insert(0, str(Path(__file__).parent))

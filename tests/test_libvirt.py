@@ -14,13 +14,13 @@ import pytest
 
 libvirt = pytest.importorskip("libvirt")
 
-from enos.config import config_from_data  # noqa: E402
+from enos.task import reservation_from_data as config_from_data  # noqa: E402
 from enos.errors import ConfigError, DestroyIncomplete, FailpointHit, ProviderError, Unsupported  # noqa: E402
 from enos.libvirt import kvm, xml  # noqa: E402
 from enos.provider.libvirt import FLAVOURS, LibvirtProvider, default_cidrs, jump_default  # noqa: E402
 from enos.provider.provider import ProviderContext  # noqa: E402
 from enos.state import MemoryJournal  # noqa: E402
-from enos.sshkeys import ensure_keypair  # noqa: E402
+from enos.ssh.keys import ensure_keypair  # noqa: E402
 
 RUN = "0badcafe"
 _OPEN = []   # providers made by a test: their connections are closed after it, so the

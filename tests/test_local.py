@@ -91,7 +91,7 @@ def test_validate_rejects_bad_subnet_and_too_many_hosts():
 
 def test_reservation_forms_through_the_loader(tmp_path):
     """Compact and explicit forms as the real loader makes them; errors are located."""
-    from enos.config import config_from_data
+    from enos.task import reservation_from_data as config_from_data
     explicit = config_from_data({"provider": "local", "resources": {"machines": [
         {"roles": ["gw", "net"], "nodes": 1, "extra_hosts": {"api.example.org": "10.1.1.1"}},
         {"role": "compute", "nodes": 2}]}}, str(tmp_path / "r.yaml"))

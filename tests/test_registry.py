@@ -68,3 +68,44 @@ def test_builtin_providers_import_without_their_library(name):
             "if m in sys.modules]; print(c.type, heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(None, 1)
     assert out[0] == name and out[1].strip() == "[]", out
+
+
+def test_layers_have_no_import_circle():
+    """Every enos module imports, at load time and in its lazy imports, only modules of its
+    own or a lower layer: the reservation layer never loads providers (the task runner
+    hands it the registry), the SSH layer knows no provider module, and no two modules
+    import each other (directly or through others)."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "enos"
+    graph = {}
+    for path in root.rglob("*.py"):
+        mod = ".".join(("enos",) + path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("enos"):
+                deps.add(node.module)
+                deps.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("enos"))
+        graph[mod] = deps
+    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    for low, high in (("enos.reservation", "enos.provider"), ("enos.reservation", "enos.task"),
+                      ("enos.ssh", "enos.provider."), ("enos.ssh", "enos.task"), ("enos.state", "enos.provider")):
+        bad = {m: sorted(d for d in deps if d.startswith(high) and d != "enos.provider.provider")
+               for m, deps in graph.items() if m.startswith(low)}
+        assert not any(bad.values()), f"{low} imports {high}: {bad}"
+
+    def reaches(start, target, seen):
+        for d in graph[start]:
+            if d == target:
+                return True
+            if d not in seen:
+                seen.add(d)
+                if reaches(d, target, seen):
+                    return True
+        return False
+    packages = {m for m in graph if (root / m.removeprefix("enos.").replace(".", "/") / "__init__.py").exists()
+                or m == "enos"}
+    circles = [m for m in graph if m not in packages and reaches(m, m, set())]
+    assert not circles, f"import circles through: {circles}"

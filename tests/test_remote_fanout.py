@@ -1,4 +1,4 @@
-"""``enos.remote.run_command`` on real namespace hosts: through the connection masters
+"""``enos.ssh.remote.run_command`` on real namespace hosts: through the connection masters
 (mux protocol, no ssh process), through ssh processes (no masters), and the semantics both
 keep: per-host stdout/stderr/exit code, late output, timeouts, CommandFailed naming hosts."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from enos import sshmux
+from enos.ssh import mux as sshmux
 from enos.errors import CommandFailed
 
 
@@ -70,7 +70,7 @@ def _sessions_via_processes(monkeypatch):
 @pytest.mark.root
 @pytest.mark.parametrize("use_masters", [True, False])
 def test_results_per_host(env3, monkeypatch, use_masters):
-    from enos.remote import run_command
+    from enos.ssh.remote import run_command
     started = _sessions_via_processes(monkeypatch)
     hosts = env3.resources.hosts
     res = run_command(env3.ssh_config, hosts, "hostname; echo oops >&2; exit 4",
@@ -84,7 +84,7 @@ def test_results_per_host(env3, monkeypatch, use_masters):
 
 @pytest.mark.root
 def test_failure_names_hosts_and_big_and_late_output(env3):
-    from enos.remote import run_command
+    from enos.ssh.remote import run_command
     hosts = env3.resources.hosts
     with pytest.raises(CommandFailed) as e:
         run_command(env3.ssh_config, hosts, f"test $(hostname) != {hosts[1].alias}")
@@ -97,8 +97,8 @@ def test_failure_names_hosts_and_big_and_late_output(env3):
 
 @pytest.mark.root
 def test_timeout_and_masters_gone(env3, monkeypatch):
-    from enos.remote import run_command
-    from enos.ssh import stop_masters
+    from enos.ssh.remote import run_command
+    from enos.ssh.client import stop_masters
     hosts = env3.resources.hosts
     res = run_command(env3.ssh_config, hosts, "sleep 5", timeout=0.5, tolerate_failures=True)
     assert all(r.exit_code is None and "timed out" in r.error for r in res)

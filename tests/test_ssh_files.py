@@ -7,7 +7,7 @@ import yaml
 from enos.errors import SshUnreachable
 from enos.inventory import build_inventory
 from enos.provider.provider import Host, IpPool, Resources
-from enos.ssh import render_known_hosts, render_ssh_config, wait_for_ssh, write_ssh_files
+from enos.ssh.client import render_known_hosts, render_ssh_config, wait_for_ssh, write_ssh_files
 
 
 def hosts():

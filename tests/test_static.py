@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from enos.config import config_from_data
+from enos.task import reservation_from_data as config_from_data
 from enos.errors import ConfigError, Unsupported
 from enos.provider.provider import ProviderContext
 from enos.provider.static import StaticProvider

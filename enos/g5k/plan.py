@@ -3,7 +3,7 @@
 Both reservation forms of Enos are accepted:
 
 * compact ``resources: {<cluster>: {<role>: <count>}}`` (the core's ``config.machines``, one
-  :class:`~enos.config.MachineSpec` per cluster and role, ``label`` = cluster);
+  :class:`~enos.reservation.config.MachineSpec` per cluster and role, ``label`` = cluster);
 * explicit ``resources: {machines: [{cluster | servers, nodes, roles, primary_network,
   secondary_networks}], networks: [{id, type, roles, site}]}``, found either in
   ``config.machines``/``config.networks`` or still inside the provider section.
@@ -66,7 +66,7 @@ def _group_from_dict(m: dict, keypath: str, count: Optional[int] = None,
 
 def groups_and_networks(config) -> Tuple[List[Group], List[Network]]:
     """Return the machine groups and networks asked for by ``config`` (a
-    :class:`enos.config.Config`). Raises nothing: :func:`check_plan` validates."""
+    :class:`enos.reservation.config.Config`). Raises nothing: :func:`check_plan` validates."""
     opts = config.options or {}
     res = opts.get("resources")
     if isinstance(res, dict) and isinstance(res.get("machines"), list):

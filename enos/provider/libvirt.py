@@ -635,7 +635,7 @@ class LibvirtProvider(Provider):
 
     def _wait_ssh(self, hosts: List[Host], rec: dict) -> None:
         from enos.errors import SshUnreachable
-        from enos.ssh import render_known_hosts, render_ssh_config, wait_for_ssh
+        from enos.ssh.client import render_known_hosts, render_ssh_config, wait_for_ssh
         from enos.state import atomic_write
         d = Path(self.ctx.env_dir) / "libvirt"
         d.mkdir(parents=True, exist_ok=True)

@@ -463,7 +463,7 @@ Subsystem sftp internal-sftp
     def _create_netns(self, ipr, plan: HostPlan, rec: dict) -> None:
         """Create the namespace, its veth pair and addressing; attach the veth to the bridge."""
         from pyroute2 import IPRoute, NetlinkError
-        from enos import netns
+        from enos.local import netns
 
         prefix = ipaddress.ip_network(rec["subnet"]).prefixlen
         root_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
@@ -529,7 +529,7 @@ Subsystem sftp internal-sftp
     def _wait_sshd(self, plans: List[HostPlan]) -> None:
         """Wait until each host's sshd accepts TCP connections. Raises ProviderError with the
         sshd's own error if it exited, or after SSHD_READY_TIMEOUT."""
-        from enos import netns
+        from enos.local import netns
         pending = {p.alias: p for p in plans}
         deadline = time.monotonic() + SSHD_READY_TIMEOUT
         while pending:
@@ -552,7 +552,7 @@ Subsystem sftp internal-sftp
             time.sleep(0.01)
 
     def _healthy(self, plan: HostPlan) -> bool:
-        from enos import netns
+        from enos.local import netns
         if not plan.pid or not netns.netns_exists(plan.ns) or not netns._alive(plan.pid):
             return False
         try:
@@ -630,7 +630,7 @@ Subsystem sftp internal-sftp
         """Kill every process of the hosts' namespaces, remove the namespaces, make sure their
         veths are gone. Return what is left (empty when all went)."""
         from pyroute2 import NetlinkError
-        from enos import netns
+        from enos.local import netns
         if not plans:
             return []
         left: List[str] = []
@@ -695,7 +695,7 @@ Subsystem sftp internal-sftp
         with IPRoute() as ipr:
             left += self._teardown_hosts(ipr, plans)
             # sshds recorded by nothing but their command line (crash before the PID record)
-            from enos import netns
+            from enos.local import netns
             strays = netns.pids_matching(f"local-{self.run_id}/")
             left += [f"process {p}" for p in netns.kill_pids(strays)]
             br = rec.get("bridge")
@@ -719,7 +719,7 @@ Subsystem sftp internal-sftp
         if os.geteuid() != 0:
             raise NotRoot("sweeping local hosts needs root")
         from pyroute2 import IPRoute, NetlinkError
-        from enos import netns
+        from enos.local import netns
         rid = self.run_id
         removed: List[str] = []
         left: List[str] = []

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Dict, FrozenSet, List, Optional
 from enos.errors import Unsupported
 
 if TYPE_CHECKING:  # pragma: no cover
-    from enos.config import Config
+    from enos.reservation.config import Config
     from enos.state import Journal
 
 # Capabilities a provider may declare.
@@ -160,7 +160,7 @@ class Check:
 class ProviderContext:
     """What the core hands a provider.
 
-    ``config`` is the validated :class:`enos.config.Config` (``config.options`` is the
+    ``config`` is the validated :class:`enos.reservation.config.Config` (``config.options`` is the
     provider's own section, ``config.machines`` the normalised machine specs);
     ``journal`` persists the provider's handles into the env state at once;
     ``env_dir`` is where the provider may keep files (keys, seeds, ...); ``run_id``

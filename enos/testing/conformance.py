@@ -91,8 +91,8 @@ class ConformanceSuite:
         assert left == [], f"{when}: resources of run {run_id} left behind: {left}"
 
     def _provider_class(self, reservation: Path):
-        from enos.config import load_config
-        return load_provider_class(load_config(str(reservation)).provider_type)
+        from enos.task import load_reservation
+        return load_provider_class(load_reservation(str(reservation)).provider_type)
 
     # --- the checks -----------------------------------------------------------------------
     def test_validate_books_nothing(self, reservation, cli_env, tmp_path):
@@ -105,8 +105,8 @@ class ConformanceSuite:
     def test_up_shape_then_cold_destroy(self, reservation, cli_env, tmp_path):
         """up returns well-formed resources, the testbed really has them, cold destroy frees
         them, and a second destroy is harmless."""
-        from enos.config import load_config
-        config = load_config(str(reservation))
+        from enos.task import load_reservation
+        config = load_reservation(str(reservation))
         env_dir = tmp_path / "env"
         self.up(tmp_path, reservation, cli_env, env_dir)
         st = self.state(env_dir)
@@ -195,10 +195,10 @@ class ConformanceSuite:
     def test_capability_honesty(self, reservation, cli_env, tmp_path):
         """Undeclared capabilities raise Unsupported; a declared sweep really sweeps."""
         cls = self._provider_class(reservation)
-        from enos.config import load_config
+        from enos.task import load_reservation
         from enos.provider.provider import ProviderContext
         from enos.state import MemoryJournal
-        ctx = ProviderContext(config=load_config(str(reservation)), journal=MemoryJournal(),
+        ctx = ProviderContext(config=load_reservation(str(reservation)), journal=MemoryJournal(),
                               env_dir=tmp_path, run_id="00000000")
         prov = cls(ctx)
         if EXTEND_WALLTIME not in cls.capabilities:

@@ -50,7 +50,7 @@ Exactly one place gives the machines (``resources``, ``provider.resources`` or
 are Ansible group names (letters, digits, ``_``, ``-``; not ``all``/``ungrouped``).
 Last, the provider class's ``validate(config)`` does its semantic checks.
 
-JSON Schema checking is :mod:`enos.schemacheck` (a fast subset; see there why).
+JSON Schema checking is :mod:`enos.reservation.schemacheck` (a fast subset; see there why).
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ class Config:
         return {"file": self.file, "base_dir": self.base_dir, "data": copy.deepcopy(self.raw)}
 
     @classmethod
-    def from_state(cls, saved: dict, provider_loader=None) -> "Config":
+    def from_state(cls, saved: dict, provider_loader: Callable) -> "Config":
         """Rebuild a Config from :meth:`to_state` output, re-validated, without requiring
         the playbooks to still exist (``enos destroy`` must work after they moved).
         Raises ConfigError (or the registry's MissingDependency)."""
@@ -137,15 +137,16 @@ class Config:
 
 # --- public entry points ---------------------------------------------------------------
 
-def load_config(path, provider_loader: Optional[Callable] = None) -> Config:
+def load_config(path, provider_loader: Callable) -> Config:
     """Read, check and normalise the reservation file ``path``; return a :class:`Config`.
 
-    ``provider_loader(type) -> Provider class`` defaults to
-    :func:`enos.provider.load_provider_class`. Raises :class:`ConfigError`
+    ``provider_loader(type) -> Provider class`` is given by the caller (the task runner
+    passes :func:`enos.provider.load_provider_class`; this layer never loads providers
+    itself). Raises :class:`ConfigError`
     (``FILE:LINE: key.path: message``) for anything wrong in the file, including an
     unreadable file, YAML syntax and an unknown provider type; the registry's
     :class:`~enos.errors.MissingDependency` propagates as is."""
-    from enos.yamlpos import load_yaml
+    from enos.reservation.yamlpos import load_yaml
     file = str(path)
     try:
         with open(path, "rb") as f:
@@ -163,8 +164,8 @@ def load_config(path, provider_loader: Optional[Callable] = None) -> Config:
                     base_dir, check_files=True).build()
 
 
-def config_from_data(data: dict, file: str, positions: Optional[dict] = None,
-                     provider_loader: Optional[Callable] = None, *,
+def config_from_data(data: dict, file: str, positions: Optional[dict] = None, *,
+                     provider_loader: Callable,
                      base_dir: Optional[str] = None, check_files: Optional[bool] = None) -> Config:
     """Check and normalise already-loaded reservation ``data`` (as :func:`load_config`
     does); return a :class:`Config`.
@@ -301,7 +302,7 @@ class _Builder:
 
     def check(self, instance, schema, path, root=None, extra_keys=()) -> None:
         """Raise a ConfigError for the first (by line) violation of ``schema``."""
-        from enos.schemacheck import SchemaUnsupported, explain, pick, violations
+        from enos.reservation.schemacheck import SchemaUnsupported, explain, pick, violations
         try:
             found = violations(instance, schema, root, tuple(path))
         except SchemaUnsupported as e:
@@ -314,7 +315,7 @@ class _Builder:
 
     # -- the steps
     def build(self) -> Config:
-        from enos.schemacheck import show
+        from enos.reservation.schemacheck import show
         data = self.data
         if data is None:
             raise ConfigError("the file is empty; expected a mapping with at least 'provider' and 'resources'",
@@ -363,7 +364,7 @@ class _Builder:
         return variables
 
     def _provider(self, data: dict):
-        from enos.schemacheck import fill_defaults, show
+        from enos.reservation.schemacheck import fill_defaults, show
         if "provider" not in data:
             raise self.err((), "missing key 'provider' (e.g. 'provider: local' or 'provider: {type: g5k, ...}')")
         value = data["provider"]
@@ -380,11 +381,8 @@ class _Builder:
         name = options["type"]
         if not isinstance(name, str) or not name:
             raise self.err(type_path, f"expected a provider type, got {show(name, self.scalars.get(type_path))}")
-        loader = self.loader
-        if loader is None:
-            from enos.provider import load_provider_class as loader
         try:
-            cls = loader(name)
+            cls = self.loader(name)
         except ProviderNotFound as e:
             raise self.err(type_path, str(e)) from None
         self.check(options, cls.schema, ("provider",))
@@ -440,7 +438,7 @@ class _Builder:
         return node
 
     def _networks(self, value, path, cls) -> List[dict]:
-        from enos.schemacheck import fill_defaults
+        from enos.reservation.schemacheck import fill_defaults
         schema = cls.schema if isinstance(cls.schema, dict) else {}
         sub = schema.get("properties", {}).get("resources", {})
         sub = sub.get("properties", {}).get("networks") if isinstance(sub, dict) else None
@@ -451,7 +449,7 @@ class _Builder:
         return fill_defaults(copy.deepcopy(value), sub, schema)
 
     def _machine_options(self, options: dict, path, cls, extra_keys=()) -> dict:
-        from enos.schemacheck import fill_defaults
+        from enos.reservation.schemacheck import fill_defaults
         self.check(options, cls.machine_schema, path, extra_keys=extra_keys)
         return fill_defaults(copy.deepcopy(options), cls.machine_schema)
 
@@ -483,7 +481,7 @@ class _Builder:
         return specs
 
     def _compact(self, res: dict, path, cls) -> List[MachineSpec]:
-        from enos.schemacheck import show
+        from enos.reservation.schemacheck import show
         specs = []
         for label, value in res.items():
             p = path + (label,)

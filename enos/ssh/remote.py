@@ -2,7 +2,7 @@
 
 Connections go through the env's connection masters (ControlMaster, opened by ``enos up``,
 kept by ControlPersist). For each host whose master runs, the session is asked for directly
-on the master's control socket (:mod:`enos.sshmux`): no ``ssh`` process at all, ~5 ms per
+on the master's control socket (:mod:`enos.ssh.mux`): no ``ssh`` process at all, ~5 ms per
 host. Other hosts (master gone, jump host, unknown ControlPath token, master refusing) get
 a plain ``ssh -F <env>/ssh_config ALIAS COMMAND`` process, which also re-opens their master.
 Everything is read through one ``selectors`` loop (no thread per host, no polling).
@@ -116,7 +116,7 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
     finished jobs by alias. ``mux`` maps aliases to (control socket path, command): those
     go through their master when it answers, else through their argv. Sessions still
     running at ``timeout`` are killed (process) or dropped (mux: the master then closes them)."""
-    from enos import sshmux
+    from enos.ssh import mux as sshmux
     mux = mux or {}
     sel = selectors.DefaultSelector()
     pending = list(argvs)
@@ -308,7 +308,7 @@ def _mux_targets(ssh_config: Path, hosts: Sequence[Host], command: str) -> Dict[
         return {}
     if not template or template.lower() == "none":
         return {}
-    from enos import sshmux
+    from enos.ssh import mux as sshmux
     out = {}
     for h in hosts:
         if h.jump:
