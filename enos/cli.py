@@ -126,7 +126,9 @@ Options:
 """
 
 CMD_CHECK = """Say what the reservation's provider needs on this machine (binaries, daemons,
-credentials, privileges) and whether it is there. Books nothing. Exit 1 if something is missing.
+credentials, privileges) and whether it is there, with the exact command that fixes each
+gap. Books nothing. Exit 1 if something is MISSING; a warning (e.g. no usable KVM: VMs run
+under QEMU emulation) still exits 0.
 
 Usage:
   enos check [-f FILE] [--provider TYPE]
@@ -379,13 +381,16 @@ def cmd_check(args, g) -> int:
         with tempfile.TemporaryDirectory(prefix="enos-check-") as tmp:
             ctx = ProviderContext(config=config, journal=MemoryJournal(), env_dir=Path(tmp), run_id="check")
             checks += cls(ctx).check()
-    bad = 0
+    bad = warned = 0
     for c in checks:
-        mark = "ok  " if c.ok else "MISSING"
-        _out(f"[{mark}] {c.what}" + (f": {c.detail}" if c.detail else "")
-             + ("" if c.ok or not c.fix else f"\n          fix: {c.fix}"))
+        mark = "MISSING" if not c.ok else ("warn" if c.warn else "ok")
+        show_fix = c.fix and (not c.ok or c.warn)
+        _out(f"[{mark:^7}] {c.what}" + (f": {c.detail}" if c.detail else "")
+             + (f"\n          fix: {c.fix}" if show_fix else ""))
         bad += not c.ok
-    _out(f"{len(checks) - bad}/{len(checks)} requirement(s) met for provider '{cls.type}'")
+        warned += c.ok and c.warn
+    more = f", {warned} with a warning" if warned else ""
+    _out(f"{len(checks) - bad}/{len(checks)} requirement(s) met{more} for provider '{cls.type}'")
     return 1 if bad else 0
 
 

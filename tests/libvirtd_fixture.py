@@ -120,6 +120,25 @@ class Libvirtd:
         """Return argv running ``cmd`` inside the daemon's network namespace."""
         return ["ip", "netns", "exec", self.netns, *cmd]
 
+    def in_namespaces(self, *cmd: str) -> List[str]:
+        """Return argv running ``cmd`` in the daemon's network and mount namespaces (as a
+        user's shell on that machine would: its /run/libvirt, /var/lib/libvirt...)."""
+        return ["nsenter", "-t", str(self.pids["libvirtd"]), "-m", "-n", *cmd]
+
+    def start_log_daemon(self) -> None:
+        """Start virtlogd (``virtlogd -d``) beside a daemon started without it."""
+        pidfile = self.base / "virtlogd.pid"
+        _run(*self.in_namespaces("/usr/sbin/virtlogd", "-d", "-p", str(pidfile)))
+        _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip().isdigit(), 10, str(pidfile))
+        self.pids["virtlogd"] = int(pidfile.read_text().strip())
+        _wait_for((self.base / "run/libvirt/virtlogd-sock").exists, 10, "virtlogd socket")
+
+    def stop_daemons(self) -> None:
+        """Kill libvirtd and virtlogd (by PID; their sockets stay behind, stale)."""
+        for name in ("libvirtd", "virtlogd"):
+            if name in self.pids:
+                _kill(self.pids.pop(name))
+
     def stop(self) -> List[str]:
         """Kill every process started (by PID) and every process left in the namespace,
         delete the veth, the namespace and the directory. Returns what went wrong (empty
@@ -181,11 +200,13 @@ def _wait_for(cond, timeout: float, what: str) -> None:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def start_libvirtd() -> Libvirtd:
+def start_libvirtd(log_daemon: bool = True, pool: bool = True) -> Libvirtd:
     """Start a private libvirtd (+ virtlogd, jump sshd, ssh-agent) and return it, with a
-    ``default`` storage pool defined and started. On any failure everything already
-    started is torn down and the error re-raised. Raises FixtureUnavailable if the
-    machine cannot run it (not root, binaries missing)."""
+    ``default`` storage pool defined and started. ``log_daemon=False`` leaves virtlogd
+    out and ``pool=False`` the pool (what a new user's machine lacks; ``enos check``
+    tests). On any failure everything already started is torn down and the error
+    re-raised. Raises FixtureUnavailable if the machine cannot run it (not root, binaries
+    missing)."""
     if os.geteuid() != 0:
         raise FixtureUnavailable("needs root")
     missing = missing_binaries()
@@ -198,14 +219,14 @@ def start_libvirtd() -> Libvirtd:
                  veth_root=f"lvr{ident}", root_ip=f"10.251.{octet}.{third + 1}",
                  ns_ip=f"10.251.{octet}.{third + 2}")
     try:
-        _start(d)
+        _start(d, log_daemon=log_daemon, pool=pool)
     except BaseException:
         d.stop()
         raise
     return d
 
 
-def _start(d: Libvirtd) -> None:
+def _start(d: Libvirtd, log_daemon: bool = True, pool: bool = True) -> None:
     base = d.base
     base.mkdir(mode=0o755, parents=True)
     os.chmod(base, 0o755)
@@ -230,11 +251,11 @@ def _start(d: Libvirtd) -> None:
     _run(*d.ns_exec("ip", "link", "set", "lo", "up"))
     # daemons in a private mount namespace (inside the netns), daemonised with pidfiles
     binds = "".join(f"mount --bind {base / s.lstrip('/')} {s} && " for s in PRIVATE_DIRS)
-    script = (f"mkdir -p /run/libvirt && {binds}"
-              f"/usr/sbin/virtlogd -d -p {base}/virtlogd.pid && "
+    logd = f"/usr/sbin/virtlogd -d -p {base}/virtlogd.pid && " if log_daemon else ""
+    script = (f"mkdir -p /run/libvirt && {binds}{logd}"
               f"/usr/sbin/libvirtd -d -p {base}/libvirtd.pid")
     _run(*d.ns_exec("unshare", "--mount", "--propagation", "private", "sh", "-c", script))
-    for name in ("virtlogd", "libvirtd"):
+    for name in ("virtlogd", "libvirtd") if log_daemon else ("libvirtd",):
         pidfile = base / f"{name}.pid"
         _wait_for(pidfile.exists, 10, f"{pidfile}")
         _wait_for(lambda: pidfile.read_text().strip().isdigit(), 5, f"{pidfile} content")
@@ -262,6 +283,8 @@ def _start(d: Libvirtd) -> None:
     d.procs.append(sshd)
     _wait_for(lambda: _run(*d.ns_exec("ss", "-ltn", f"src {d.ns_ip}:22"), check=False).stdout.count(":22") > 0,
               10, "jump sshd listening")
+    if not pool:
+        return
     # the 'default' storage pool
     virsh = ["virsh", "-q", "-c", d.uri]
     _run(*virsh, "pool-define-as", "default", "dir", "--target", str(base / "images"), timeout=120)

@@ -8,6 +8,8 @@ runs against the real libvirtd (tests/test_libvirt_real.py), not here. The test 
 no DHCP leases (it invents an address per NIC) and boots nothing, so ``wait_ssh: false``.
 """
 import gc
+import os
+import re
 import subprocess
 
 import pytest
@@ -247,13 +249,31 @@ def test_missing_image_and_pool_are_explained(hypervisor, tmp_path, image):
 
 def test_check_reports_daemon_pool_image_and_domain_type(hypervisor, image, tmp_path):
     checks = {c.what: c for c in make_provider(make_config(image), tmp_path).check()}
-    assert checks["libvirt at test:///default"].ok
-    assert checks["storage pool default-pool"].ok
+    assert checks["libvirt daemon at test:///default"].ok
+    assert re.fullmatch(r"libvirt \d+\.\d+\.\d+, TEST \d+\.\d+\.\d+ \(connected in .*\)",
+                        checks["libvirt daemon at test:///default"].detail)
+    assert checks["storage pool 'default-pool'"].ok
+    assert checks["libvirt networks (NAT + DHCP)"].ok
     assert checks["base image"].ok
-    assert not checks["KVM"].ok and "test" in checks["KVM"].detail
+    # no KVM: a warning (VMs work, emulated), not a missing requirement
+    assert checks["KVM"].ok and checks["KVM"].warn and "test" in checks["KVM"].detail
     bad = make_provider(make_config(image, uri="qemu+unix:///system?socket=/nonexistent/sock"), tmp_path)
-    (c,) = bad.check()
-    assert not c.ok and "cannot reach libvirt" in c.detail
+    c = bad.check()[0]
+    assert not c.ok and "not running (no socket /nonexistent/sock)" in c.detail and "libvirtd -d" in c.fix
+    c = make_provider(make_config(image, pool="nopool"), tmp_path).check()
+    (pool,) = [x for x in c if x.what == "storage pool 'nopool'"]
+    assert not pool.ok and "pool-define-as nopool dir" in pool.fix
+
+
+def test_kvm_probe_cache_key_is_per_kernel_release_not_per_kernel_file():
+    k = kvm.cache_key_of("/usr/bin/qemu-system-x86_64")
+    assert os.uname().release in k and "/usr/bin/qemu-system-x86_64" in k
+    assert kvm.cache_key_of("/usr/bin/qemu-system-x86_64", "hv.example.org") != k
+
+
+def test_version_numbers_read_as_versions():
+    from enos.libvirt.diagnose import format_version
+    assert format_version(9000000) == "9.0.0" and format_version(7002011) == "7.2.11"
 
 
 def test_address_plan_and_helpers():

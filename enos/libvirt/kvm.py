@@ -7,8 +7,11 @@ serial port both work under KVM — yet a Linux kernel hangs before printing a s
 kernel: ``qemu -accel kvm -kernel K`` with no disk and ``panic=-1 -no-reboot``. A working
 KVM boots it to the "VFS: Unable to mount root fs" panic and QEMU exits in 1-2 s; if
 QEMU is still running after :data:`PROBE_TIMEOUT` seconds, or fails, KVM is unusable.
-(Under TCG the same boot takes ~5 s.) The verdict is cached per host, emulator version
-and kernel in ``~/.cache/enos/kvm-probe.json`` for a day.
+(Under TCG the same boot takes ~5 s.) The verdict is cached in
+``~/.cache/enos/kvm-probe.json``: on this machine once per kernel release (``uname -r``),
+``/dev/kvm`` (present or not, its device number) and emulator — whatever kernel image the
+probe boots, so ``enos check`` and ``enos up`` share one probe; for a remote hypervisor
+per host and emulator, for a day.
 """
 from __future__ import annotations
 
@@ -49,18 +52,33 @@ def judge(rc: Optional[int], output: str) -> Tuple[bool, str]:
     return False, f"QEMU could not run a KVM guest (exit {rc}: {last})"
 
 
+def cache_key_of(emulator: str, host: str = "local") -> str:
+    """Return the cache key of a probe verdict: for this machine its kernel release and
+    ``/dev/kvm`` (device number, or absent) with the emulator; for a remote ``host``, the
+    host and the emulator."""
+    if host != "local":
+        return f"{host}|{emulator}"
+    try:
+        st = os.stat("/dev/kvm")
+        dev = f"kvm:{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    except OSError:
+        dev = "no-kvm"
+    return f"local|{os.uname().release}|{dev}|{emulator}"
+
+
 def probe(emulator: str, kernel: str, ssh: Optional[Sequence[str]] = None,
           cache_key: str = "local", use_cache: bool = True) -> Tuple[bool, str]:
     """Boot ``kernel`` under KVM with ``emulator`` (on the hypervisor host: through the
     ``ssh`` argv prefix if given) and return ``(kvm works, why)``. Never raises for a
     failing probe: failure to run it means "no KVM" with the reason."""
-    key = f"{cache_key}|{emulator}|{kernel}"
+    key = cache_key_of(emulator, cache_key)
+    ttl = CACHE_TTL if cache_key != "local" else float("inf")
     cache = _cache_file()
     if use_cache:
         try:
             data = json.loads(cache.read_text())
             hit = data.get(key)
-            if hit and time.time() - hit["at"] < CACHE_TTL:
+            if hit and time.time() - hit["at"] < ttl:
                 return bool(hit["ok"]), hit["why"] + " (cached)"
         except (OSError, ValueError, KeyError, TypeError):
             pass

@@ -417,6 +417,9 @@ class LibvirtProvider(Provider):
                 return "kvm", why
             return ("qemu" if "qemu" in offered else offered[0]), why + "; using QEMU emulation (TCG)"
         if "qemu" in offered:
+            if "kvm" in offered:
+                return "qemu", ("the image has no kernel file to probe KVM with; using QEMU emulation "
+                                "(TCG) — set domain_type: kvm if KVM works here")
             return "qemu", "the hypervisor does not offer KVM; using QEMU emulation (TCG)"
         if not offered:
             raise ProviderError(f"{self.opts['uri']} offers no x86_64 domain type")
@@ -778,38 +781,37 @@ class LibvirtProvider(Provider):
 
     # ------------------------------------------------------------------ check / info
     def check(self) -> List[Check]:
-        """Return the checks of ``enos check``: libvirt reachable at ``uri``, the storage
-        pool, the base image, and whether KVM works (by the probe). Books nothing."""
-        out: List[Check] = []
+        """Return the checks of ``enos check`` (:mod:`enos.libvirt.diagnose`): the daemon
+        and its version, virtlogd, the storage pool, the network driver, the base image,
+        then KVM or QEMU emulation (TCG: a warning, VMs work but slower). Each failing
+        check carries the exact command that fixes it. Books nothing, starts nothing."""
+        from enos.libvirt.diagnose import diagnose
         uri = self.opts["uri"]
-        t0 = time.monotonic()
-        try:
-            conn = self.conn()
-            out.append(Check(f"libvirt at {uri}", True,
-                             f"{conn.getType()} {conn.getLibVersion()} (connected in {time.monotonic() - t0:.1f}s)"))
-        except EnosError as e:
-            out.append(Check(f"libvirt at {uri}", False, str(e),
-                             "start libvirtd (or fix provider.uri); for qemu+ssh://, check SSH access"))
-            return out
-        try:
-            pool = self._pool()
-            out.append(Check(f"storage pool {pool.name()}", True, pool.XMLDesc(0).split("<path>")[-1].split("<")[0]))
-        except EnosError as e:
-            out.append(Check("storage pool", False, str(e), "create the pool (see the message)"))
+        conn, out = diagnose(uri, self.opts.get("pool"))
         kernel = None
         try:
             files = self.image_files()
             out.append(Check("base image", True, str(files["disk"])))
             kernel = str(files["kernel"]) if files.get("kernel") else None
         except EnosError as e:
-            out.append(Check("base image", False, str(e), "enos build libvirt"))
+            out.append(Check("base image", False, str(e),
+                             "enos build libvirt" if not self.opts.get("image")
+                             else "enos build libvirt --output DIR, then set provider.image"))
+        if conn is None:
+            return out
+        self._conn = conn
         try:
-            remote = urlparse(uri).hostname
-            dtype, why = self.resolve_domain_type(kernel if not remote else None)
-            out.append(Check("KVM", dtype == "kvm", f"domain type {dtype}: {why}",
-                             "" if dtype == "kvm" else "VMs run under QEMU emulation (slower, works)"))
+            dtype, why = self.resolve_domain_type(kernel if not urlparse(uri).hostname else None)
         except EnosError as e:
-            out.append(Check("domain type", False, str(e)))
+            out.append(Check("domain type", False, str(e), "set provider.domain_type to one the host offers"))
+            return out
+        if dtype == "kvm":
+            out.append(Check("KVM", True, why))
+        else:
+            out.append(Check("KVM", True, f"domain type {dtype}: {why}", warn=True,
+                             fix="none needed: VMs boot under QEMU emulation (TCG), several times "
+                                 "slower; for KVM, run on a machine with working hardware "
+                                 "virtualisation"))
         return out
 
     def info(self) -> dict:

@@ -148,12 +148,16 @@ class Resources:
 
 @dataclass
 class Check:
-    """One line of ``enos check``: what is needed, whether it is there, how to fix it."""
+    """One line of ``enos check``: what is needed, whether it is there, how to fix it.
+
+    ``warn`` marks a need that is met in a degraded way (e.g. VMs under QEMU emulation
+    because KVM is unusable): shown as a warning with its ``fix``, not counted as missing."""
 
     what: str
     ok: bool
     detail: str = ""
     fix: str = ""
+    warn: bool = False
 
 
 @dataclass
