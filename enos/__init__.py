@@ -1,1 +1,32 @@
+"""enos — book testbed machines, provision them with Ansible, run the experiment, give
+them back.
+
+The Python API (loaded on first use, so that ``import enos`` stays fast)::
+
+    import enos
+    with enos.up("reservation.yaml") as env:     # an enos.experiment.env.Env
+        env.run("hostname", roles="compute")
+
+``enos.up``, ``enos.load``, ``enos.current``, ``enos.destroy`` are
+:mod:`enos.experiment.env`'s; ``enos.Env``, ``enos.Results``, ``enos.Result`` its classes.
+"""
 __version__ = "0.1.0"
+
+_API = {"up": "enos.experiment.env", "load": "enos.experiment.env", "current": "enos.experiment.env",
+        "destroy": "enos.experiment.env", "Env": "enos.experiment.env",
+        "Results": "enos.experiment.results", "Result": "enos.experiment.results"}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'enos' has no attribute '{name}'")
+    import importlib
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API))

@@ -222,14 +222,12 @@ def _env_arg(args) -> Optional[str]:
 # --- commands ------------------------------------------------------------------------
 
 def cmd_up(args, g) -> int:
-    from enos import task
+    from enos.experiment.env import up
     p = _progress(g["quiet"])
-    env = task.up(args["-f"], env=_env_arg(args), force_deploy=args["--force-deploy"],
-                  tags=args["--tags"], progress=p, verbose=g["verbose"] > 0,
-                  provision=not args["--no-provision"], ssh_timeout=float(args["--ssh-timeout"]))
-    res = env.resources
-    n = len(res.hosts) if res else 0
-    p.info(f"ready: {n} host(s) in {env.env_dir} (run {env.run_id}); "
+    env = up(args["-f"], keep=True, env=_env_arg(args), force_deploy=args["--force-deploy"],
+             tags=args["--tags"], progress=p, verbose=g["verbose"] > 0,
+             provision=not args["--no-provision"], ssh_timeout=float(args["--ssh-timeout"]))
+    p.info(f"ready: {len(env.hosts)} host(s) in {env.env_dir} (run {env.run_id}); "
            f"'enos info' to see them, 'enos destroy' to give them back")
     return 0
 
@@ -243,31 +241,15 @@ def cmd_destroy(args, g) -> int:
         for r in removed:
             _out(r)
         return 0
-    env = task.destroy(_env_arg(args), sweep=args["--sweep"], progress=p)
+    from enos.experiment.env import destroy
+    env = destroy(_env_arg(args), sweep=args["--sweep"], progress=p)
     p.info(f"destroyed run {env.run_id} ({env.env_dir})")
     return 0
 
 
-def _info_dict(env) -> dict:
-    res = env.resources
-    d = {"env_dir": str(env.env_dir), "run_id": env.run_id, "phase": env.state.phase,
-         "provider": env.state.data.get("provider"), "config_file": env.state.data["config"]["file"],
-         "created": env.state.data.get("created"),
-         "ssh_config": str(env.ssh_config), "inventory": str(env.inventory),
-         "hosts": [h.to_dict() for h in res.hosts] if res else [],
-         "networks": [n.to_dict() for n in res.networks] if res else []}
-    if env.state.phase in ("booked", "provisioned", "ready"):
-        try:
-            d["provider_info"] = env.provider().info()
-        except Exception as e:  # info must show the env even if the testbed does not answer
-            d["provider_info"] = {"error": str(e)}
-    return d
-
-
 def cmd_info(args, g) -> int:
-    from enos.task import Environment
-    env = Environment.open(_env_arg(args))
-    d = _info_dict(env)
+    from enos.experiment.env import load_or_current
+    d = load_or_current(_env_arg(args)).info()
     fmt = args["--output"]
     if fmt == "json":
         _out(json.dumps(d, indent=2))
@@ -424,33 +406,22 @@ def cmd_ssh(args, g) -> int:
 
 def cmd_run(args, g) -> int:
     from enos.errors import CommandFailed
-    from enos.ssh.remote import run_command, select_hosts
-    from enos.task import require_env
-    env = require_env(_env_arg(args))
+    from enos.experiment.env import load_or_current
+    env = load_or_current(_env_arg(args))
     roles = None if args["--roles"] in (None, "all") else args["--roles"]
-    try:
-        hosts = select_hosts(env.resources.hosts, roles)
-    except ValueError as e:
-        raise _usage(str(e))
     timeout = float(args["--timeout"]) if args["--timeout"] else None
-    failure = None
-    try:
-        results = run_command(env.ssh_config, hosts, args["CMD"], timeout=timeout,
-                              tolerate_failures=args["--tolerate-failures"])
-    except CommandFailed as e:
-        results, failure = e.results, e
+    results = env.run(args["CMD"], roles=roles, timeout=timeout, check=False)
     if args["--output"] == "json":
         _out(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
-            status = "ok" if r.ok else (f"exit {r.exit_code}" if r.exit_code is not None else r.error)
-            _out(f"── {r.host} ({status})")
+            _out(f"── {r.host.alias} ({r.status})")
             if r.stdout:
                 _out(r.stdout.rstrip("\n"))
             if r.stderr and not r.ok:
                 _out(r.stderr.rstrip("\n"))
-    if failure is not None:
-        raise failure
+    if results.failed and not args["--tolerate-failures"]:
+        raise CommandFailed(args["CMD"], results.failed, results)
     return 0
 
 

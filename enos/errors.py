@@ -158,11 +158,16 @@ class ProvisionError(EnosError):
 
 
 class CommandFailed(EnosError):
-    """A remote command failed on some hosts. ``results`` holds every host's result."""
+    """A remote command failed on some hosts. ``results`` holds every host's result (the
+    successful ones too: with the Python API, the whole
+    :class:`~enos.experiment.results.Results`); ``failed`` the failed ones."""
 
     def __init__(self, command: str, failed: Sequence, results: Sequence):
-        self.command, self.failed, self.results = command, list(failed), list(results)
-        names = ", ".join(f"{r.host} (exit {r.exit_code})" for r in self.failed)
+        self.command, self.failed = command, failed if hasattr(failed, "by_role") else list(failed)
+        self.results = results if hasattr(results, "by_role") else list(results)
+        names = ", ".join(f"{getattr(r.host, 'alias', r.host)} "
+                          f"({f'exit {r.exit_code}' if r.exit_code is not None else (r.error or 'failed')})"
+                          for r in self.failed)
         super().__init__(f"'{command}' failed on {len(self.failed)} of {len(self.results)} host(s): {names}")
 
 

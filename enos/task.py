@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Union
 
 from enos import failpoint
 from enos.errors import NoEnvironment, Unsupported, UsageError
@@ -144,10 +144,11 @@ def _pick_env_dir(env: Optional[str], base: Path) -> tuple[Path, bool]:
     return _new_env_dir(base).resolve(), False
 
 
-def up(config_file: str, env: Optional[str] = None, base: Path = Path("."),
+def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base: Path = Path("."),
        force_deploy: bool = False, tags: Optional[str] = None, progress=None,
        verbose: bool = False, provision: bool = True, ssh_timeout: float = 600.0) -> Environment:
-    """Book, reach and provision the resources of ``config_file``; return the Environment.
+    """Book, reach and provision the resources of ``config_file`` (a reservation file, or
+    an already validated :class:`Config`); return the Environment.
 
     Resumes the current env (or ``env``) if it has not been destroyed: the provider re-finds
     what it booked instead of booking twice. Raises ConfigError (nothing created),
@@ -156,7 +157,9 @@ def up(config_file: str, env: Optional[str] = None, base: Path = Path("."),
     from enos.ssh.keys import ensure_keypair
     progress = progress or NULL
     base = Path(base)
-    config = load_reservation(config_file)     # may raise: nothing created yet
+    from enos.reservation.config import Config
+    # may raise: nothing created yet
+    config = config_file if isinstance(config_file, Config) else load_reservation(config_file)
     from enos.provider import load_provider_class
     load_provider_class(config.provider_type)  # missing library → error before any env dir
 

@@ -73,6 +73,18 @@ class Host:
         """Return a JSON-serialisable dict of this host."""
         return asdict(self)
 
+    def __repr__(self) -> str:
+        extra = f", extra={self.extra!r}" if self.extra else ""
+        jump = f", jump={self.jump!r}" if self.jump else ""
+        return f"Host({self.alias!r}, {self.user}@{self.address}:{self.port}, roles={self.roles!r}{extra}{jump})"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+        cells = [self.alias, f"{self.user}@{self.address}:{self.port}", ", ".join(self.roles),
+                 ", ".join(f"{k}={v}" for k, v in sorted(self.extra.items()))]
+        return ("<table><tr><th>alias</th><th>address</th><th>roles</th><th>extra</th></tr><tr>"
+                + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr></table>")
+
     @classmethod
     def from_dict(cls, data: dict) -> "Host":
         """Return a Host built from :meth:`to_dict` output."""

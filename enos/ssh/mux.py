@@ -77,17 +77,21 @@ def control_path(template: str, address: str, port: int, user: str,
     return os.path.expanduser("".join(out))
 
 
-def open_session(path: str, command: str) -> Tuple[socket.socket, int, int]:
+def open_session(path: str, command: str, stdout_fd: Optional[int] = None
+                 ) -> Tuple[socket.socket, Optional[int], int]:
     """Ask the master listening on ``path`` for a session running ``command``; return
     (control socket, stdout read fd, stderr read fd). The master's answers (hello, session
     opened or refused, exit status) arrive on the socket: feed them to :class:`Replies`.
+    With ``stdout_fd``, the session writes its stdout straight into that descriptor (the
+    caller keeps it; the returned stdout read fd is then None).
 
     Raises OSError when the socket is missing or refuses the connection (no master)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     out_r = out_w = err_r = err_w = null = -1
     try:
         sock.connect(path)
-        out_r, out_w = os.pipe()
+        if stdout_fd is None:
+            out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         null = os.open(os.devnull, os.O_RDONLY)
         hello = _frame(struct.pack(">II", MUX_MSG_HELLO, VERSION))
@@ -96,7 +100,7 @@ def open_session(path: str, command: str) -> Tuple[socket.socket, int, int]:
                      + _string(b"") + _string(command.encode()))
         # the master reads exactly one framed message, then each fd with its own 1-byte message
         sock.sendall(hello + req)
-        for fd in (null, out_w, err_w):
+        for fd in (null, out_w if stdout_fd is None else stdout_fd, err_w):
             socket.send_fds(sock, [b"\0"], [fd])
     except BaseException:
         sock.close()
@@ -108,7 +112,7 @@ def open_session(path: str, command: str) -> Tuple[socket.socket, int, int]:
         for fd in (out_w, err_w, null):   # the master holds its own copies now
             if fd >= 0:
                 os.close(fd)
-    return sock, out_r, err_r
+    return sock, (out_r if stdout_fd is None else None), err_r
 
 
 class Replies:

@@ -23,7 +23,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from enos.errors import CommandFailed
 from enos.provider.provider import Host
@@ -76,7 +76,7 @@ class _Job:
     what it has written so far."""
 
     __slots__ = ("alias", "proc", "pidfd", "sock", "replies", "fds", "out", "err", "code",
-                 "timed_out", "mux_error", "ended")
+                 "timed_out", "mux_error", "ended", "started_at", "ended_at", "partial", "cancelled")
 
     def __init__(self, alias: str):
         self.alias = alias
@@ -91,6 +91,10 @@ class _Job:
         self.timed_out = False
         self.mux_error: Optional[str] = None
         self.ended: Optional[float] = None   # when the session ended (exit status known)
+        self.started_at = 0.0                  # wall-clock time the session was asked for
+        self.ended_at = 0.0                    # wall-clock time the job finished
+        self.partial: Dict[str, bytes] = {}    # an incomplete last line per stream (on_output)
+        self.cancelled = False
 
 
 def _max_parallel() -> int:
@@ -111,13 +115,23 @@ def _max_parallel() -> int:
 
 
 def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
-             mux: Optional[Dict[str, Tuple[str, str]]] = None) -> Dict[str, _Job]:
+             mux: Optional[Dict[str, Tuple[str, str]]] = None,
+             on_output: Optional[Callable[[str, str, str], None]] = None,
+             stdout_to: Optional[Dict[str, int]] = None,
+             cancel_fd: Optional[int] = None) -> Dict[str, _Job]:
     """Run every host's session at once (at most ``_max_parallel()`` at a time); return the
     finished jobs by alias. ``mux`` maps aliases to (control socket path, command): those
     go through their master when it answers, else through their argv. Sessions still
-    running at ``timeout`` are killed (process) or dropped (mux: the master then closes them)."""
+    running at ``timeout`` are killed (process) or dropped (mux: the master then closes them).
+
+    ``on_output(alias, "stdout"|"stderr", line)`` is called for each line as it arrives
+    (text, without its newline). ``stdout_to`` maps aliases to a file descriptor that gets
+    the session's stdout directly (e.g. a local ``tar x``'s stdin; nothing is buffered).
+    When ``cancel_fd`` becomes readable, every running session is ended as at a timeout
+    (``cancelled`` set)."""
     from enos.ssh import mux as sshmux
     mux = mux or {}
+    sinks = stdout_to or {}
     sel = selectors.DefaultSelector()
     pending = list(argvs)
     pending.reverse()
@@ -127,29 +141,33 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
     deadline = None if timeout is None else time.monotonic() + timeout
     PIDFD, SOCK = "pidfd", "sock"
 
-    def watch(job: _Job, out_fd: int, err_fd: int) -> None:
+    def watch(job: _Job, out_fd: Optional[int], err_fd: int) -> None:
         for fd, buf in ((out_fd, job.out), (err_fd, job.err)):
+            if fd is None:
+                continue
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ, (job, buf))
             job.fds[fd] = buf
 
     def spawn(job: _Job) -> None:
-        proc = subprocess.Popen(argvs[job.alias], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        sink = sinks.get(job.alias)
+        proc = subprocess.Popen(argvs[job.alias], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE if sink is None else sink, stderr=subprocess.PIPE)
         job.proc = proc
         job.pidfd = os.pidfd_open(proc.pid)
-        watch(job, proc.stdout.fileno(), proc.stderr.fileno())
+        watch(job, proc.stdout.fileno() if sink is None else None, proc.stderr.fileno())
         sel.register(job.pidfd, selectors.EVENT_READ, (job, PIDFD))
 
     def start() -> None:
         while pending and len(running) < limit:
             alias = pending.pop()
             job = _Job(alias)
+            job.started_at = time.time()
             running[alias] = job
             target = mux.get(alias)
             if target is not None and os.path.exists(target[0]):
                 try:
-                    sock, out_fd, err_fd = sshmux.open_session(*target)
+                    sock, out_fd, err_fd = sshmux.open_session(*target, stdout_fd=sinks.get(alias))
                 except OSError as e:
                     job.mux_error = str(e)
                 else:
@@ -160,7 +178,17 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
                     continue
             spawn(job)
 
-    def drain(fd: int, buf: List[bytes]) -> bool:
+    def lines(job: _Job, stream: str, chunk: bytes, last: bool = False) -> None:
+        data = job.partial.get(stream, b"") + chunk
+        *complete, rest = data.split(b"\n")
+        if last and rest:
+            complete.append(rest)
+            rest = b""
+        job.partial[stream] = rest
+        for line in complete:
+            on_output(job.alias, stream, line.decode(errors="replace"))
+
+    def drain(fd: int, buf: List[bytes], job: Optional[_Job] = None) -> bool:
         """Read what is available; return True at EOF."""
         while True:
             try:
@@ -168,8 +196,12 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
             except BlockingIOError:
                 return False
             if not chunk:
+                if on_output is not None and job is not None:
+                    lines(job, "stdout" if buf is job.out else "stderr", b"", last=True)
                 return True
             buf.append(chunk)
+            if on_output is not None and job is not None:
+                lines(job, "stdout" if buf is job.out else "stderr", chunk)
 
     def close_fd(job: _Job, fd: int) -> None:
         sel.unregister(fd)
@@ -201,12 +233,16 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
         # take what is left in the pipes and stop listening, even if something (an old
         # OpenSSH's forked master) still holds their other end
         for fd, buf in list(job.fds.items()):
-            drain(fd, buf)
+            drain(fd, buf, job)
+        if on_output is not None:
+            for stream in list(job.partial):
+                lines(job, stream, b"", last=True)
         release(job)
         if job.proc is not None and job.code is None and not job.timed_out:
             job.code = job.proc.wait()
         elif job.proc is not None:
             job.proc.wait()
+        job.ended_at = time.time()
         del running[job.alias]
         done[job.alias] = job
 
@@ -245,10 +281,22 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
             job.err.append(b"enos: the connection master closed the session without an exit status\n")
             finish(job)
 
+    cancelled = [False]
+    if cancel_fd is not None:
+        sel.register(cancel_fd, selectors.EVENT_READ, (None, "cancel"))
     try:
         start()
         while running:
             now = time.monotonic()
+            if cancelled[0]:
+                pending.clear()
+                for job in list(running.values()):
+                    if job.ended is None:
+                        job.cancelled = True
+                        if job.proc is not None:
+                            job.proc.kill()
+                    finish(job)
+                break
             for job in [j for j in running.values()
                         if j.ended is not None and j.proc is not None and now - j.ended >= GRACE]:
                 finish(job)
@@ -268,6 +316,9 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
             wait = max(0.0, min(wakes) - now) if wakes else None
             for key, _ in sel.select(wait):
                 job, what = key.data
+                if job is None:
+                    cancelled[0] = True
+                    continue
                 if running.get(job.alias) is not job:
                     continue
                 if what is SOCK:
@@ -276,7 +327,7 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
                 elif what is PIDFD:
                     if key.fd == job.pidfd:
                         ended(job, job.proc.wait())
-                elif key.fd in job.fds and drain(key.fd, what):
+                elif key.fd in job.fds and drain(key.fd, what, job):
                     close_fd(job, key.fd)
                     if job.ended is not None and not job.fds:
                         finish(job)
@@ -293,7 +344,7 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
     return done
 
 
-def _mux_targets(ssh_config: Path, hosts: Sequence[Host], command: str) -> Dict[str, Tuple[str, str]]:
+def _mux_targets(ssh_config: Path, hosts: Sequence[Host], commands: Dict[str, str]) -> Dict[str, Tuple[str, str]]:
     """Return {alias: (control socket path, command)} for the hosts whose master can be
     addressed directly (the ssh_config's global ControlPath, no jump host)."""
     template = None
@@ -315,7 +366,7 @@ def _mux_targets(ssh_config: Path, hosts: Sequence[Host], command: str) -> Dict[
             continue
         path = sshmux.control_path(template, h.address, h.port, h.user)
         if path:
-            out[h.alias] = (path, command)
+            out[h.alias] = (path, commands[h.alias])
     return out
 
 
@@ -335,6 +386,55 @@ def ensure_control_dirs(ssh_config: Path) -> None:
                 os.makedirs(d, mode=0o700, exist_ok=True)
 
 
+@dataclass
+class Session:
+    """What one host's session gave: ``exit_code`` (None if it never ended: timeout,
+    cancelled), raw ``stdout``/``stderr`` bytes, ``error`` (why it could not run, if so),
+    and wall-clock ``started``/``ended`` times (seconds since the epoch)."""
+
+    host: str
+    exit_code: Optional[int]
+    stdout: bytes
+    stderr: bytes
+    error: Optional[str]
+    started: float
+    ended: float
+    timed_out: bool = False
+    cancelled: bool = False
+
+
+def run_sessions(ssh_config: Path, hosts: Sequence[Host], command, timeout: Optional[float] = None,
+                 use_masters: bool = True,
+                 on_output: Optional[Callable[[str, str, str], None]] = None,
+                 stdout_to: Optional[Dict[str, int]] = None,
+                 cancel_fd: Optional[int] = None) -> Dict[str, Session]:
+    """Run ``command`` (a string, or {alias: string} for per-host commands) on every host at
+    once; return {alias: Session}. Never raises for a host's failure: a failed host's
+    Session says what happened (``exit_code``, ``error``). ``on_output``, ``stdout_to`` and
+    ``cancel_fd``: see :func:`_fan_out`. Raises OSError only if no process can be started."""
+    ensure_control_dirs(ssh_config)
+    commands = command if isinstance(command, dict) else {h.alias: command for h in hosts}
+    base = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-T"]
+    jobs = _fan_out({h.alias: base + [h.alias, commands[h.alias]] for h in hosts}, timeout,
+                    mux=_mux_targets(ssh_config, hosts, commands) if use_masters else None,
+                    on_output=on_output, stdout_to=stdout_to, cancel_fd=cancel_fd)
+    out: Dict[str, Session] = {}
+    for h in hosts:
+        j = jobs[h.alias]
+        err = b"".join(j.err)
+        error = None
+        code: Optional[int] = j.code
+        if j.timed_out:
+            error, code = f"timed out after {timeout}s", None
+        elif j.cancelled:
+            error, code = "cancelled", None
+        elif j.code == 255:
+            error = "ssh failed: " + (err.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+        out[h.alias] = Session(h.alias, code, b"".join(j.out), err, error, j.started_at, j.ended_at,
+                               j.timed_out, j.cancelled)
+    return out
+
+
 def run_command(ssh_config: Path, hosts: Sequence[Host], command: str, timeout: Optional[float] = None,
                 tolerate_failures: bool = False, use_masters: bool = True) -> List[CommandResult]:
     """Run ``command`` on every host at once; return one CommandResult per host, in order.
@@ -342,22 +442,12 @@ def run_command(ssh_config: Path, hosts: Sequence[Host], command: str, timeout: 
 
     Raises :class:`CommandFailed` (naming the hosts) if any host exits non-zero or cannot
     be reached, unless ``tolerate_failures``."""
-    ensure_control_dirs(ssh_config)
-    base = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-T"]
-    jobs = _fan_out({h.alias: base + [h.alias, command] for h in hosts}, timeout,
-                    mux=_mux_targets(ssh_config, hosts, command) if use_masters else None)
+    sessions = run_sessions(ssh_config, hosts, command, timeout=timeout, use_masters=use_masters)
     results = []
     for h in hosts:
-        j = jobs[h.alias]
-        out = b"".join(j.out).decode(errors="replace")
-        err_text = b"".join(j.err).decode(errors="replace")
-        error = None
-        code: Optional[int] = j.code
-        if j.timed_out:
-            error, code = f"timed out after {timeout}s", None
-        elif j.code == 255:
-            error = "ssh failed: " + (err_text.strip().splitlines() or ["?"])[-1]
-        results.append(CommandResult(h.alias, code, out, err_text, error))
+        s = sessions[h.alias]
+        results.append(CommandResult(h.alias, s.exit_code, s.stdout.decode(errors="replace"),
+                                     s.stderr.decode(errors="replace"), s.error))
     failed = [r for r in results if not r.ok]
     if failed and not tolerate_failures:
         raise CommandFailed(command, failed, results)

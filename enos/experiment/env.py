@@ -1,0 +1,328 @@
+"""The Python API: :func:`up`, :func:`load`, :func:`current` and the :class:`Env` they
+return. ``enos up``/``run``/``destroy``/``info`` are thin wrappers over these functions.
+
+::
+
+    import enos
+    with enos.up("reservation.yaml") as env:          # destroyed on exit unless keep=True
+        res = env.run("hostname", roles="compute")     # Results: one Result per host
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import (TYPE_CHECKING, Any, Callable, List, Mapping, Optional,
+                    Union)
+
+from enos import task
+from enos.errors import CommandFailed, NoEnvironment, UsageError
+from enos.experiment import render
+from enos.experiment.command import OutputCallback, RoleSelector, wrap_command
+from enos.experiment.results import Result, Results
+from enos.provider.provider import Host, IpPool
+
+if TYPE_CHECKING:  # pragma: no cover
+    from enos.experiment.background import Background
+
+
+
+def _progress(quiet: bool, progress=None):
+    if progress is not None:
+        return progress
+    from enos.progress import QUIET, Progress
+    return Progress(mode=QUIET) if quiet else Progress()
+
+
+def _config(reservation: Union[str, os.PathLike, Mapping]):
+    """Return the validated Config of a reservation path or dict (the CLI's checks)."""
+    if isinstance(reservation, Mapping):
+        return task.reservation_from_data(dict(reservation), "(reservation dict)", check_files=True)
+    if isinstance(reservation, (str, os.PathLike)):
+        return task.load_reservation(os.fspath(reservation))
+    raise UsageError(f"enos.up: expected a reservation file path or a dict, not {type(reservation).__name__}")
+
+
+def up(reservation: Union[str, os.PathLike, Mapping], *, keep: bool = False, env: Optional[str] = None,
+       base: Union[str, os.PathLike] = ".", force_deploy: bool = False, tags: Optional[str] = None,
+       provision: bool = True, ssh_timeout: float = 600.0, quiet: bool = False, verbose: bool = False,
+       progress=None) -> "Env":
+    """Book, reach and provision the resources of ``reservation`` (a reservation.yaml path
+    or the parsed dict) exactly as ``enos up`` does; return the :class:`Env`.
+
+    Same env dir and resume semantics as ``enos up``: resumes ``<base>/current`` (or ``env``)
+    unless it was destroyed, else creates ``<base>/enos_<UTC stamp>/``. Used as a context
+    manager (``with enos.up(...) as env:``) the env is destroyed when the block ends (even
+    on an exception or Ctrl-C) unless ``keep=True``. If ``up`` itself fails, what was
+    booked stays recorded in the env dir: ``enos.load(dir).destroy()`` (or ``enos destroy``)
+    frees it, ``enos.up`` again resumes.
+
+    Raises ConfigError / UsageError (nothing booked), MissingDependency, StateLocked,
+    provider errors (ReservationUnavailable, ProviderError, ...), SshUnreachable,
+    ProvisionError."""
+    config = _config(reservation)
+    environment = task.up(config, env=env, base=Path(base), force_deploy=force_deploy, tags=tags,
+                          progress=_progress(quiet, progress), verbose=verbose, provision=provision,
+                          ssh_timeout=ssh_timeout)
+    return Env(environment, keep=keep, quiet=quiet, progress=progress)
+
+
+def load(env_dir: Union[str, os.PathLike], *, keep: bool = True, quiet: bool = False) -> "Env":
+    """Attach to an existing env dir (made by ``enos up`` or :func:`up`); return its
+    :class:`Env`. ``env_dir`` may also be a directory holding a ``current`` link. By default
+    a loaded env is not destroyed at the end of a ``with`` block (``keep=False`` to do so).
+
+    Raises NoEnvironment (no state there), StateError (unreadable state)."""
+    return Env(task.Environment.open(os.fspath(env_dir)), keep=keep, quiet=quiet)
+
+
+def current(base: Union[str, os.PathLike] = ".", *, keep: bool = True, quiet: bool = False) -> "Env":
+    """Attach to the env ``<base>/current`` points at (the last ``enos up`` run in
+    ``base``); return its :class:`Env`. Raises NoEnvironment when there is none."""
+    return Env(task.Environment.open(None, Path(base)), keep=keep, quiet=quiet)
+
+
+def load_or_current(env_dir: Optional[str] = None, base: Union[str, os.PathLike] = ".",
+                    quiet: bool = False) -> "Env":
+    """Return :func:`load` of ``env_dir``, or :func:`current` of ``base`` when it is None
+    (what the CLI's ``--env DIR`` means). Raises NoEnvironment."""
+    return load(env_dir, quiet=quiet) if env_dir else current(base, quiet=quiet)
+
+
+def destroy(env: Optional[str] = None, base: Union[str, os.PathLike] = ".", sweep: bool = False,
+            quiet: bool = False, progress=None) -> "Env":
+    """Release everything the env ``env`` (default ``<base>/current``) booked, from its saved
+    state only, as ``enos destroy`` does; return the (destroyed) :class:`Env`. Idempotent.
+
+    Raises NoEnvironment, StateLocked, DestroyIncomplete, Unsupported (sweep)."""
+    environment = task.destroy(env, base=Path(base), sweep=sweep, progress=_progress(quiet, progress))
+    return Env(environment, keep=True, quiet=quiet)
+
+
+class Env:
+    """An experiment environment: its hosts by role, and what to do with them.
+
+    Obtained from :func:`up`, :func:`load` or :func:`current`. ``roles`` (role → hosts),
+    ``hosts``, ``networks``, ``env_dir``, ``run_id``, ``phase``; :meth:`run` commands,
+    :meth:`destroy`. A context manager:
+    destroyed on exit unless created with ``keep=True``."""
+
+    def __init__(self, environment: "task.Environment", keep: bool = True, quiet: bool = False,
+                 progress=None):
+        self._environment = environment
+        self.keep = keep
+        self.quiet = quiet
+        self._progress_obj = progress
+
+    # --- what the env is -----------------------------------------------------------------
+    @property
+    def environment(self) -> "task.Environment":
+        """The task runner's view of the env dir (state, paths)."""
+        return self._environment
+
+    @property
+    def env_dir(self) -> Path:
+        """The env directory (absolute)."""
+        return self._environment.env_dir
+
+    @property
+    def run_id(self) -> str:
+        """The run id tagging every resource of the env."""
+        return self._environment.run_id
+
+    @property
+    def phase(self) -> str:
+        """The env's phase (``booking``, ``ready``, ``destroyed``, ...)."""
+        return self._environment.state.phase
+
+    @property
+    def provider(self) -> Optional[str]:
+        """The provider type (``local``, ``g5k``, ...)."""
+        return self._environment.state.data.get("provider")
+
+    @property
+    def ssh_config(self) -> Path:
+        """The env's ssh_config (``ssh -F`` it to reach a host by alias)."""
+        return self._environment.ssh_config
+
+    @property
+    def inventory(self) -> Path:
+        """The env's Ansible inventory."""
+        return self._environment.inventory
+
+    @property
+    def hosts(self) -> List[Host]:
+        """Every host of the env, in the order the provider gave them (empty before booking)."""
+        res = self._environment.resources
+        return list(res.hosts) if res else []
+
+    @property
+    def roles(self) -> "Roles":
+        """A dict role → list of :class:`Host` (alias, address, user, port, extra, ...)."""
+        res = self._environment.resources
+        return Roles(res.roles() if res else {})
+
+    @property
+    def networks(self) -> List[IpPool]:
+        """The networks the provider gave, with their free addresses."""
+        res = self._environment.resources
+        return list(res.networks) if res else []
+
+    def reload(self) -> "Env":
+        """Re-read the env's state from disk (another process may have changed it); return self."""
+        from enos.state import State
+        self._environment.state = State.load(self.env_dir)
+        return self
+
+    def _progress(self):
+        return _progress(self.quiet, self._progress_obj)
+
+    # --- choosing hosts ------------------------------------------------------------------
+    def select(self, roles: RoleSelector = None) -> List[Host]:
+        """Return the hosts named by ``roles``: None (all hosts), a role or alias, a
+        comma-separated string of them, a Host, or a list of any of these; in env order.
+
+        Raises NoEnvironment (nothing booked yet, or destroyed), UsageError (unknown role
+        or alias, naming the known roles)."""
+        self._require_hosts()
+        hosts = self.hosts
+        if roles is None:
+            return hosts
+        if isinstance(roles, (str, Host)):
+            roles = [roles]
+        names: List[str] = []
+        for r in roles:
+            if isinstance(r, Host):
+                names.append(r.alias)
+            elif isinstance(r, str):
+                names += [x.strip() for x in r.split(",") if x.strip()]
+            else:
+                raise UsageError(f"roles: expected role names, aliases or Hosts, not {type(r).__name__}")
+        if not names:
+            raise UsageError("roles: no role or host named")
+        known_roles = {r for h in hosts for r in h.roles}
+        unknown = [n for n in names if n not in known_roles and n not in {h.alias for h in hosts}]
+        if unknown:
+            raise UsageError(f"unknown role(s) or host(s): {', '.join(unknown)}; known roles: "
+                             f"{', '.join(sorted(known_roles))}")
+        wanted = set(names)
+        return [h for h in hosts if h.alias in wanted or wanted & set(h.roles)]
+
+    def _require_hosts(self) -> None:
+        if self._environment.resources is None:
+            raise NoEnvironment(f"environment {self.env_dir} has no resources yet (phase {self.phase}); "
+                                f"run enos.up / 'enos up'")
+        if self.phase in ("destroying", "destroyed"):
+            raise NoEnvironment(f"environment {self.env_dir} is {self.phase}; run enos.up / 'enos up' "
+                                f"to book it again")
+
+    # --- commands ------------------------------------------------------------------------
+    def run(self, command: str, roles: RoleSelector = None, *, timeout: Optional[float] = None,
+            check: bool = True, env: Optional[Mapping[str, Any]] = None, sudo: bool = False,
+            background: bool = False, on_output: Optional[OutputCallback] = None
+            ) -> Union[Results, "Background"]:
+        """Run the shell ``command`` on the hosts of ``roles`` (all by default) at once,
+        through the env's SSH connection masters; return a :class:`Results` with one
+        :class:`Result` per host (successes included), in env order.
+
+        ``timeout``: seconds before a host's session is given up (its result then has
+        ``rc`` None, ``error`` "timed out"). ``env``: environment variables set for the
+        command. ``sudo``: run as root through ``sudo -n`` on hosts whose user is not root.
+        ``on_output(host, stream, line)`` is called for each line as it arrives.
+        ``background=True`` returns at once a :class:`~enos.experiment.background.Background`
+        handle (``wait()``, ``kill()``) instead.
+
+        Raises CommandFailed (its ``results`` holds every host's Result) when the command
+        fails on some host and ``check`` is true; UsageError (unknown role, bad variable
+        name); NoEnvironment."""
+        hosts = self.select(roles)
+        commands = {h.alias: wrap_command(command, env=env, sudo=sudo, user=h.user) for h in hosts}
+        if background:
+            from enos.experiment.background import Background
+            return Background(self, hosts, command, commands, sudo=sudo, on_output=on_output)
+        results = self._run_sessions(hosts, command, commands, timeout=timeout, on_output=on_output)
+        if check and results.failed:
+            raise CommandFailed(command, results.failed, results)
+        return results
+
+    def _run_sessions(self, hosts: List[Host], command: str, commands, timeout: Optional[float] = None,
+                      on_output: Optional[OutputCallback] = None, stdout_to=None, cancel_fd=None,
+                      strip_stderr: Optional[Callable[[str, bytes], bytes]] = None) -> Results:
+        """Run per-host ``commands`` (alias → shell text, or one string) on ``hosts``; return
+        their Results (never raises for a host's failure)."""
+        from enos.ssh.remote import run_sessions
+        by_alias = {h.alias: h for h in hosts}
+        cb = None
+        if on_output is not None:
+            def cb(alias: str, stream: str, line: str) -> None:
+                on_output(by_alias[alias], stream, line)
+        sessions = run_sessions(self.ssh_config, hosts, commands, timeout=timeout, on_output=cb,
+                                stdout_to=stdout_to, cancel_fd=cancel_fd)
+        out = []
+        for h in hosts:
+            s = sessions[h.alias]
+            err = strip_stderr(h.alias, s.stderr) if strip_stderr else s.stderr
+            out.append(Result(h, command, s.exit_code, s.stdout.decode(errors="replace"),
+                              err.decode(errors="replace"), s.started, s.ended, s.error))
+        return Results(out, command)
+
+    # --- the end -------------------------------------------------------------------------
+    def destroy(self, sweep: bool = False) -> "Env":
+        """Release everything the env booked (as ``enos destroy``); return self.
+        Idempotent. Raises StateLocked, DestroyIncomplete, Unsupported (sweep)."""
+        self._environment = task.destroy(str(self.env_dir), sweep=sweep, progress=self._progress())
+        return self
+
+    def __enter__(self) -> "Env":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.keep:
+            self.destroy()
+
+    # --- display and serialisation -------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Return a JSON-serialisable dict: env_dir, run_id, provider, phase, created,
+        reservation file, ssh_config, inventory, hosts, roles (role → aliases), networks."""
+        st = self._environment.state.data
+        return {"env_dir": str(self.env_dir), "run_id": self.run_id, "provider": self.provider,
+                "phase": self.phase, "created": st.get("created"),
+                "config_file": (st.get("config") or {}).get("file"),
+                "ssh_config": str(self.ssh_config), "inventory": str(self.inventory),
+                "hosts": [h.to_dict() for h in self.hosts],
+                "roles": {r: [h.alias for h in hs] for r, hs in self.roles.items()},
+                "networks": [n.to_dict() for n in self.networks]}
+
+    def to_json(self, **kw) -> str:
+        """Return :meth:`to_dict` as JSON text (keyword arguments go to ``json.dumps``)."""
+        return json.dumps(self.to_dict(), **kw)
+
+    def info(self, provider_info: bool = True) -> dict:
+        """Return :meth:`to_dict` plus, for a booked env, ``provider_info`` (what the
+        provider says of its reservation, e.g. the remaining walltime; ``{"error": ...}``
+        when the testbed does not answer). What ``enos info`` shows. Never raises for the
+        testbed's failure."""
+        d = self.to_dict()
+        if provider_info and self.phase in ("booked", "provisioned", "ready"):
+            try:
+                d["provider_info"] = self._environment.provider().info()
+            except Exception as e:  # info must show the env even if the testbed does not answer
+                d["provider_info"] = {"error": str(e)}
+        return d
+
+    def __repr__(self) -> str:
+        roles = ", ".join(f"{r}: {len(hs)}" for r, hs in self.roles.items()) or "no hosts"
+        return (f"<Env {self.env_dir.name} run {self.run_id} {self.provider} {self.phase}: "
+                f"{len(self.hosts)} host(s) ({roles})>")
+
+    def _repr_html_(self) -> str:
+        caption = (f"enos env {self.env_dir} — run {self.run_id}, provider {self.provider}, "
+                   f"phase {self.phase}, {len(self.hosts)} host(s)")
+        return render.hosts_table(self.roles, caption=caption)
+
+
+class Roles(dict):
+    """A dict role → list of :class:`Host`, shown as a table in Jupyter."""
+
+    def _repr_html_(self) -> str:
+        return render.hosts_table(self)
