@@ -8,6 +8,7 @@ number of hosts (capped), no retry files. Failures are reported as
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def ansible_env(ssh_config: Path, forks: int, fact_cache: Optional[Path] = None)
     env = {
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_SSH_ARGS": f"-F {ssh_config}",
+        "ANSIBLE_SSH_ARGS": f"-F {shlex.quote(str(ssh_config))}",   # Ansible splits it with shlex
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_FORKS": str(forks),
         "ANSIBLE_RETRY_FILES_ENABLED": "False",

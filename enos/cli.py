@@ -214,6 +214,35 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
+#: the longest wait a command line may ask for (30 days)
+MAX_SECONDS = 30 * 86400.0
+
+
+def _seconds(option: str, value) -> Optional[float]:
+    """Return ``value`` (text from the command line) as a number of seconds, or None when
+    not given. Raises UsageError unless it is a finite number > 0 and at most
+    :data:`MAX_SECONDS`."""
+    import math
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise _usage(f"{option}: expected a number of seconds, got '{value}'") from None
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
+        raise _usage(f"{option}: expected a number of seconds between 0 and {MAX_SECONDS:.0f} "
+                     f"(30 days), got '{value}'")
+    return seconds
+
+
+def _format(args, allowed) -> str:
+    """Return the ``-o`` value. Raises UsageError unless it is one of ``allowed``."""
+    fmt = args["--output"]
+    if fmt not in allowed:
+        raise _usage(f"--output must be {', '.join(allowed[:-1])} or {allowed[-1]}, not '{fmt}'")
+    return fmt
+
+
 def _env_arg(args) -> Optional[str]:
     env = args.get("--env")
     return None if env in (None, "current") else env
@@ -223,10 +252,11 @@ def _env_arg(args) -> Optional[str]:
 
 def cmd_up(args, g) -> int:
     from enos.experiment.env import up
+    ssh_timeout = _seconds("--ssh-timeout", args["--ssh-timeout"])
     p = _progress(g["quiet"])
     env = up(args["-f"], keep=True, env=_env_arg(args), force_deploy=args["--force-deploy"],
              tags=args["--tags"], progress=p, verbose=g["verbose"] > 0,
-             provision=not args["--no-provision"], ssh_timeout=float(args["--ssh-timeout"]))
+             provision=not args["--no-provision"], ssh_timeout=ssh_timeout)
     p.info(f"ready: {len(env.hosts)} host(s) in {env.env_dir} (run {env.run_id}); "
            f"'enos info' to see them, 'enos destroy' to give them back")
     return 0
@@ -249,8 +279,8 @@ def cmd_destroy(args, g) -> int:
 
 def cmd_info(args, g) -> int:
     from enos.experiment.env import load_or_current
+    fmt = _format(args, ("text", "json", "yaml"))
     d = load_or_current(_env_arg(args)).info()
-    fmt = args["--output"]
     if fmt == "json":
         _out(json.dumps(d, indent=2))
     elif fmt == "yaml":
@@ -270,8 +300,8 @@ def cmd_info(args, g) -> int:
         else:
             lines.append("no hosts")
         for n in d["networks"]:
-            free = n["free"]
-            rng = f"{free[0]}..{free[-1]} ({len(free)} free)" if free else "none free"
+            rs = n.get("ranges") or []
+            rng = f"{rs[0][0]}..{rs[-1][1]} ({n.get('size')} free)" if rs else "none free"
             lines.append(f"network {n.get('name') or n['cidr']}: {n['cidr']} gateway {n.get('gateway')} "
                          f"dns {n.get('dns')} pool {rng}")
         for k, v in (d.get("provider_info") or {}).items():
@@ -284,16 +314,22 @@ def cmd_info(args, g) -> int:
 
 def cmd_validate(args, g) -> int:
     from enos.task import load_reservation
+    fmt = _format(args, ("text", "json"))
     cfg = load_reservation(args["-f"])
+    for w in cfg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     hosts = sum(m.count for m in cfg.machines)
     roles = sorted({r for m in cfg.machines for r in m.roles})
-    if args["--output"] == "json":
+    if fmt == "json":
         _out(json.dumps({"file": cfg.file, "provider": cfg.provider_type, "options": cfg.options,
-                         "machines": [vars(m) for m in cfg.machines], "networks": cfg.networks,
-                         "variables": cfg.variables, "provision": cfg.provision}, indent=2, default=str))
+                         "machines": [{k: v for k, v in vars(m).items()} for m in cfg.machines],
+                         "networks": cfg.networks, "variables": cfg.variables,
+                         "provision": cfg.provision, "warnings": cfg.warnings}, indent=2, default=str))
     else:
         _out(f"{cfg.file}: valid — provider {cfg.provider_type}, {hosts} host(s) in "
              f"{len(roles)} role(s) ({', '.join(roles)}), {len(cfg.provision)} playbook(s)")
+        if cfg.variables:
+            _out(cfg.variables_summary())
     return 0
 
 
@@ -315,9 +351,19 @@ def cmd_new(args, g) -> int:
         _out(cls.sample)
         return 0
     path = Path(out)
+    if path.is_dir():
+        raise _usage(f"-o {out}: is a directory; give a file name (e.g. {path / 'reservation.yaml'})")
+    if path.exists() and not path.is_file():
+        raise _usage(f"-o {out}: not a regular file; give a file name (or '-' for stdout)")
     if path.exists() and not args["--force"]:
         raise _usage(f"{path} exists; use --force to overwrite it or -o to write elsewhere")
-    path.write_text(cls.sample)
+    if not path.parent.is_dir():
+        raise _usage(f"-o {out}: no directory {path.parent}")
+    try:
+        with open(path, "w") as f:
+            f.write(cls.sample)
+    except OSError as e:
+        raise _usage(f"-o {out}: cannot write: {e.strerror or e}") from None
     print(f"wrote {path} for provider {cls.type}; check it with 'enos validate -f {path}'", file=sys.stderr)
     return 0
 
@@ -407,11 +453,12 @@ def cmd_ssh(args, g) -> int:
 def cmd_run(args, g) -> int:
     from enos.errors import CommandFailed
     from enos.experiment.env import load_or_current
+    fmt = _format(args, ("text", "json"))
+    timeout = _seconds("--timeout", args["--timeout"])
     env = load_or_current(_env_arg(args))
     roles = None if args["--roles"] in (None, "all") else args["--roles"]
-    timeout = float(args["--timeout"]) if args["--timeout"] else None
     results = env.run(args["CMD"], roles=roles, timeout=timeout, check=False)
-    if args["--output"] == "json":
+    if fmt == "json":
         _out(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:

@@ -65,6 +65,11 @@ class MissingDependency(UsageError):
         super().__init__(f"provider '{provider}' needs the Python module '{module}', which is not installed: {how}")
 
 
+class UnsafeValue(UsageError):
+    """A value (from a reservation or a provider) cannot be written safely into an
+    ssh_config, an inventory or a command line (a newline, a leading '-', ...)."""
+
+
 class Unsupported(EnosError):
     """The provider does not declare the capability asked for."""
 

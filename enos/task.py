@@ -163,9 +163,19 @@ def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base:
     from enos.provider import load_provider_class
     load_provider_class(config.provider_type)  # missing library → error before any env dir
 
+    for w in config.warnings:
+        progress.info(f"warning: {w}")
+    if config.variables:
+        progress.info(config.variables_summary())
+
     env_dir, resume = _pick_env_dir(env, base)
     created = not env_dir.exists()
-    env_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        env_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the environment directory {env_dir}: {e.strerror or e}") from None
+    if not env_dir.is_dir():
+        raise UsageError(f"{env_dir} is not a directory")
     lock = Lock(env_dir)
     try:
         lock.acquire()

@@ -43,7 +43,8 @@ def test_inventory_groups_and_hostvars(tmp_path):
     assert set(inv["all"]["children"]["web"]["hosts"]) == {"web-1", "db-1"}
     assert inv["all"]["hosts"]["web-1"]["enos_scratch"] == "/s/web-1"
     assert inv["all"]["vars"]["ansible_ssh_common_args"] == f"-F {tmp_path / 'ssh_config'}"
-    assert inv["all"]["vars"]["enos_networks"][0]["free"] == ["10.0.0.4", "10.0.0.5", "10.0.0.6"]
+    assert inv["all"]["vars"]["enos_networks"][0]["ranges"] == [["10.0.0.4", "10.0.0.6"]]
+    assert inv["all"]["vars"]["enos_networks"][0]["size"] == 3
     yaml.safe_dump(inv)
 
 

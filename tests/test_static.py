@@ -209,7 +209,7 @@ def test_static_end_to_end_on_real_hosts(tmp_path, local_hosts):
     inv = (tmp_path / "env" / "inventory.yml").read_text()
     assert "srv" in inv and "also_client: true" in inv
     pool = st["resources"]["networks"][0]
-    assert len(pool["free"]) == 10 and pool["roles"] == ["exp"]
+    assert pool["size"] == 10 and pool["roles"] == ["exp"]
     enos(tmp_path, "destroy", "--env", "env")
     enos(tmp_path, "destroy", "--env", "env")
     assert [h["pid"] for h in prov.ctx.journal.get("local")["hosts"]] == pids
@@ -246,3 +246,15 @@ class TestStaticConformance(ConformanceSuite):
     def leftovers(self, run_id: str):
         # static books nothing: nothing may exist under its run id
         return leftovers(run_id)
+
+
+def test_static_topology_host_lists(tmp_path):
+    """Enos' static topology: GROUP: {ROLE: [hosts] or one host}; hosts get role and group."""
+    from enos.provider.static import StaticProvider
+    from enos.task import load_reservation
+    f = tmp_path / "reservation.yaml"
+    f.write_text("provider: static\ntopology:\n  grp1:\n    control:\n      - address: 10.0.0.1\n"
+                 "  grp[2-3]:\n    compute:\n      address: 10.0.0.2\n      alias: c\n")
+    cfg = load_reservation(str(f))
+    hosts = {h.alias: sorted(h.roles) for h in StaticProvider._hosts(cfg)}
+    assert hosts == {"10.0.0.1": ["control", "grp1"], "c": ["compute", "grp2", "grp3"]}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import itertools
 import os
 import re
 import shlex
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
+from enos import names
 from enos.errors import ConfigError, DestroyIncomplete, NotRoot, ProviderError
 from enos.failpoint import checkpoint
 from enos.provider.provider import (DESTROY, IP_POOL, RESERVE, SWEEP, Check, Host, IpPool,
@@ -203,11 +205,13 @@ class LocalProvider(Provider):
         "type": "object",
         "properties": {
             "extra_hosts": {"type": "object",
+                            "propertyNames": names.HOST_NAME,
                             "additionalProperties": {"type": "string",
                                                      "pattern": r"^\d{1,3}(\.\d{1,3}){3}$",
                                                      "x-expected": "an IPv4 address like 10.20.0.7"},
                             "x-expected": "a mapping of host names to IPv4 addresses"},
         },
+        "additionalProperties": False,
     }
 
     # ------------------------------------------------------------------ validation
@@ -291,7 +295,9 @@ class LocalProvider(Provider):
 
     # ------------------------------------------------------------------ planning
     def _plan(self, subnet: ipaddress.IPv4Network, gateway: str) -> List[HostPlan]:
-        hosts = [a for a in subnet.hosts() if str(a) != gateway]
+        total = sum(int(m.count) for m in self.ctx.config.machines)
+        # only as many addresses as hosts: a /8 subnet must not be listed
+        hosts = list(itertools.islice((a for a in subnet.hosts() if str(a) != gateway), total))
         counters: Dict[str, int] = {}
         plans: List[HostPlan] = []
         for m in self.ctx.config.machines:

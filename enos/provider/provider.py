@@ -95,40 +95,101 @@ class Host:
 class IpPool:
     """Free addresses of a network the experiment may use (for VIPs, containers, ...).
 
-    ``free`` lists addresses inside ``cidr`` that no host uses; ``roles`` the roles
-    this network serves (empty: all).
+    ``ranges`` lists ``[first, last]`` address ranges (inclusive) inside ``cidr`` that no
+    host uses — ranges, not addresses, so a /8 costs a few bytes, not 16 million strings;
+    ``size`` is how many addresses they hold; ``roles`` the roles this network serves
+    (empty: all). :attr:`free` enumerates the addresses (small pools), :meth:`take`
+    gives the first ones.
     """
 
     cidr: str
     gateway: Optional[str] = None
     dns: Optional[str] = None
-    free: List[str] = field(default_factory=list)
+    ranges: List[List[str]] = field(default_factory=list)
     roles: List[str] = field(default_factory=list)
     name: Optional[str] = None
 
+    @property
+    def size(self) -> int:
+        """How many free addresses the pool holds."""
+        return sum(int(ipaddress.ip_address(b)) - int(ipaddress.ip_address(a)) + 1 for a, b in self.ranges)
+
+    def take(self, n: int) -> List[str]:
+        """Return the first ``n`` free addresses (fewer if the pool is smaller)."""
+        out: List[str] = []
+        for a, b in self.ranges:
+            lo, hi = ipaddress.ip_address(a), ipaddress.ip_address(b)
+            while lo <= hi and len(out) < n:
+                out.append(str(lo))
+                lo += 1
+            if len(out) >= n:
+                break
+        return out
+
+    @property
+    def free(self) -> List[str]:
+        """Every free address, in order (use :meth:`take` on large pools)."""
+        return self.take(self.size)
+
+    def __contains__(self, address) -> bool:
+        a = ipaddress.ip_address(str(address))
+        return any(ipaddress.ip_address(lo) <= a <= ipaddress.ip_address(hi) for lo, hi in self.ranges)
+
     def to_dict(self) -> dict:
-        """Return a JSON-serialisable dict of this pool."""
-        return asdict(self)
+        """Return a JSON-serialisable dict of this pool (``size`` included for readers)."""
+        d = asdict(self)
+        d["size"] = self.size
+        return d
 
     @classmethod
     def from_dict(cls, data: dict) -> "IpPool":
-        """Return an IpPool built from :meth:`to_dict` output."""
+        """Return an IpPool built from :meth:`to_dict` output (a state written by an older
+        enos, with a ``free`` list of addresses, is read too)."""
+        data = dict(data)
+        data.pop("size", None)
+        free = data.pop("free", None)
+        if free is not None and "ranges" not in data:
+            data["ranges"] = _ranges([ipaddress.ip_address(a) for a in free])
         return cls(**data)
 
     @classmethod
     def from_range(cls, cidr: str, exclude=(), start: Optional[str] = None,
                    end: Optional[str] = None, **kw) -> "IpPool":
         """Return a pool of the host addresses of ``cidr`` (optionally ``start``..``end``)
-        minus ``exclude`` and the gateway. Raises ``ValueError`` on a malformed CIDR."""
+        minus ``exclude`` and the gateway, as ranges (cost: the number of exclusions, not
+        the size of the network). Raises ``ValueError`` on a malformed CIDR."""
         net = ipaddress.ip_network(cidr, strict=False)
-        lo = ipaddress.ip_address(start) if start else None
-        hi = ipaddress.ip_address(end) if end else None
-        skip = {str(a) for a in exclude}
+        if net.num_addresses <= 2:
+            lo_host, hi_host = net.network_address, net.broadcast_address
+        else:
+            lo_host, hi_host = net.network_address + 1, net.broadcast_address - (1 if net.version == 4 else 0)
+        lo = max(lo_host, ipaddress.ip_address(start)) if start else lo_host
+        hi = min(hi_host, ipaddress.ip_address(end)) if end else hi_host
+        skip = {ipaddress.ip_address(str(a)) for a in exclude}
         if kw.get("gateway"):
-            skip.add(str(kw["gateway"]))
-        free = [str(a) for a in net.hosts()
-                if (lo is None or a >= lo) and (hi is None or a <= hi) and str(a) not in skip]
-        return cls(cidr=str(net), free=free, **kw)
+            skip.add(ipaddress.ip_address(str(kw["gateway"])))
+        ranges: List[List[str]] = []
+        cur = lo
+        for s in sorted(a for a in skip if a.version == lo.version and lo <= a <= hi):
+            if s > cur:
+                ranges.append([str(cur), str(s - 1)])
+            cur = s + 1
+        if lo <= hi and cur <= hi:
+            ranges.append([str(cur), str(hi)])
+        return cls(cidr=str(net), ranges=ranges, **kw)
+
+
+def _ranges(addresses) -> List[List[str]]:
+    """Return the sorted ``addresses`` as ``[first, last]`` runs of consecutive addresses."""
+    out: List[List[str]] = []
+    prev = None
+    for a in sorted(set(addresses)):
+        if prev is not None and int(a) == int(prev) + 1:
+            out[-1][1] = str(a)
+        else:
+            out.append([str(a), str(a)])
+        prev = a
+    return out
 
 
 @dataclass

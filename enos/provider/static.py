@@ -27,6 +27,7 @@ import ipaddress
 import os
 from typing import Dict, List
 
+from enos import names
 from enos.errors import ConfigError
 from enos.provider.provider import DESTROY, IP_POOL, Check, Host, IpPool, Provider, Resources
 
@@ -97,15 +98,13 @@ class StaticProvider(Provider):
         "type": "object",
         "required": ["address"],
         "properties": {
-            "address": {"type": "string", "minLength": 1, "x-expected": "a host name or IP address"},
-            "alias": {"type": "string", "minLength": 1, "pattern": r"^[A-Za-z0-9_.-]+$",
-                      "x-expected": "a host alias (letters, digits, '.', '_', '-')"},
-            "user": {"type": "string", "minLength": 1},
-            "keyfile": {"type": "string", "minLength": 1, "x-expected": "the path of a private SSH key"},
+            "address": names.HOST_NAME,
+            "alias": names.ALIAS,
+            "user": names.USER,
+            "keyfile": names.PATH,
             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "jump": {"type": "string", "minLength": 1, "x-expected": "a jump host, user@host[:port]"},
-            "host_key": {"type": "string", "pattern": r"^(ssh|ecdsa)-\S+ \S+",
-                         "x-expected": "a public host key like 'ssh-ed25519 AAAA...'"},
+            "jump": names.JUMP,
+            "host_key": names.HOST_KEY,
             "extra": {"type": "object", "x-expected": "a mapping of Ansible host variables"},
         },
         "additionalProperties": False,

@@ -94,7 +94,8 @@ class Config:
     and ``variables:``) handed to Ansible as extra vars; ``provision``: absolute paths of
     the user's playbooks; ``raw``: the file's data as loaded; ``positions``: key path
     tuple → line number; ``base_dir``: the absolute directory relative paths of the
-    reservation are resolved in.
+    reservation are resolved in; ``warnings``: what the user should read but that does
+    not stop enos (``FILE:LINE: ...`` lines, e.g. a repeated top-level key).
     """
 
     file: str
@@ -107,6 +108,7 @@ class Config:
     raw: Dict[str, Any] = field(default_factory=dict)
     positions: Dict[Tuple, int] = field(default_factory=dict)
     base_dir: str = ""
+    warnings: List[str] = field(default_factory=list)
 
     def line_of(self, keypath) -> Optional[int]:
         """Return the line of ``keypath`` (tuple or dotted string, where all-digit parts
@@ -115,6 +117,19 @@ class Config:
         if isinstance(keypath, str):
             return _line_of(self.positions, _resolve_dotted(self.positions, keypath))
         return _line_of(self.positions, tuple(keypath))
+
+    def variables_summary(self) -> str:
+        """Return the line telling which variables the playbooks will receive from the
+        reservation, each with its line, so that a misspelt top-level key is visible
+        ('' when there is none)."""
+        if not self.variables:
+            return ""
+        names = []
+        for k in sorted(self.variables, key=str):
+            line = self.positions.get((k,)) or self.positions.get(("variables", k))
+            names.append(f"{k} (line {line})" if line else str(k))
+        return (f"variables for the playbooks ({len(names)}, from 'variables:' and the top-level "
+                f"keys enos does not use itself): " + ", ".join(names))
 
     def error(self, keypath, message: str) -> ConfigError:
         """Return (not raise) a ConfigError located at ``keypath``."""
@@ -148,11 +163,7 @@ def load_config(path, provider_loader: Callable) -> Config:
     :class:`~enos.errors.MissingDependency` propagates as is."""
     from enos.reservation.yamlpos import load_yaml
     file = str(path)
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read the reservation file: {e.strerror or e}", file=file) from None
+    blob = read_bounded(file)
     try:
         text = blob.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -160,8 +171,52 @@ def load_config(path, provider_loader: Callable) -> Config:
                           file=file, line=blob.count(b"\n", 0, e.start) + 1) from None
     doc = load_yaml(text, file)
     base_dir = os.path.dirname(os.path.abspath(file))
-    return _Builder(doc.data, file, doc.positions, doc.scalars, provider_loader,
-                    base_dir, check_files=True).build()
+    config = _Builder(doc.data, file, doc.positions, doc.scalars, provider_loader,
+                      base_dir, check_files=True).build()
+    config.warnings[:0] = doc.warnings
+    return config
+
+
+#: a reservation file is a few kilobytes; anything above this is refused unread
+MAX_FILE_BYTES = 1 << 20
+
+
+def read_bounded(file: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """Return the bytes of the regular file ``file`` (at most ``limit``). Raises
+    ConfigError for an unreadable file, something that is not a regular file (a FIFO,
+    a device: opened without blocking and refused), or a file larger than ``limit``."""
+    import stat
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ConfigError(f"cannot read the reservation file: {e.strerror or e}", file=file) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError("cannot read the reservation file: Is a directory", file=file)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if (
+                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "a special file"
+            raise ConfigError(f"is {kind}, not a regular file; give the path of a reservation file",
+                              file=file)
+        if st.st_size > limit:
+            raise ConfigError(f"the file is {st.st_size} bytes; a reservation file may be at most "
+                              f"{limit} bytes", file=file)
+        chunks, size = [], 0
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise ConfigError(f"the file grows beyond {limit} bytes; a reservation file may be "
+                                  f"at most {limit} bytes", file=file)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        raise ConfigError(f"cannot read the reservation file: {e.strerror or e}", file=file) from None
+    finally:
+        os.close(fd)
 
 
 def config_from_data(data: dict, file: str, positions: Optional[dict] = None, *,
@@ -228,6 +283,11 @@ _PROVISION = {"anyOf": [{"type": "string", "minLength": 1},
               "x-expected": "a playbook path or a list of playbook paths"}
 _VARIABLES = {"type": "object", "x-expected": "a mapping of variable → value"}
 _GROUP_RANGE = re.compile(r"^(?P<name>.+)\[(?P<start>\d+)-(?P<end>\d+)\]$")
+#: at most this many groups from one ``grp[a-b]`` range
+MAX_GROUP_RANGE = 1000
+#: at most this many machines in one reservation (Grid'5000 has ~1000 nodes)
+MAX_MACHINES = 10_000
+_MISSING_SPACE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*:\S")
 
 
 def _dotted(path) -> str:
@@ -275,13 +335,17 @@ def _line_of(positions: dict, path: Tuple) -> Optional[int]:
 
 def expand_group(name: str) -> List[str]:
     """Return the group names ``name`` stands for: ``grp[2-4]`` → grp2, grp3, grp4;
-    any other name → itself. Raises ValueError when the range is reversed."""
+    any other name → itself. Raises ValueError when the range is reversed or holds more
+    than :data:`MAX_GROUP_RANGE` names."""
     m = _GROUP_RANGE.match(name)
     if m is None:
         return [name]
     start, end = int(m.group("start")), int(m.group("end"))
     if start > end:
         raise ValueError(f"the range [{start}-{end}] is reversed; write [{end}-{start}]")
+    if end - start + 1 > MAX_GROUP_RANGE:
+        raise ValueError(f"the range [{start}-{end}] names {end - start + 1} groups; at most "
+                         f"{MAX_GROUP_RANGE} are allowed")
     return [f"{m.group('name')}{i}" for i in range(start, end + 1)]
 
 
@@ -325,8 +389,14 @@ class _Builder:
                               file=self.file, line=self.line(()))
         self._check_plain(data, ())
         variables = self._top_level_keys(data)
+        self._compact_shape(data)
         cls, options = self._provider(data)
         machines, networks = self._machines(data, cls)
+        total = sum(m.count for m in machines)
+        if total > MAX_MACHINES:
+            big = max(machines, key=lambda m: m.count)
+            raise ConfigError(f"{total} machines asked for; at most {MAX_MACHINES} are allowed",
+                              file=self.file, line=big.line, keypath=big.keypath or None)
         provision = self._provision(data)
         variables = self._variables(data, variables)
         config = Config(file=self.file, provider_type=options["type"], options=options, machines=machines,
@@ -362,6 +432,25 @@ class _Builder:
                 raise self.err((key,), f"unknown key; did you mean '{close}'?")
             variables[key] = value
         return variables
+
+    def _compact_shape(self, data: dict) -> None:
+        """Refuse, whatever the provider, a compact ``resources`` label whose value is a
+        plain value (``small: compute:1``, a space missing after ':'): no provider reads
+        that, and it is the file's real defect even when its provider is unknown here."""
+        from enos.reservation.schemacheck import show
+        res = data.get("resources")
+        if not isinstance(res, dict):
+            return
+        for label, value in res.items():
+            if label == "machines" or isinstance(value, (dict, list)) or value is None:
+                continue
+            p = ("resources", label)
+            hint = ""
+            if isinstance(value, str) and _MISSING_SPACE.match(value):
+                k, _, v = value.partition(":")
+                hint = f" (a space is missing after ':'? write '{k}: {v}' on its own line)"
+            raise self.err(p, "expected a mapping of role → number of machines, or a list of hosts, "
+                              f"got {show(value, self.scalars.get(p))}{hint}")
 
     def _provider(self, data: dict):
         from enos.reservation.schemacheck import fill_defaults, show
@@ -485,6 +574,10 @@ class _Builder:
         specs = []
         for label, value in res.items():
             p = path + (label,)
+            if isinstance(value, dict) and self._is_host(value, cls):
+                raise self.err(p, f"a role of the '{cls.type}' provider takes a list of hosts, "
+                                  f"not one host mapping: write '{label}:' then '- address: "
+                                  f"{value.get('address')}' (each host a list item starting with '- ')")
             if isinstance(value, dict):
                 self.check(label, _LABEL, p)
                 self.check(value, _ROLE_COUNTS, p)
@@ -499,8 +592,12 @@ class _Builder:
                     specs.append(MachineSpec(roles=[label], count=1, options=options,
                                              keypath=_dotted(p + (i,)), line=self.line(p + (i,))))
             else:
+                hint = ""
+                if isinstance(value, str) and _MISSING_SPACE.match(value):
+                    k, _, v = value.partition(":")
+                    hint = f" (a space is missing after ':'? write '{k}: {v}' on its own line)"
                 raise self.err(p, "expected a mapping of role → number of machines, or a list of hosts, "
-                                  f"got {show(value, self.scalars.get(p))}")
+                                  f"got {show(value, self.scalars.get(p))}{hint}")
         return specs
 
     def _topology(self, topo, cls) -> List[MachineSpec]:
@@ -520,15 +617,46 @@ class _Builder:
                     raise self.err(p, f"group '{name}' is already defined by '{defined[name][0]}' "
                                       f"(line {defined[name][1]})")
                 defined[name] = (grp, self.line(p))
-            self.check(clusters, _TOPO_GROUP, p)
+            hosts = {k for k, v in clusters.items() if self._static_entry(v, cls)} \
+                if isinstance(clusters, dict) else set()
+            rest = {k: v for k, v in clusters.items() if k not in hosts} if isinstance(clusters, dict) else clusters
+            if not (hosts and not rest):
+                self.check(rest, _TOPO_GROUP, p)
             for name in names:
                 for label, roles in clusters.items():
+                    if label in hosts:
+                        # Enos' static form: GROUP: {ROLE: host or [hosts]}
+                        self.check(label, _NAME, p + (label,))
+                        entries = roles if isinstance(roles, list) else [roles]
+                        base = p + (label,)
+                        for i, entry in enumerate(entries):
+                            q = base + (i,) if isinstance(roles, list) else base
+                            if not isinstance(entry, dict):
+                                raise self.err(q, "expected a mapping describing one host (address, alias, ...)")
+                            options = self._machine_options(entry, q, cls)
+                            specs.append(MachineSpec(roles=list(dict.fromkeys([label, name])), count=1,
+                                                     group=name, options=options, keypath=_dotted(q),
+                                                     line=self.line(q)))
+                        continue
                     self.check(label, _LABEL, p + (label,))
                     for role, count in roles.items():
                         q = p + (label, role)
                         specs.append(MachineSpec(roles=list(dict.fromkeys([role, name])), count=int(count),
                                                  label=label, group=name, keypath=_dotted(q), line=self.line(q)))
         return specs
+
+    @staticmethod
+    def _is_host(value, cls) -> bool:
+        """True when ``value`` (a mapping) describes one host of a provider whose machines
+        are hosts given by address (its machine schema requires ``address``)."""
+        ms = cls.machine_schema if isinstance(cls.machine_schema, dict) else {}
+        return isinstance(value, dict) and "address" in (ms.get("required") or ()) and "address" in value
+
+    def _static_entry(self, value, cls) -> bool:
+        """True when a topology group's entry is a host list (or one host) of an
+        address-based provider (Enos' static topology)."""
+        return self._is_host(value, cls) or (
+            isinstance(value, list) and "address" in ((cls.machine_schema or {}).get("required") or ()))
 
     # -- provision and variables
     def _provision(self, data: dict) -> List[str]:

@@ -176,7 +176,7 @@ def _check(inst, schema, root, path, out: list) -> None:
             bad("minLength")
         if "maxLength" in schema and len(inst) > schema["maxLength"]:
             bad("maxLength")
-        if "pattern" in schema and not re.search(schema["pattern"], inst):
+        if "pattern" in schema and not re.search(_ecma(schema["pattern"]), inst):
             bad("pattern")
     if isinstance(inst, dict):
         _check_object(inst, schema, root, path, out, bad)
@@ -260,6 +260,15 @@ def _check_array(inst: list, schema, root, path, out, bad) -> None:
 
 
 # --- explaining -------------------------------------------------------------------------
+
+def _ecma(pattern: str) -> str:
+    """Return ``pattern`` with a final ``$`` meaning the end of the text, as in JSON Schema
+    (ECMA 262): Python's ``$`` also matches before a final newline, which would let
+    ``"10.0.0.1\\n..."`` through ``^...$``."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + r"\Z"
+    return pattern
+
 
 def show(value, text: Optional[str] = None) -> str:
     """Return how a value the user wrote is quoted in a message (``'two'``, ``3``,

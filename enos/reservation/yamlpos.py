@@ -5,7 +5,12 @@ indices are ints in the path), so configuration errors can name the offending li
 
 Differences from ``yaml.safe_load``, all on purpose:
 
-* a key written twice in one mapping is an error (PyYAML silently keeps the last one);
+* a key written twice in one mapping is an error (PyYAML silently keeps the last one),
+  except at the top level, where Enos' own ``reservation.yaml.sample`` templates repeat
+  ``provider:`` and ``resources:``: there the last one is kept, as Enos does, and a
+  warning names every line (``YamlDocument.warnings``);
+* alias expansion is bounded (:data:`MAX_VALUES` values in all, aliases expanded): a
+  "billion laughs" file is refused at once instead of exhausting the memory;
 * dates and base-60 numbers are not resolved: ``2024-01-01`` and ``2:00:00`` stay text
   (a walltime ``2:00:00`` would otherwise become the integer 7200);
 * every error is a :class:`~enos.errors.ConfigError` ``FILE:LINE: YAML syntax error: ...``.
@@ -16,13 +21,16 @@ the user wrote when YAML read it as something else (``on`` → true).
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
 from enos.errors import ConfigError
 
 Path_ = Tuple[Any, ...]
+
+#: at most this many values (mapping keys and list items, aliases expanded) in one file
+MAX_VALUES = 100_000
 
 
 class _Loader(yaml.SafeLoader):
@@ -45,6 +53,8 @@ _TOKENS = {"<block end>": "the end of the block (check the indentation)",
            "'<block mapping start>'": "a new key", "'<block sequence start>'": "a '-' list item",
            "'<stream end>'": "the end of the file", "'<document start>'": "'---'",
            "but found '?'": "but found a new key"}
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}")
+_PLACEHOLDER = re.compile(r"<[A-Za-z][^<>]*>")
 _OPENERS = {"flow mapping": "this '{'", "flow sequence": "this '['", "quoted scalar": "this quoted string"}
 
 
@@ -61,11 +71,22 @@ def _syntax_error(file: str, err: yaml.YAMLError, text: str) -> ConfigError:
         problem = f"{_OPENERS.get(kind, 'this ' + kind)} is never closed"
     for token, words in _TOKENS.items():
         problem = str(problem).replace(token, words)
+    if "could not find expected ':'" in str(problem) and getattr(err, "context_mark", None) is not None:
+        mark = err.context_mark      # where the line that is not 'key: value' starts
+        problem = "this line is not 'key: value' (could not find expected ':')"
     line = mark.line + 1 if mark is not None else None
+    if line is not None:
+        written = (text.splitlines()[line - 1:line] or [""])[0]
+        holder = _PLACEHOLDER.search(written)
+        if holder and not _JINJA.search(text):
+            problem += f" — '{holder.group(0)}' looks like a placeholder left in: replace it with a value"
     if isinstance(err, yaml.reader.ReaderError):
         char = err.character if isinstance(err.character, int) else ord(str(err.character)[:1] or "\0")
         problem = f"unacceptable character #x{char:04x}: {err.reason}"
         line = text.count("\n", 0, err.position) + 1
+    if _JINJA.search(text):
+        problem += (" — this file is a Jinja template ('{{ ... }}' or '{% ... %}'), not a "
+                    "reservation: render it first")
     return ConfigError(f"YAML syntax error: {problem}", file=file, line=line)
 
 
@@ -74,19 +95,42 @@ class YamlDocument:
     (key path → 1-based line) and ``scalars`` (key path → the plain scalar text written,
     for values YAML resolved to a non-string)."""
 
-    def __init__(self, data: Any, positions: Dict[Path_, int], scalars: Dict[Path_, str]):
+    def __init__(self, data: Any, positions: Dict[Path_, int], scalars: Dict[Path_, str],
+                 warnings: Optional[List[str]] = None):
         self.data = data
         self.positions = positions
         self.scalars = scalars
+        self.warnings = list(warnings or [])
 
 
-def _walk(loader, node, path: Path_, positions, scalars, file: str, stack: set) -> None:
+class _Walk:
+    """State of one walk over the node graph: the value budget and the warnings."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.left = MAX_VALUES
+        self.warnings: List[str] = []
+
+    def spend(self, path: Path_, positions: Dict[Path_, int]) -> None:
+        """Count one value; raise ConfigError (located at the second-level key holding
+        it) once :data:`MAX_VALUES` are spent."""
+        self.left -= 1
+        if self.left < 0:
+            where = path[:2]
+            raise ConfigError(f"more than {MAX_VALUES} values once YAML aliases are expanded "
+                              f"(an alias bomb?); a reservation is far smaller", file=self.file,
+                              line=positions.get(where), keypath=_dotted(where))
+
+
+def _walk(loader, node, path: Path_, positions, scalars, walk: _Walk, stack: set) -> None:
+    file = walk.file
     if id(node) in stack:
         raise ConfigError("YAML alias refers to itself (recursive structure)",
                           file=file, line=positions.get(path), keypath=_dotted(path))
     stack = stack | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: Dict[Any, int] = {}
+        repeated: Dict[Any, List[int]] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
@@ -96,17 +140,29 @@ def _walk(loader, node, path: Path_, positions, scalars, file: str, stack: set) 
                 key = ("<complex key>", key_node.start_mark.line)
             line = key_node.start_mark.line + 1
             sub = path + (key,)
-            if key in seen:
+            walk.spend(sub, positions)
+            if key in seen and path == ():
+                # as Enos (PyYAML) does: the last one wins; forget what the earlier one said
+                repeated.setdefault(key, [seen[key]]).append(line)
+                for d in (positions, scalars):
+                    for k in [k for k in d if k[:1] == (key,)]:
+                        del d[k]
+            elif key in seen:
                 raise ConfigError(f"duplicate key (first written at line {seen[key]})",
                                   file=file, line=line, keypath=_dotted(sub))
             seen[key] = line
             positions.setdefault(sub, line)
-            _walk(loader, value_node, sub, positions, scalars, file, stack)
+            _walk(loader, value_node, sub, positions, scalars, walk, stack)
+        for key, lines in repeated.items():
+            walk.warnings.append(f"{file}:{lines[-1]}: '{key}' is given {len(lines)} times (lines "
+                                 f"{', '.join(map(str, lines))}); as Enos does, the last one (line "
+                                 f"{lines[-1]}) is used and the others are ignored")
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             sub = path + (i,)
+            walk.spend(sub, positions)
             positions.setdefault(sub, item.start_mark.line + 1)
-            _walk(loader, item, sub, positions, scalars, file, stack)
+            _walk(loader, item, sub, positions, scalars, walk, stack)
     elif isinstance(node, yaml.ScalarNode):
         if node.tag != "tag:yaml.org,2002:str" and node.style is None:
             scalars[path] = node.value
@@ -138,7 +194,8 @@ def load_yaml(text: str, file: str) -> YamlDocument:
             return YamlDocument(None, {}, {})
         positions: Dict[Path_, int] = {(): node.start_mark.line + 1}
         scalars: Dict[Path_, str] = {}
-        _walk(loader, node, (), positions, scalars, file, set())
+        walk = _Walk(file)
+        _walk(loader, node, (), positions, scalars, walk, set())
         data = loader.construct_document(node)
     except yaml.YAMLError as err:
         raise _syntax_error(file, err, text) from None
@@ -147,4 +204,4 @@ def load_yaml(text: str, file: str) -> YamlDocument:
     finally:
         if loader is not None:
             loader.dispose()
-    return YamlDocument(data, positions, scalars)
+    return YamlDocument(data, positions, scalars, walk.warnings)

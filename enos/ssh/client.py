@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from enos.errors import SshUnreachable
+from enos.errors import SshUnreachable, UnsafeValue
 from enos.provider.provider import Host
 from enos.state import atomic_write
 
@@ -33,18 +33,34 @@ def control_dir(run_id: str) -> Path:
     return d
 
 
+def ssh_config_value(value: str) -> str:
+    """Return ``value`` as one ssh_config argument: as is when it is plain, else in double
+    quotes. Raises UnsafeValue for what ssh_config cannot hold (a newline or another
+    control character, a double quote)."""
+    if not value or any(ord(c) < 0x20 or c in '"\x7f' for c in value):
+        raise UnsafeValue(f"{value!r} cannot be written into an ssh_config")
+    return f'"{value}"' if any(c.isspace() or c in "#'\\" for c in value) else value
+
+
 def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str) -> str:
     """Return the text of an ssh_config with one block per host plus defaults
-    (applied to jump hosts too)."""
+    (applied to jump hosts too). Raises UnsafeValue naming the host and field of a value
+    that would not be one ssh_config argument (a provider bug or a hostile reservation
+    that got past validation)."""
+    from enos.names import unsafe_host_fields
+    q = ssh_config_value
     cdir = control_dir(run_id)
     lines = [f"# written by enos for run {run_id}; use: ssh -F {known_hosts.parent / 'ssh_config'} ALIAS", ""]
     for h in hosts:
+        bad = unsafe_host_fields(h)
+        if bad:
+            raise UnsafeValue(f"host {h.alias!r}: refusing to write {', '.join(bad)} into the ssh_config")
         lines.append(f"Host {h.alias}")
         lines.append(f"  HostName {h.address}")
         lines.append(f"  User {h.user}")
-        lines.append(f"  Port {h.port}")
+        lines.append(f"  Port {int(h.port)}")
         if h.keyfile:
-            lines.append(f"  IdentityFile {h.keyfile}")
+            lines.append(f"  IdentityFile {q(h.keyfile)}")
             lines.append("  IdentitiesOnly yes")
         if h.jump:
             lines.append(f"  ProxyJump {h.jump}")
@@ -53,10 +69,10 @@ def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str) -> 
         lines.append("")
     lines += [
         "Host *",
-        f"  UserKnownHostsFile {known_hosts}",
+        f"  UserKnownHostsFile {q(str(known_hosts))}",
         "  StrictHostKeyChecking accept-new",
         "  ControlMaster auto",
-        f"  ControlPath {cdir}/%C",
+        f"  ControlPath {q(str(cdir) + '/%C')}",
         f"  ControlPersist {CONTROL_PERSIST}",
         "  ServerAliveInterval 15",
         "  ServerAliveCountMax 4",

@@ -60,9 +60,11 @@ class CommandResult:
 def select_hosts(hosts: Sequence[Host], roles: Optional[str]) -> List[Host]:
     """Return the hosts having one of the comma-separated ``roles`` (all hosts if None),
     also matching host aliases. Raises ValueError naming unknown roles."""
-    if not roles:
+    if roles is None:
         return list(hosts)
     wanted = [r.strip() for r in roles.split(",") if r.strip()]
+    if not wanted:
+        raise ValueError(f"--roles {roles!r} names no role; give comma-separated roles or host aliases")
     known = {r for h in hosts for r in h.roles} | {h.alias for h in hosts}
     unknown = [r for r in wanted if r not in known]
     if unknown:

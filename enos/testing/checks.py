@@ -24,12 +24,15 @@ def check_resources(resources: dict, machines: Iterable, capabilities: Iterable[
     addrs = {h["address"] for h in hosts}
     for pool in resources["networks"]:
         net = ipaddress.ip_network(pool["cidr"], strict=False)
-        free = pool["free"]
-        assert len(set(free)) == len(free), "IP pool has duplicates"
-        assert all(ipaddress.ip_address(a) in net for a in free), "IP pool outside its CIDR"
-        assert not (set(free) & addrs), "IP pool overlaps host addresses"
+        ranges = [(ipaddress.ip_address(a), ipaddress.ip_address(b)) for a, b in pool["ranges"]]
+        assert all(a <= b for a, b in ranges), f"IP pool range reversed: {pool['ranges']}"
+        assert all(b1 < a2 for (_, b1), (a2, _) in zip(ranges, ranges[1:])), "IP pool ranges overlap or unsorted"
+        assert all(a in net and b in net for a, b in ranges), "IP pool outside its CIDR"
+        inside = lambda x: any(a <= ipaddress.ip_address(x) <= b for a, b in ranges)  # noqa: E731
+        assert not any(inside(h) for h in addrs), "IP pool overlaps host addresses"
         if pool.get("gateway"):
-            assert pool["gateway"] not in free, "gateway in the IP pool"
+            assert not inside(pool["gateway"]), "gateway in the IP pool"
+        assert pool.get("size") == sum(int(b) - int(a) + 1 for a, b in ranges), "IP pool size wrong"
     if "ip_pool" in set(capabilities):
-        assert resources["networks"] and any(n["free"] for n in resources["networks"]), \
+        assert resources["networks"] and any(n["ranges"] for n in resources["networks"]), \
             "provider declares ip_pool but returned no free address"
