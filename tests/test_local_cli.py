@@ -145,7 +145,7 @@ def test_check_and_new(tmp_path):
     p = enos(tmp_path, "check", "--provider", "local", check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     for what in ("root privileges", "sshd", "ip", "unshare", "ssh-keygen"):
-        assert f"[ok  ] {what}" in p.stdout, p.stdout
+        assert f"[  ok   ] {what}" in p.stdout, p.stdout
     enos(tmp_path, "new", "--provider", "local")
     written = [f for f in os.listdir(tmp_path) if f.endswith((".yaml", ".yml"))]
     assert written, os.listdir(tmp_path)
