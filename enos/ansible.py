@@ -7,6 +7,7 @@ number of hosts (capped), no retry files. Failures are reported as
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -14,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from enos.environ import scrubbed_environ
 from enos.errors import EnosError, ProvisionError
+from enos.state import atomic_write
 
 PREINSTALL = Path(__file__).parent / "playbooks" / "preinstall.yml"
 MAX_FORKS = 100
@@ -54,6 +57,17 @@ def ansible_env(ssh_config: Path, forks: int, fact_cache: Optional[Path] = None)
     return env
 
 
+def _owner_only(directory: Path) -> None:
+    """Make every file under ``directory`` 0600 and every directory 0700 (best effort)."""
+    for dirpath, _dirs, files in os.walk(directory):
+        try:
+            os.chmod(dirpath, 0o700)
+            for f in files:
+                os.chmod(os.path.join(dirpath, f), 0o600)
+        except OSError:
+            pass
+
+
 class _Events:
     """Collects failures and drives the progress display from ansible-runner events."""
 
@@ -91,7 +105,11 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     """Run ``playbooks`` in order; return None when every one succeeded.
 
     Raises :class:`ProvisionError` (host, task, message of each failure) on the first
-    failed playbook, :class:`EnosError` when ansible-playbook cannot be found."""
+    failed playbook, :class:`EnosError` when ansible-playbook cannot be found.
+
+    No secret leaves the process: ``extravars`` are written to ``<env>/ansible/
+    extravars.json`` (0600) and given as ``-e @FILE``; the playbook (and ansible-runner's
+    ``command`` artifact) gets only the environment :mod:`enos.environ` keeps."""
     import ansible_runner
 
     from enos.progress import NULL
@@ -110,15 +128,23 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     if len(playbooks) > 1 and Path(playbooks[0]).resolve() == PREINSTALL.resolve():
         # user playbooks follow the preinstall: gather all their facts once, there
         extravars.setdefault("enos_gather_subset", ["all"])
+    # extra vars go through an owner-only file ('-e @FILE'), never on the command line
+    # (visible to every user in 'ps'); ansible-runner's own env/ files are not written
+    # (suppress_env_files): they would keep the first run's values and the environment
+    pdd.chmod(0o700)
+    vars_file = pdd / "extravars.json"
+    atomic_write(vars_file, json.dumps(extravars), mode=0o600)
     for pb in playbooks:
         pb = Path(pb).resolve()
         with progress.task(f"ansible {pb.name}") as task:
             events = _Events(task, verbose)
-            r = ansible_runner.run(
-                private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory),
-                extravars=extravars, envvars=envvars, forks=forks, tags=tags,
-                limit=limit, quiet=True, event_handler=events, rotate_artifacts=5,
-                fact_cache=str(facts),  # absolute: shared by every playbook of this run
-                project_dir=str(pb.parent))
+            with scrubbed_environ():   # ansible-runner copies os.environ into its artifacts
+                r = ansible_runner.run(
+                    private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory),
+                    extravars=str(vars_file), envvars=envvars, forks=forks, tags=tags,
+                    limit=limit, quiet=True, event_handler=events, rotate_artifacts=5,
+                    fact_cache=str(facts),  # absolute: shared by every playbook of this run
+                    project_dir=str(pb.parent), suppress_env_files=True)
+            _owner_only(facts)          # Ansible's fact cache ignores the umask
             if r.rc != 0 or r.status != "successful":
                 raise ProvisionError(str(pb), events.failures, r.rc)

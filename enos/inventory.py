@@ -39,5 +39,5 @@ def write_inventory(env_dir: Path, resources: Resources, ssh_config: Path) -> Pa
     path = Path(env_dir) / "inventory.yml"
     text = "# written by enos; use: ansible -i " + str(path) + " all -m ping\n"
     text += yaml.safe_dump(build_inventory(resources, ssh_config), sort_keys=False, default_flow_style=False)
-    atomic_write(path, text, mode=0o644)
+    atomic_write(path, text, mode=0o600)
     return path

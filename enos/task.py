@@ -14,6 +14,7 @@ journal only) → ``destroyed``. Idempotent.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Union
@@ -152,7 +153,18 @@ def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base:
 
     Resumes the current env (or ``env``) if it has not been destroyed: the provider re-finds
     what it booked instead of booking twice. Raises ConfigError (nothing created),
-    StateLocked, provider errors, SshUnreachable, ProvisionError."""
+    StateLocked, provider errors, SshUnreachable, ProvisionError.
+
+    The env dir is the owner's only (0700, and everything created in it by enos and its
+    children 0600/0700: the umask is 077 for the call)."""
+    old_umask = os.umask(0o077)
+    try:
+        return _up(config_file, env, base, force_deploy, tags, progress, verbose, provision, ssh_timeout)
+    finally:
+        os.umask(old_umask)
+
+
+def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision, ssh_timeout) -> Environment:
     from enos.progress import NULL
     from enos.ssh.keys import ensure_keypair
     progress = progress or NULL
@@ -176,6 +188,8 @@ def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base:
         raise UsageError(f"cannot create the environment directory {env_dir}: {e.strerror or e}") from None
     if not env_dir.is_dir():
         raise UsageError(f"{env_dir} is not a directory")
+    if env_dir.stat().st_uid == os.geteuid():
+        env_dir.chmod(0o700)     # private keys, state and logs: the owner's only
     lock = Lock(env_dir)
     try:
         lock.acquire()

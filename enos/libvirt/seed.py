@@ -42,6 +42,8 @@ def build_seed(directory: Path, hostname: str, authorized_key: str, comment: str
     ``<directory>/seed.img``; return the image path. Raises EnosError if a tool fails."""
     files = directory / "seed"
     host_key(files, comment)
+    for d in (directory, files):
+        d.chmod(0o700)
     (files / "hostname").write_text(hostname + "\n")
     (files / "authorized_keys").write_text(authorized_key.strip() + "\n")
     img = directory / "seed.img"
@@ -50,4 +52,5 @@ def build_seed(directory: Path, hostname: str, authorized_key: str, comment: str
                        capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
         raise EnosError(f"mkfs.ext2 of the seed failed: {p.stderr.strip()}")
+    img.chmod(0o600)       # it holds the VM's SSH host private key
     return img

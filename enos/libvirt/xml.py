@@ -71,14 +71,16 @@ def network_xml(name: str, bridge: str, cidr: str, run_id: str, nat: bool = True
 
 
 def volume_xml(name: str, capacity: int, fmt: str = "qcow2",
-               backing: Optional[str] = None) -> str:
+               backing: Optional[str] = None, mode: str = "0600") -> str:
     """Return the XML of a storage volume; with ``backing`` (a path), a copy-on-write
-    overlay on it (qcow2 backing file)."""
+    overlay on it (qcow2 backing file). ``mode`` defaults to owner-only: a VM's disk and
+    its seed (which holds the VM's SSH host private key) are nobody else's business;
+    only the shared base image is given ``0644``."""
     back = (f"<backingStore><path>{escape(backing)}</path><format type='qcow2'/></backingStore>"
             if backing else "")
     return (f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{int(capacity)}</capacity>"
             f"<allocation unit='bytes'>0</allocation>"
-            f"<target><format type='{fmt}'/><permissions><mode>0644</mode></permissions></target>"
+            f"<target><format type='{fmt}'/><permissions><mode>{escape(mode)}</mode></permissions></target>"
             f"{back}</volume>")
 
 

@@ -331,13 +331,13 @@ class LibvirtProvider(Provider):
                                 "~/.cache/enos/images) or set provider.image")
         return image_files(cached)
 
-    def _upload(self, pool, name: str, path: Path, fmt: str = "raw") -> Any:
-        """Create volume ``name`` in ``pool`` from the local file ``path`` (streamed, so it
-        works with remote hosts); return the volume."""
+    def _upload(self, pool, name: str, path: Path, fmt: str = "raw", mode: str = "0600") -> Any:
+        """Create volume ``name`` (permissions ``mode``) in ``pool`` from the local file
+        ``path`` (streamed, so it works with remote hosts); return the volume."""
         from enos.libvirt.xml import volume_xml
         lv = _lv()
         size = path.stat().st_size
-        vol = pool.createXML(volume_xml(name, size, fmt=fmt), 0)
+        vol = pool.createXML(volume_xml(name, size, fmt=fmt, mode=mode), 0)
         try:
             st = self.conn().newStream(0)
             vol.upload(st, 0, size, 0)
@@ -380,10 +380,10 @@ class LibvirtProvider(Provider):
                     old = self._vol(pool, stem + suf)
                     if old is not None:
                         old.delete(0)            # a partial upload from an interrupted run
-                    self._upload(pool, stem + suf, Path(path))
+                    self._upload(pool, stem + suf, Path(path), mode="0644")   # shared, read-only
                     t.advance()
                 from enos.libvirt.xml import volume_xml
-                pool.createXML(volume_xml(marker, 0, fmt="raw"), 0)
+                pool.createXML(volume_xml(marker, 0, fmt="raw", mode="0644"), 0)
             pool.refresh(0)
         out = {k: self._vol(pool, stem + suf).path() for k, _p, suf in wanted}
         out["capacity"] = _qcow2_virtual_size(Path(files["disk"]))

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 from enos import names
+from enos.environ import child_environ
 from enos.errors import ConfigError, DestroyIncomplete, NotRoot, ProviderError
 from enos.failpoint import checkpoint
 from enos.provider.provider import (DESTROY, IP_POOL, RESERVE, SWEEP, Check, Host, IpPool,
@@ -394,13 +395,14 @@ class LocalProvider(Provider):
         # lookup missing from /etc/hosts (e.g. its IPv6 half) waits for DNS timeouts (10 s)
         (d / "resolv.conf").write_text("# enos local host: no DNS server is reachable from its namespace\n"
                                        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        from enos.ssh.client import ssh_config_value as q     # paths may hold spaces
         (d / "sshd_config").write_text(f"""\
 # sshd of enos local host {plan.alias} (namespace {plan.ns}, run {self.run_id})
 Port 22
 ListenAddress {plan.address}
-HostKey {d}/ssh_host_ed25519_key
-PidFile {d}/sshd.pid
-AuthorizedKeysFile {d}/authorized_keys
+HostKey {q(f"{d}/ssh_host_ed25519_key")}
+PidFile {q(f"{d}/sshd.pid")}
+AuthorizedKeysFile {q(f"{d}/authorized_keys")}
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -521,7 +523,7 @@ Subsystem sftp internal-sftp
                 "--propagation", "private", "/bin/sh", "-c", script]
         log = os.open(str(d / "start.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            pid = os.posix_spawn(argv[0], argv, dict(os.environ), setsid=True,
+            pid = os.posix_spawn(argv[0], argv, child_environ(), setsid=True,
                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT),
                                  file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                                                (os.POSIX_SPAWN_DUP2, log, 1),

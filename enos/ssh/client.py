@@ -99,9 +99,9 @@ def write_ssh_files(env_dir: Path, hosts: Sequence[Host], run_id: str) -> Path:
     env_dir = Path(env_dir)
     kh = env_dir / "known_hosts"
     prev = kh.read_text() if kh.exists() else ""
-    atomic_write(kh, render_known_hosts(hosts, prev), mode=0o644)
+    atomic_write(kh, render_known_hosts(hosts, prev), mode=0o600)
     cfg = env_dir / "ssh_config"
-    atomic_write(cfg, render_ssh_config(hosts, kh, run_id), mode=0o644)
+    atomic_write(cfg, render_ssh_config(hosts, kh, run_id), mode=0o600)
     return cfg
 
 
