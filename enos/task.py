@@ -220,6 +220,8 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
         environment = Environment(env_dir, state)
         environment._config = config
         ensure_keypair(env_dir / "ssh", f"enos-{state.run_id}")
+        from enos.ssh.client import control_dir
+        control_dir(state.run_id)   # another user's socket dir is refused before booking
 
         provider = environment.provider(progress, config)
         state.set_phase("booking")

@@ -171,3 +171,100 @@ def test_ssh_config_quotes_paths_with_spaces(tmp_path):
     cfg.write_text(text)
     out = subprocess.run(["ssh", "-G", "-F", str(cfg), "a"], capture_output=True, text=True, check=True).stdout
     assert f"identityfile {d}/id key" in out and f"userknownhostsfile {d}/known_hosts" in out
+
+
+# --- the control-socket directory and the masters behind it ------------------------------
+
+NOBODY = 65534
+
+
+def _as_nobody_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700)
+    os.chown(path, NOBODY, NOBODY)
+    return path
+
+
+@pytest.mark.root
+def test_control_dir_made_by_another_user_is_refused(tmp_path):
+    """/tmp/enos-ssh-<uid> created first by another user (here: nobody, really chowned):
+    'enos up' refuses it before booking anything, exit 2, saying why."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    tmp.chmod(0o1777)
+    _as_nobody_dir(tmp / f"enos-ssh-{os.getuid()}")
+    (tmp_path / "reservation.yaml").write_text(STATIC)
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    env["TMPDIR"] = str(tmp)
+    p = subprocess.run([sys.executable, "-m", "enos", "up", "--ssh-timeout", "5"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2, p.stderr
+    assert f"belongs to uid {NOBODY}, not to you" in p.stderr and "refusing to use it" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    st = __import__("json").loads(next(tmp_path.glob("enos_*/state.json")).read_text())
+    assert st["phase"] == "new" and not st["journal"]          # nothing booked
+
+
+def test_world_writable_or_symlinked_control_dir_is_refused(tmp_path, monkeypatch):
+    from enos.errors import UnsafeValue
+    from enos.ssh import client
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    base = tmp_path / f"enos-ssh-{os.getuid()}"
+    base.mkdir()
+    base.chmod(0o777)
+    with pytest.raises(UnsafeValue, match="has mode 0o777: other users could reach"):
+        client.control_dir("abcd0123")
+    base.rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    base.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafeValue, match="is not a directory"):
+        client.control_dir("abcd0123")
+    base.unlink()
+    d = client.control_dir("abcd0123")
+    assert d == base / "abcd0123" and (base.stat().st_mode & 0o777) == 0o700
+    client.stop_masters("abcd0123")
+    assert not d.exists()
+
+
+def test_xdg_runtime_dir_is_preferred(tmp_path, monkeypatch):
+    from enos.ssh import client
+    rt = tmp_path / "run-user"
+    rt.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(rt))
+    assert client.control_dir("abcd0123") == rt / "enos-ssh" / "abcd0123"
+    rt.chmod(0o755)          # not a private runtime dir: not used
+    assert client.control_base() != rt / "enos-ssh"
+
+
+@pytest.mark.root
+def test_mux_refuses_a_master_run_by_another_user(tmp_path):
+    """A socket served by another uid (a real process running as nobody): enos run's mux
+    client checks SO_PEERCRED and sends nothing — no command, no file descriptor."""
+    import shutil
+    import tempfile
+    from enos.ssh import mux
+    d = Path(tempfile.mkdtemp(prefix="enos-hostile-", dir="/tmp"))   # pytest's tmp is root-only
+    os.chown(d, NOBODY, NOBODY)
+    path = d / "master"
+    server = subprocess.Popen(
+        ["/usr/bin/python3", "-c",       # the system one: nobody cannot read the venv
+         "import socket,sys\n"
+         "s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)\n"
+         "print('ready', flush=True)\n"
+         "c,_=s.accept(); c.settimeout(3)\n"
+         "try:\n  data=c.recv(65536)\nexcept Exception:\n  data=b''\n"
+         "print(len(data), flush=True)\n", str(path)],
+        user=NOBODY, group=NOBODY, stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        with pytest.raises(PermissionError, match=f"runs as uid {NOBODY}"):
+            mux.open_session(str(path), "touch /tmp/should-not-run")
+        out, _ = server.communicate(timeout=20)
+        assert out.strip() == "0"                      # the master got not one byte
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        shutil.rmtree(d, ignore_errors=True)

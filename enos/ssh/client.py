@@ -10,6 +10,7 @@ are pinned (``StrictHostKeyChecking yes``); for the others the first key seen is
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import tempfile
 import threading
@@ -25,12 +26,70 @@ from enos.state import atomic_write
 CONTROL_PERSIST = "15m"
 
 
-def control_dir(run_id: str) -> Path:
-    """Return the directory of the env's ControlMaster sockets (short path: sockets are
-    limited to ~100 characters), creating it."""
-    d = Path(tempfile.gettempdir()) / f"enos-ssh-{os.getuid()}" / run_id
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+def _runtime_base() -> Optional[Path]:
+    """Return ``$XDG_RUNTIME_DIR`` when it is a real directory of ours, mode 0700 (the
+    per-user runtime dir systemd-logind makes); None otherwise."""
+    d = os.environ.get("XDG_RUNTIME_DIR")
+    if not d or not os.path.isabs(d):
+        return None
+    try:
+        st = os.lstat(d)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return Path(d)
+
+
+def control_base() -> Path:
+    """Return the directory holding the control-socket dirs of every env of this user:
+    ``$XDG_RUNTIME_DIR/enos-ssh`` when usable, else ``/tmp/enos-ssh-<uid>`` (not created)."""
+    rt = _runtime_base()
+    if rt is not None:
+        return rt / "enos-ssh"
+    return Path(tempfile.gettempdir()) / f"enos-ssh-{os.getuid()}"
+
+
+def secure_dir(d: Path) -> Path:
+    """Create directory ``d`` (mode 0700) if missing, or check the one there: a real
+    directory (not a symlink), owned by this user, writable by no one else (then made
+    0700) — in a shared /tmp another user may have made it first, to read or hijack our
+    SSH connection sockets. Returns ``d``. Raises UnsafeValue saying what is wrong and
+    what to do."""
+    d = Path(d)
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise UnsafeValue(f"cannot create the SSH socket directory {d}: {e.strerror or e}") from None
+    st = os.lstat(d)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeValue(f"the SSH socket directory {d} is not a directory (a symlink or a file "
+                          f"someone else put there?); remove it, or set XDG_RUNTIME_DIR to a private "
+                          f"directory")
+    if st.st_uid != os.getuid():
+        raise UnsafeValue(f"the SSH socket directory {d} belongs to uid {st.st_uid}, not to you "
+                          f"(uid {os.getuid()}): another user may be trying to intercept your SSH "
+                          f"connections; refusing to use it (remove it, or set XDG_RUNTIME_DIR to a "
+                          f"private directory)")
+    if st.st_mode & 0o022:
+        raise UnsafeValue(f"the SSH socket directory {d} has mode {oct(st.st_mode & 0o777)}: other "
+                          f"users could reach your SSH connection sockets; refusing to use it "
+                          f"(chmod 700 it if it is yours, or remove it)")
+    if st.st_mode & 0o077:
+        os.chmod(d, 0o700)      # ours and nobody else could write: just close it (older enos made it 0755)
     return d
+
+
+def control_dir(run_id: str, create: bool = True) -> Path:
+    """Return the directory of the env's ControlMaster sockets (short path: sockets are
+    limited to ~100 characters): ``<control_base()>/<run_id>``, created and checked with
+    :func:`secure_dir` (both levels) unless ``create`` is False. Raises UnsafeValue."""
+    base = control_base()
+    if not create:
+        return base / run_id
+    return secure_dir(secure_dir(base) / run_id)
 
 
 def ssh_config_value(value: str) -> str:
@@ -156,8 +215,30 @@ def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.
 
 def stop_masters(run_id: str) -> None:
     """Close every connection master of the env (each socket in its control dir, through
-    ``ssh -O exit``) and remove the dir. Best effort: returns None, raises nothing."""
-    cdir = control_dir(run_id)
+    ``ssh -O exit``) and remove the dir. Best effort: returns None, raises nothing. A
+    control dir that is not safely ours (see :func:`secure_dir`) is left untouched."""
+    for cdir in _control_dir_candidates(run_id):
+        try:
+            secure_dir(cdir.parent)
+            if not cdir.exists():
+                continue
+            secure_dir(cdir)
+        except (UnsafeValue, OSError):
+            continue
+        _stop_masters_in(cdir)
+
+
+def _control_dir_candidates(run_id: str) -> List[Path]:
+    """Where the env's control dir may be: under $XDG_RUNTIME_DIR and under /tmp (the
+    environment of 'enos destroy' may differ from that of 'enos up')."""
+    out = [control_dir(run_id, create=False)]
+    tmp = Path(tempfile.gettempdir()) / f"enos-ssh-{os.getuid()}" / run_id
+    if tmp not in out:
+        out.append(tmp)
+    return out
+
+
+def _stop_masters_in(cdir: Path) -> None:
     socks = [p for p in cdir.iterdir()]
 
     def one(sock: Path) -> None:

@@ -77,6 +77,17 @@ def control_path(template: str, address: str, port: int, user: str,
     return os.path.expanduser("".join(out))
 
 
+def check_peer(sock: socket.socket, path: str) -> None:
+    """Return None when the process at the other end of the connected unix socket ``sock``
+    runs as this user (SO_PEERCRED); raise PermissionError otherwise — nothing (no
+    command, no file descriptor) is sent to a master someone else runs."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    if uid != os.getuid():
+        raise PermissionError(f"the connection master at {path} runs as uid {uid} (pid {pid}), "
+                              f"not as you (uid {os.getuid()}): not used")
+
+
 def open_session(path: str, command: str, stdout_fd: Optional[int] = None
                  ) -> Tuple[socket.socket, Optional[int], int]:
     """Ask the master listening on ``path`` for a session running ``command``; return
@@ -90,6 +101,7 @@ def open_session(path: str, command: str, stdout_fd: Optional[int] = None
     out_r = out_w = err_r = err_w = null = -1
     try:
         sock.connect(path)
+        check_peer(sock, path)
         if stdout_fd is None:
             out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()

@@ -374,18 +374,22 @@ def _mux_targets(ssh_config: Path, hosts: Sequence[Host], commands: Dict[str, st
 
 def ensure_control_dirs(ssh_config: Path) -> None:
     """Create the directories of the ``ControlPath`` lines of ``ssh_config`` (they live in
-    /tmp and vanish with a reboot or ``stop_masters``; ssh fails when they are missing).
-    Returns None; unreadable files are ignored (ssh then reports the problem itself)."""
+    /tmp and vanish with a reboot or ``stop_masters``; ssh fails when they are missing),
+    or check they are safely ours. Returns None; unreadable files are ignored (ssh then
+    reports the problem itself). Raises UnsafeValue for a dir another user made or can
+    reach (see :func:`enos.ssh.client.secure_dir`)."""
     try:
         lines = Path(ssh_config).read_text().splitlines()
     except OSError:
         return
+    from enos.ssh.client import secure_dir
     for line in lines:
         parts = line.split(None, 1)
         if len(parts) == 2 and parts[0].lower() == "controlpath" and parts[1].strip().lower() != "none":
             d = os.path.dirname(os.path.expanduser(parts[1].strip().strip('"')))
             if d and "%" not in d:
-                os.makedirs(d, mode=0o700, exist_ok=True)
+                secure_dir(Path(d).parent)     # raises UnsafeValue: another user's dir
+                secure_dir(Path(d))
 
 
 @dataclass
