@@ -17,6 +17,8 @@ Commands:
   ssh         open a shell (or run a command) on one host of an environment
   run         run a command on the hosts of an environment, in parallel
   extend      ask the testbed for more time on a reservation
+  tc          apply the reservation's network_constraints (delay, rate, loss between
+              groups), remove them (--reset) or measure them (--test)
   build       build a base image for a provider (e.g. enos build libvirt)
 
 Options:
@@ -93,12 +95,19 @@ Options:
 CMD_INFO = """Show an environment: phase, hosts and their roles, networks, provider details
 (e.g. the remaining walltime of Grid'5000 jobs).
 
+With --facts: per host, the interfaces with their addresses and the env network each
+belongs to, CPUs, memory, OS, kernel, whether the kernel has netem (needed for delay/loss
+in network_constraints) and the measuring tools installed. Gathered once over SSH and
+cached in the env state; --refresh gathers them again.
+
 Usage:
-  enos info [--env DIR] [-o FORMAT]
+  enos info [--env DIR] [-o FORMAT] [--facts [--refresh]]
 
 Options:
   --env DIR            environment directory [default: current]
   -o, --output FORMAT  text, json or yaml [default: text]
+  --facts              show the hosts' facts instead
+  --refresh            gather the facts again instead of using the cached ones
 """
 
 CMD_VALIDATE = """Check a reservation file (syntax, schema, provider section, playbook paths)
@@ -197,10 +206,39 @@ Options:
   --force       rebuild even if a cached image matches
 """
 
+CMD_TC = """Shape the network between groups of hosts as the reservation's network_constraints
+ask (delay, rate, loss; Enos' format, see docs/network-constraints.md), with Linux tc on
+every host in parallel: an htb class per destination group, a netem qdisc for delay and
+loss, a u32 filter per destination address, on the interface of the network named by the
+constraint (default: the one SSH uses). Idempotent; what was applied is recorded in the
+env state. 'enos up' does it too when network_constraints.enable is true.
+
+  enos tc             apply (again) the constraints
+  enos tc --test      measure RTT, throughput and loss between every two groups and print
+                      requested vs measured; exit 1 when outside the tolerance
+  enos tc --reset     remove exactly what enos applied
+  enos tc --dry-run   print the tc commands per host, change nothing
+
+Delay and loss need the kernel module sch_netem on the hosts (refused otherwise, before
+anything is changed); rate limits need only htb.
+
+Usage:
+  enos tc [--env DIR] [-f FILE] [--reset | --dry-run] [--test] [-o FORMAT]
+
+Options:
+  --env DIR            environment directory [default: current]
+  -f FILE              take network_constraints from this reservation file instead of the
+                       one the environment was created with
+  --reset              remove the tc trees enos applied (only those)
+  --test               measure and compare with the constraints (applies nothing)
+  --dry-run            print the commands without running them
+  -o, --output FORMAT  text or json [default: text]
+"""
+
 COMMANDS = {
     "up": CMD_UP, "destroy": CMD_DESTROY, "info": CMD_INFO, "validate": CMD_VALIDATE,
     "new": CMD_NEW, "check": CMD_CHECK, "inventory": CMD_INVENTORY, "ssh": CMD_SSH,
-    "run": CMD_RUN, "extend": CMD_EXTEND, "build": CMD_BUILD,
+    "run": CMD_RUN, "extend": CMD_EXTEND, "build": CMD_BUILD, "tc": CMD_TC,
 }
 
 
@@ -279,6 +317,8 @@ def cmd_destroy(args, g) -> int:
 
 def cmd_info(args, g) -> int:
     from enos.experiment.env import load_or_current
+    if args["--facts"]:
+        return _info_facts(args)
     fmt = _format(args, ("text", "json", "yaml"))
     d = load_or_current(_env_arg(args)).info()
     if fmt == "json":
@@ -312,6 +352,101 @@ def cmd_info(args, g) -> int:
     return 0
 
 
+def _info_facts(args) -> int:
+    from enos.experiment.facts import facts_table, gather_facts
+    from enos.task import require_env
+    fmt = args["--output"]
+    if fmt not in ("text", "json", "yaml"):
+        raise _usage(f"--output must be text, json or yaml, not '{fmt}'")
+    env = require_env(_env_arg(args))
+    facts = gather_facts(env, refresh=args["--refresh"])
+    if fmt == "json":
+        _out(json.dumps(facts, indent=2))
+    elif fmt == "yaml":
+        import yaml
+        _out(yaml.safe_dump(facts, sort_keys=False))
+    else:
+        _out(facts_table(facts))
+    return 0
+
+
+def _constraints_for(env, file: Optional[str]):
+    """Return (NetworkConstraints, groups) from ``file`` or the env's saved reservation."""
+    if file:
+        from enos.task import load_reservation
+        config = load_reservation(file)
+        where = file
+    else:
+        config = env.config
+        where = f"the reservation of {env.env_dir} ({config.file})"
+    if config.network_constraints is None:
+        raise _usage(f"{where} has no 'network_constraints' section (see docs/network-constraints.md)")
+    return config.network_constraints, config.constraint_groups()
+
+
+def cmd_tc(args, g) -> int:
+    from enos.experiment import netprobe, tc
+    from enos.task import require_env
+    fmt = args["--output"]
+    if fmt not in ("text", "json"):
+        raise _usage(f"--output must be text or json, not '{fmt}'")
+    env = require_env(_env_arg(args))
+    p = _progress(g["quiet"])
+    out: dict = {}
+    if args["--reset"]:
+        out["reset"] = tc.reset(env)
+        if fmt == "text":
+            for alias, st in sorted(out["reset"].items()):
+                _out(f"{alias}: {st}")
+            if not out["reset"]:
+                _out("nothing to remove: enos applied no network constraints in this environment")
+    if args["--dry-run"]:
+        from enos.experiment.facts import gather_facts
+        nc, groups = _constraints_for(env, args["-f"])
+        facts = gather_facts(env)
+        plans = tc.plan(nc, groups, env.resources.hosts, facts, check_netem=False)
+        try:
+            tc.plan(nc, groups, env.resources.hosts, facts)
+        except tc.NetemMissing as e:
+            print(f"enos tc: warning: {e}", file=sys.stderr)
+        out["commands"] = {a: [" ".join(c) for c in p_.commands()] for a, p_ in sorted(plans.items())}
+        if fmt == "text":
+            for alias, cmds in out["commands"].items():
+                _out(f"── {alias}")
+                for c in cmds:
+                    _out(c)
+    if not (args["--reset"] or args["--dry-run"] or args["--test"]):
+        nc, groups = _constraints_for(env, args["-f"])
+        out["applied"] = tc.apply(env, nc, groups, progress=p)
+        if fmt == "text":
+            _out(tc.describe_plan(tc.applied(env)) or "no constraint applies to these hosts")
+            for alias, st in sorted(out["applied"].items()):
+                _out(f"{alias}: {st}")
+    failed = False
+    if args["--test"]:
+        nc, groups = _constraints_for(env, args["-f"])
+        report = netprobe.test(env, nc, groups, progress=p)
+        out["test"] = report.to_dict()
+        if fmt == "text":
+            _out(report.table())
+        failed = not report.ok
+    if fmt == "json":
+        _out(json.dumps(out, indent=2))
+    if failed:
+        print(f"enos tc: error: {netprobe.TcTestFailed(report)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _constraints_summary(cfg) -> str:
+    nc = cfg.network_constraints
+    if nc is None:
+        return ""
+    rules = nc.group_rules(cfg.constraint_groups())
+    return (f", network constraints: {len(rules)} group pair(s) "
+            f"({'applied by enos up' if nc.enable else 'enable: false, applied by enos tc only'})")
+
+
 def cmd_validate(args, g) -> int:
     from enos.task import load_reservation
     fmt = _format(args, ("text", "json"))
@@ -324,10 +459,13 @@ def cmd_validate(args, g) -> int:
         _out(json.dumps({"file": cfg.file, "provider": cfg.provider_type, "options": cfg.options,
                          "machines": [{k: v for k, v in vars(m).items()} for m in cfg.machines],
                          "networks": cfg.networks, "variables": cfg.variables,
-                         "provision": cfg.provision, "warnings": cfg.warnings}, indent=2, default=str))
+                         "provision": cfg.provision, "warnings": cfg.warnings,
+                         "network_constraints": cfg.network_constraints.to_dict() if cfg.network_constraints
+                         else None}, indent=2, default=str))
     else:
         _out(f"{cfg.file}: valid — provider {cfg.provider_type}, {hosts} host(s) in "
-             f"{len(roles)} role(s) ({', '.join(roles)}), {len(cfg.provision)} playbook(s)")
+             f"{len(roles)} role(s) ({', '.join(roles)}), {len(cfg.provision)} playbook(s)"
+             + _constraints_summary(cfg))
         if cfg.variables:
             _out(cfg.variables_summary())
     return 0
@@ -498,7 +636,7 @@ def cmd_build(args, g) -> int:
 
 HANDLERS = {"up": cmd_up, "destroy": cmd_destroy, "info": cmd_info, "validate": cmd_validate,
             "new": cmd_new, "check": cmd_check, "inventory": cmd_inventory, "ssh": cmd_ssh,
-            "run": cmd_run, "extend": cmd_extend, "build": cmd_build}
+            "run": cmd_run, "extend": cmd_extend, "build": cmd_build, "tc": cmd_tc}
 
 
 def _usage(msg: str):

@@ -40,6 +40,11 @@ reference; in short, the top-level keys are:
 ``provision``
     A playbook path or a list of them, relative to the reservation file's directory;
     made absolute, and each must be an existing file.
+``network_constraints``
+    Enos' network emulation between groups (delay, rate, loss): checked and normalised
+    by :mod:`enos.reservation.netconstraints` → :attr:`Config.network_constraints`;
+    applied by ``enos tc`` (and ``enos up`` when ``enable: true``). Never an Ansible
+    variable.
 ``variables``
     A mapping of experiment variables (Ansible extra vars). Any other top-level key
     (``kolla:``, ``registry:`` ...) is an experiment variable too, unless it is within a
@@ -59,9 +64,12 @@ import difflib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from enos.errors import ConfigError, ProviderNotFound
+
+if TYPE_CHECKING:  # pragma: no cover
+    from enos.reservation.netconstraints import NetworkConstraints
 
 
 @dataclass
@@ -109,6 +117,15 @@ class Config:
     positions: Dict[Tuple, int] = field(default_factory=dict)
     base_dir: str = ""
     warnings: List[str] = field(default_factory=list)
+    network_constraints: Optional["NetworkConstraints"] = None
+
+    def constraint_groups(self) -> List[str]:
+        """Return the groups network constraints apply between by default: the topology
+        groups when the reservation has a topology, else every role (in file order)."""
+        groups = [m.group for m in self.machines if m.group]
+        if not groups:
+            groups = [r for m in self.machines for r in m.roles]
+        return list(dict.fromkeys(groups))
 
     def line_of(self, keypath) -> Optional[int]:
         """Return the line of ``keypath`` (tuple or dotted string, where all-digit parts
@@ -240,7 +257,7 @@ def config_from_data(data: dict, file: str, positions: Optional[dict] = None, *,
 
 # --- the checking itself ---------------------------------------------------------------
 
-KNOWN_KEYS = ("provider", "resources", "topology", "provision", "variables")
+KNOWN_KEYS = ("provider", "resources", "topology", "provision", "variables", "network_constraints")
 TYPO_RATIO = 0.8
 EXPLICIT_KEYS = ("role", "roles", "cluster", "flavour", "nodes", "number")
 
@@ -399,9 +416,11 @@ class _Builder:
                               file=self.file, line=big.line, keypath=big.keypath or None)
         provision = self._provision(data)
         variables = self._variables(data, variables)
+        constraints = self._network_constraints(data, machines)
         config = Config(file=self.file, provider_type=options["type"], options=options, machines=machines,
                         networks=networks, variables=variables, provision=provision,
-                        raw=self.data, positions=self.positions, base_dir=self.base_dir)
+                        raw=self.data, positions=self.positions, base_dir=self.base_dir,
+                        network_constraints=constraints)
         cls.validate(config)
         return config
 
@@ -657,6 +676,15 @@ class _Builder:
         address-based provider (Enos' static topology)."""
         return self._is_host(value, cls) or (
             isinstance(value, list) and "address" in ((cls.machine_schema or {}).get("required") or ()))
+
+    def _network_constraints(self, data: dict, machines: List[MachineSpec]):
+        if "network_constraints" not in data:
+            return None
+        from enos.reservation.netconstraints import parse_network_constraints
+        known = list(dict.fromkeys([r for m in machines for r in m.roles]
+                                   + [m.group for m in machines if m.group]))
+        return parse_network_constraints(data["network_constraints"], known, self.check, self.err,
+                                         expand_group)
 
     # -- provision and variables
     def _provision(self, data: dict) -> List[str]:

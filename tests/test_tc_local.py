@@ -1,0 +1,177 @@
+"""Network constraints on real ``local`` hosts (sshd in network namespaces), through the
+real CLI: a rate limit really takes effect (a TCP transfer between namespace hosts is
+measured), delay/loss are refused on this kernel (no sch_netem) before anything changes,
+apply is idempotent and recorded, the failing tc command is named, --reset removes only
+what enos created, and facts are gathered and cached."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from enoscli import enos
+from localhosts import leftovers
+
+pytestmark = pytest.mark.root
+
+RATE_MBIT = 10
+
+
+def _ns(state: dict, alias: str) -> str:
+    """The namespace of a local host, from the provider's journal in the state file."""
+    found = [v for v in _walk(state["journal"]["local"]) if isinstance(v, dict) and v.get("alias") == alias]
+    return found[0]["ns"]
+
+
+def _walk(value):
+    yield value
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v)
+
+
+def _tc(ns: str, *args: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, "tc", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _state(env: Path) -> dict:
+    return json.loads((env / "state.json").read_text())
+
+
+@pytest.fixture
+def env3(tmp_path):
+    """A local env: client ×1, server ×2 with a 10mbit default rate between the roles,
+    applied by 'enos up' (enable: true). Destroyed at the end; nothing left."""
+    (tmp_path / "reservation.yaml").write_text(f"""provider: local
+resources:
+  local:
+    client: 1
+    server: 2
+network_constraints:
+  enable: true
+  default_rate: {RATE_MBIT}Mbit
+""")
+    env = tmp_path / "env"
+    p = enos(tmp_path, "up", "--no-provision", "--env", str(env), check=False)
+    run_id = _state(env)["run_id"]
+    try:
+        assert p.returncode == 0, p.stderr
+        yield tmp_path, env
+    finally:
+        enos(tmp_path, "destroy", "--env", str(env))
+        assert leftovers(run_id) == []
+
+
+def test_rate_limit_really_takes_effect_and_test_reports_it(env3):
+    cwd, env = env3
+    st = _state(env)
+    # what the kernel of each namespace host holds (read with tc itself, not through enos)
+    cls = _tc(_ns(st, "client-1"), "class", "show", "dev", "eth0")
+    assert f"rate {RATE_MBIT}Mbit" in cls, cls
+    filters = _tc(_ns(st, "client-1"), "filter", "show", "dev", "eth0")
+    assert filters.count("flowid 1:10") == 2, filters            # one per server address
+    t = enos(cwd, "tc", "--test", "--env", str(env), "-o", "json", check=False)
+    report = json.loads(t.stdout)["test"]
+    print(json.dumps(report, indent=2))
+    pairs = {(m["src"], m["dst"]): m for m in report["measures"]}
+    assert set(pairs) == {("client", "server"), ("server", "client")}
+    for m in pairs.values():
+        assert m["rate_requested_bit"] == RATE_MBIT * 10**6
+        assert abs(m["rate_bit"] - RATE_MBIT * 10**6) <= 0.15 * RATE_MBIT * 10**6, m   # real transfer
+        assert m["rtt_ms"] is not None and m["loss_pct"] == 0
+    assert t.returncode == 0 and report["ok"], t.stderr
+    # measured against a file asking 4× more: out of tolerance → exit 1, the pair named
+    (cwd / "faster.yaml").write_text((cwd / "reservation.yaml").read_text().replace(f"{RATE_MBIT}Mbit",
+                                                                                    f"{4 * RATE_MBIT}mbit"))
+    bad = enos(cwd, "tc", "--test", "-f", "faster.yaml", "--env", str(env), check=False)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "client→server" in bad.stderr and "OUT: rate" in bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_unshaped_after_reset_and_apply_is_idempotent(env3):
+    cwd, env = env3
+    st = _state(env)
+    again = enos(cwd, "tc", "--env", str(env))
+    assert again.stdout.count(": unchanged") == 3, again.stdout
+    assert set(_state(env)["tc"]["hosts"]) == {"client-1", "server-1", "server-2"}
+    r = enos(cwd, "tc", "--reset", "--env", str(env))
+    assert r.stdout.count(": removed") == 3, r.stdout
+    for alias in ("client-1", "server-1", "server-2"):
+        assert "htb" not in _tc(_ns(st, alias), "qdisc", "show", "dev", "eth0")
+    assert _state(env)["tc"]["hosts"] == {}
+    # unshaped, the same transfer runs far above the limit
+    t = enos(cwd, "tc", "--test", "--env", str(env), "-o", "json", check=False)
+    m = json.loads(t.stdout)["test"]["measures"][0]
+    assert m["rate_bit"] > 3 * RATE_MBIT * 10**6, m
+    assert t.returncode == 1          # the constraint asked for is not there: out of tolerance
+
+
+def test_delay_and_loss_refused_without_netem_nothing_changed(env3):
+    cwd, env = env3
+    st = _state(env)
+    def tree(a):   # classes and filters (the qdisc line carries packet counters)
+        return _tc(_ns(st, a), "class", "show", "dev", "eth0") + _tc(_ns(st, a), "filter", "show", "dev", "eth0")
+    before = {a: tree(a) for a in ("client-1", "server-1")}
+    assert all("rate 10Mbit" in t for t in before.values())
+    for extra in ("  default_delay: 10ms\n", "  default_loss: 1%\n"):
+        (cwd / "slow.yaml").write_text((cwd / "reservation.yaml").read_text() + extra)
+        p = enos(cwd, "tc", "-f", "slow.yaml", "--env", str(env), check=False)
+        assert p.returncode == 1, p.stderr
+        assert "sch_netem" in p.stderr and "Nothing was changed" in p.stderr and "Traceback" not in p.stderr
+        assert {a: tree(a) for a in before} == before
+    facts = json.loads(enos(cwd, "info", "--facts", "--env", str(env), "-o", "json").stdout)
+    assert {f["netem"] for f in facts.values()} == {"missing"}
+    # --dry-run still shows the commands a netem kernel would get
+    d = enos(cwd, "tc", "--dry-run", "-f", "slow.yaml", "--env", str(env))
+    assert "netem limit 100000 loss 1%" in d.stdout and "warning" in d.stderr
+
+
+def test_failing_tc_command_is_named_and_reset_spares_foreign_qdiscs(env3):
+    cwd, env = env3
+    st = _state(env)
+    enos(cwd, "tc", "--reset", "--env", str(env))
+    # someone else's root qdisc on server-2: enos' 'qdisc add root' there must fail, be
+    # reported with tc's message, and the other hosts still get their tree
+    ns2 = _ns(st, "server-2")
+    subprocess.run(["ip", "netns", "exec", ns2, "tc", "qdisc", "add", "dev", "eth0", "root", "handle", "7:",
+                    "tbf", "rate", "1gbit", "burst", "32kbit", "latency", "400ms"], check=True)
+    p = enos(cwd, "tc", "--env", str(env), check=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "server-2: 'tc qdisc add dev eth0 root handle 1: htb direct_qlen 10000':" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "htb 1: root" in _tc(_ns(st, "client-1"), "qdisc", "show", "dev", "eth0")
+    assert set(_state(env)["tc"]["hosts"]) == {"client-1", "server-1"}
+    # after apply, the user replaces client-1's tree: reset leaves that one alone
+    c1 = _ns(st, "client-1")
+    subprocess.run(["ip", "netns", "exec", c1, "tc", "qdisc", "replace", "dev", "eth0", "root", "handle", "8:",
+                    "tbf", "rate", "1gbit", "burst", "32kbit", "latency", "400ms"], check=True)
+    r = enos(cwd, "tc", "--reset", "--env", str(env))
+    assert "client-1: already gone" in r.stdout and "server-1: removed" in r.stdout
+    assert "tbf 8: root" in _tc(c1, "qdisc", "show", "dev", "eth0")
+    assert "tbf 7: root" in _tc(ns2, "qdisc", "show", "dev", "eth0")
+
+
+def test_facts_are_gathered_once_cached_and_refreshed(env3):
+    cwd, env = env3
+    st = _state(env)
+    facts = st["facts"]["hosts"]            # gathered by 'enos up' (for tc)
+    assert set(facts) == {"client-1", "server-1", "server-2"}
+    bridge = st["resources"]["networks"][0]["name"]
+    for h in st["resources"]["hosts"]:
+        f = facts[h["alias"]]
+        (eth0,) = [i for i in f["interfaces"] if i["name"] == "eth0"]
+        v4 = [a for a in eth0["addresses"] if a["family"] == "ipv4"]
+        assert v4[0]["address"] == h["address"] and v4[0]["network"] == bridge and v4[0]["ssh"]
+        assert f["cpus"] >= 1 and f["memory_mb"] > 100 and f["kernel"] and f["os"] and "python3" in f["tools"]
+    stamp = st["facts"]["gathered"]
+    text = enos(cwd, "info", "--facts", "--env", str(env)).stdout
+    assert "client-1" in text and "(ssh)" in text and "NETEM" in text
+    assert _state(env)["facts"]["gathered"] == stamp                   # cached
+    enos(cwd, "info", "--facts", "--refresh", "--env", str(env), "-o", "json")
+    assert _state(env)["facts"]["gathered"] != stamp
