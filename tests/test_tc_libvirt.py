@@ -48,7 +48,7 @@ network_constraints:
         # the guests' own view: a netem qdisc with the delay under enos' htb class
         q = _enos(libvirtd, tmp_path, "run", "--env", str(env), "tc qdisc show; tc class show dev eth0")
         assert q.returncode == 0, q.stderr[-2000:]
-        assert q.stdout.count(f"delay {DELAY_MS}ms") == 2 and q.stdout.count("htb 1: root") == 2, q.stdout
+        assert q.stdout.count(f"delay {DELAY_MS}ms") == 2 and q.stdout.count("qdisc htb 1: dev eth0 root") == 2, q.stdout
         t = _enos(libvirtd, tmp_path, "tc", "--test", "--env", str(env), "-o", "json")
         report = json.loads(t.stdout)["test"]
         print(json.dumps(report, indent=2))

@@ -299,7 +299,11 @@ def _failure(result, texts: List[str]) -> Optional[Tuple[str, str]]:
     if "@@failed " in out:
         head, _, rest = out.partition("@@failed ")[2].partition("\n")
         n = int(head.split()[0])
-        return (texts[n] if 0 <= n < len(texts) else "?", rest.strip() or f"exit {head.split()[1]}")
+        command = texts[n] if 0 <= n < len(texts) else "?"
+        message = rest.strip() or f"exit {head.split()[1]}"
+        if " netem " in command and "qdisc kind is unknown" in message:
+            message += " (this kernel has no sch_netem module: delay and loss cannot be emulated here)"
+        return (command, message)
     if "@@done" not in out:
         return ("(script)", (result.stderr.strip() or f"exit {result.exit_code}")[-300:])
     return None
