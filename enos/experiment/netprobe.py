@@ -134,6 +134,7 @@ class Measure:
     rate_requested_bit: Optional[int]
     loss_requested_pct: float
     rtt_ms: Optional[float] = None
+    rtt_median_ms: Optional[float] = None
     rate_bit: Optional[float] = None
     loss_pct: Optional[float] = None
     probes: int = 0
@@ -172,12 +173,12 @@ class TestReport:
 
     def table(self) -> str:
         """Return the requested-vs-measured matrix as text (one row per group pair)."""
-        rows = [("SRC", "DST", "RTT requested", "RTT measured", "RATE requested", "RATE measured",
+        rows = [("SRC", "DST", "RTT requested", "RTT measured (min/median)", "RATE requested", "RATE measured",
                  "LOSS req", "LOSS meas", "")]
         for m in self.measures:
             mark = "ok" if m.ok else ("ERROR " + m.error if m.error else "OUT: " + ", ".join(m.problems))
             rows.append((m.src, m.dst, format_delay(m.rtt_requested_ms),
-                         f"{m.rtt_ms:.2f}ms" if m.rtt_ms is not None else "-",
+                         f"{m.rtt_ms:.2f}/{m.rtt_median_ms:.2f}ms" if m.rtt_ms is not None else "-",
                          format_rate(m.rate_requested_bit),
                          format_rate(int(m.rate_bit)) if m.rate_bit else "-",
                          f"{m.loss_requested_pct:g}%", f"{m.loss_pct:.1f}%" if m.loss_pct is not None else "-",
@@ -283,7 +284,8 @@ def test(env: "Environment", constraints: "NetworkConstraints", groups: Sequence
             except EnosError as e:
                 m.error = str(e)
             else:
-                m.rtt_ms, m.rate_bit, m.probes = r["rtt_ms"], r["rate_bit"], r["probes"]
+                m.rtt_ms, m.rtt_median_ms = r["rtt_min_ms"], r["rtt_ms"]
+                m.rate_bit, m.probes = r["rate_bit"], r["probes"]
                 m.loss_pct = 100 * (r["probes"] - r["answered"]) / r["probes"]
             measures.append(judge(m))
     return TestReport(measures)
