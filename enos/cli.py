@@ -353,13 +353,10 @@ def cmd_info(args, g) -> int:
 
 
 def _info_facts(args) -> int:
-    from enos.experiment.facts import facts_table, gather_facts
-    from enos.task import require_env
-    fmt = args["--output"]
-    if fmt not in ("text", "json", "yaml"):
-        raise _usage(f"--output must be text, json or yaml, not '{fmt}'")
-    env = require_env(_env_arg(args))
-    facts = gather_facts(env, refresh=args["--refresh"])
+    from enos.experiment.env import load_or_current
+    from enos.experiment.facts import facts_table
+    fmt = _format(args, ("text", "json", "yaml"))
+    facts = load_or_current(_env_arg(args)).facts(refresh=args["--refresh"])
     if fmt == "json":
         _out(json.dumps(facts, indent=2))
     elif fmt == "yaml":
@@ -370,43 +367,32 @@ def _info_facts(args) -> int:
     return 0
 
 
-def _constraints_for(env, file: Optional[str]):
-    """Return (NetworkConstraints, groups) from ``file`` or the env's saved reservation."""
-    if file:
-        from enos.task import load_reservation
-        config = load_reservation(file)
-        where = file
-    else:
-        config = env.config
-        where = f"the reservation of {env.env_dir} ({config.file})"
-    if config.network_constraints is None:
-        raise _usage(f"{where} has no 'network_constraints' section (see docs/network-constraints.md)")
-    return config.network_constraints, config.constraint_groups()
-
-
 def cmd_tc(args, g) -> int:
     from enos.experiment import netprobe, tc
-    from enos.task import require_env
-    fmt = args["--output"]
-    if fmt not in ("text", "json"):
-        raise _usage(f"--output must be text or json, not '{fmt}'")
-    env = require_env(_env_arg(args))
-    p = _progress(g["quiet"])
+    from enos.experiment.env import load_or_current
+    fmt = _format(args, ("text", "json"))
+    env = load_or_current(_env_arg(args), quiet=g["quiet"])
+    constraints = None
+    if args["-f"]:
+        from enos.task import load_reservation
+        config = load_reservation(args["-f"])
+        if config.network_constraints is None:
+            raise _usage(f"{args['-f']} has no 'network_constraints' section (see docs/network-constraints.md)")
+        constraints = config.network_constraints
     out: dict = {}
     if args["--reset"]:
-        out["reset"] = tc.reset(env)
+        out["reset"] = env.tc_reset()
         if fmt == "text":
             for alias, st in sorted(out["reset"].items()):
                 _out(f"{alias}: {st}")
             if not out["reset"]:
                 _out("nothing to remove: enos applied no network constraints in this environment")
     if args["--dry-run"]:
-        from enos.experiment.facts import gather_facts
-        nc, groups = _constraints_for(env, args["-f"])
-        facts = gather_facts(env)
-        plans = tc.plan(nc, groups, env.resources.hosts, facts, check_netem=False)
+        nc, groups = env._constraints(constraints)
+        facts = env.facts()
+        plans = tc.plan(nc, groups, env.hosts, facts, check_netem=False)
         try:
-            tc.plan(nc, groups, env.resources.hosts, facts)
+            tc.plan(nc, groups, env.hosts, facts)
         except tc.NetemMissing as e:
             print(f"enos tc: warning: {e}", file=sys.stderr)
         out["commands"] = {a: [" ".join(c) for c in p_.commands()] for a, p_ in sorted(plans.items())}
@@ -416,25 +402,21 @@ def cmd_tc(args, g) -> int:
                 for c in cmds:
                     _out(c)
     if not (args["--reset"] or args["--dry-run"] or args["--test"]):
-        nc, groups = _constraints_for(env, args["-f"])
-        out["applied"] = tc.apply(env, nc, groups, progress=p)
+        out["applied"] = env.tc(constraints)
         if fmt == "text":
-            _out(tc.describe_plan(tc.applied(env)) or "no constraint applies to these hosts")
+            _out(tc.describe_plan(tc.applied(env.environment)) or "no constraint applies to these hosts")
             for alias, st in sorted(out["applied"].items()):
                 _out(f"{alias}: {st}")
-    failed = False
+    report = None
     if args["--test"]:
-        nc, groups = _constraints_for(env, args["-f"])
-        report = netprobe.test(env, nc, groups, progress=p)
+        report = env.tc_test(constraints)
         out["test"] = report.to_dict()
         if fmt == "text":
             _out(report.table())
-        failed = not report.ok
     if fmt == "json":
         _out(json.dumps(out, indent=2))
-    if failed:
-        print(f"enos tc: error: {netprobe.TcTestFailed(report)}", file=sys.stderr)
-        return 1
+    if report is not None and not report.ok:
+        raise netprobe.TcTestFailed(report)
     return 0
 
 

@@ -175,3 +175,33 @@ def test_facts_are_gathered_once_cached_and_refreshed(env3):
     assert _state(env)["facts"]["gathered"] == stamp                   # cached
     enos(cwd, "info", "--facts", "--refresh", "--env", str(env), "-o", "json")
     assert _state(env)["facts"]["gathered"] != stamp
+
+
+def test_python_api_facts_tc_test_reset(tmp_path):
+    """env.facts(), env.tc(dict), env.tc_test(), env.tc_reset() on real namespace hosts;
+    a bad constraints dict raises ConfigError naming the key; a CLI env is used from Python."""
+    import enos as enos_api
+    from enos.errors import ConfigError
+    from enos.experiment.netprobe import TcTestFailed
+    reservation = {"provider": "local", "resources": {"local": {"a": 1, "b": 1}}}
+    with enos_api.up(reservation, base=str(tmp_path), provision=False, quiet=True) as env:
+        run_id = env.run_id
+        facts = env.facts()
+        assert set(facts) == {"a-1", "b-1"} and all(f["kernel"] for f in facts.values())
+        with pytest.raises(ConfigError, match="default_rate"):
+            env.tc({"default_rate": "fast"})
+        with pytest.raises(ConfigError, match="unknown group or role 'c'"):
+            env.tc({"constraints": [{"src": "a", "dst": "c", "rate": "1mbit"}]})
+        nc = {"constraints": [{"src": "a", "dst": "b", "rate": "8mbit", "symmetric": True}]}
+        assert env.tc(nc) == {"a-1": "applied", "b-1": "applied"}
+        report = env.tc_test(nc, check=True)
+        assert report.ok and len(report.measures) == 2, report.table()
+        for m in report.measures:
+            assert abs(m.rate_bit - 8e6) <= 0.15 * 8e6
+        # a CLI process sees what Python applied, and reset from Python removes it
+        p = enos(tmp_path, "tc", "--dry-run", "-f", "/dev/null", check=False)
+        assert p.returncode == 2
+        assert env.tc_reset() == {"a-1": "removed", "b-1": "removed"}
+        with pytest.raises(TcTestFailed):
+            env.tc_test(nc, check=True)
+    assert leftovers(run_id) == []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, List, Mapping, Optional,
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional,
                     Union)
 
 from enos import task
@@ -24,6 +24,8 @@ from enos.provider.provider import Host, IpPool
 
 if TYPE_CHECKING:  # pragma: no cover
     from enos.experiment.background import Background
+    from enos.experiment.netprobe import TestReport
+    from enos.reservation.netconstraints import NetworkConstraints
 
 
 
@@ -57,14 +59,23 @@ def up(reservation: Union[str, os.PathLike, Mapping], *, keep: bool = False, env
     booked stays recorded in the env dir: ``enos.load(dir).destroy()`` (or ``enos destroy``)
     frees it, ``enos.up`` again resumes.
 
+    When the reservation's ``network_constraints`` has ``enable: true``, they are applied
+    last (:meth:`Env.tc`).
+
     Raises ConfigError / UsageError (nothing booked), MissingDependency, StateLocked,
     provider errors (ReservationUnavailable, ProviderError, ...), SshUnreachable,
-    ProvisionError."""
+    ProvisionError; for the constraints NetemMissing, PlanError, TcError (the env is up:
+    fix and call ``env.tc()`` / ``enos tc``)."""
     config = _config(reservation)
     environment = task.up(config, env=env, base=Path(base), force_deploy=force_deploy, tags=tags,
                           progress=_progress(quiet, progress), verbose=verbose, provision=provision,
                           ssh_timeout=ssh_timeout)
-    return Env(environment, keep=keep, quiet=quiet, progress=progress)
+    result = Env(environment, keep=keep, quiet=quiet, progress=progress)
+    nc = config.network_constraints
+    if nc is not None and nc.enable and result.hosts:
+        result.tc()
+        result._progress().info("network constraints applied ('enos tc --test' measures them)")
+    return result
 
 
 def load(env_dir: Union[str, os.PathLike], *, keep: bool = True, quiet: bool = False) -> "Env":
@@ -265,6 +276,71 @@ class Env:
             out.append(Result(h, command, s.exit_code, s.stdout.decode(errors="replace"),
                               err.decode(errors="replace"), s.started, s.ended, s.error))
         return Results(out, command)
+
+    # --- facts and network constraints -----------------------------------------------------
+    def facts(self, refresh: bool = False) -> Dict[str, dict]:
+        """Return {alias: facts} of every host: interfaces (addresses, the env network each
+        belongs to, which one SSH uses), cpus, memory_mb, os, kernel, netem, tools. Gathered
+        once over SSH on all hosts at once and cached in the env state; ``refresh`` gathers
+        them again. Raises FactsError (hosts that did not answer), NoEnvironment."""
+        from enos.experiment.facts import gather_facts
+        self._require_hosts()
+        return gather_facts(self._environment, refresh=refresh)
+
+    def _constraints(self, constraints):
+        """Return (NetworkConstraints, groups) from ``constraints`` (None: the reservation's;
+        a dict in the reservation's format; or a NetworkConstraints)."""
+        from enos.reservation.config import constraints_from_data
+        from enos.reservation.netconstraints import NetworkConstraints
+        config = self._environment.config
+        groups = config.constraint_groups()
+        if constraints is None:
+            if config.network_constraints is None:
+                raise UsageError(f"the reservation of {self.env_dir} ({config.file}) has no "
+                                 f"'network_constraints' section; pass the constraints to env.tc(...)")
+            return config.network_constraints, groups
+        if isinstance(constraints, NetworkConstraints):
+            return constraints, groups
+        if isinstance(constraints, Mapping):
+            known = list(dict.fromkeys([r for h in self.hosts for r in h.roles] + groups))
+            return constraints_from_data(dict(constraints), known, source="env.tc(constraints)"), groups
+        raise UsageError(f"constraints: expected a network_constraints mapping, not {type(constraints).__name__}")
+
+    def tc(self, constraints: Union[None, Mapping, "NetworkConstraints"] = None) -> Dict[str, str]:
+        """Shape the network between groups: apply ``constraints`` (default: the
+        reservation's ``network_constraints``; or a mapping in the same format) with tc on
+        every host at once; return {alias: 'applied' | 'unchanged' | 'removed'}.
+        Idempotent; recorded in the env state for :meth:`tc_reset`.
+
+        Raises ConfigError (a bad constraints mapping), NetemMissing (delay/loss on a kernel
+        without sch_netem; nothing changed), PlanError, TcError (naming each failed host's
+        tc command), FactsError, NoEnvironment."""
+        from enos.experiment import tc
+        self._require_hosts()
+        nc, groups = self._constraints(constraints)
+        return tc.apply(self._environment, nc, groups, progress=self._progress())
+
+    def tc_reset(self) -> Dict[str, str]:
+        """Remove exactly the tc trees enos applied; return {alias: 'removed' | 'already
+        gone'}. Raises TcError (hosts where removing failed), NoEnvironment."""
+        from enos.experiment import tc
+        self._require_hosts()
+        return tc.reset(self._environment)
+
+    def tc_test(self, constraints: Union[None, Mapping, "NetworkConstraints"] = None,
+                check: bool = False) -> "TestReport":
+        """Measure RTT, throughput and loss between every two groups and compare them with
+        ``constraints`` (default: the reservation's); return the
+        :class:`~enos.experiment.netprobe.TestReport` (``.ok``, ``.measures``, ``.table()``).
+        Applies nothing. With ``check``, raises TcTestFailed when a measure is outside the
+        tolerance (docs/network-constraints.md). Raises NoEnvironment, FactsError."""
+        from enos.experiment import netprobe
+        self._require_hosts()
+        nc, groups = self._constraints(constraints)
+        report = netprobe.test(self._environment, nc, groups, progress=self._progress())
+        if check and not report.ok:
+            raise netprobe.TcTestFailed(report)
+        return report
 
     # --- the end -------------------------------------------------------------------------
     def destroy(self, sweep: bool = False) -> "Env":

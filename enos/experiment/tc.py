@@ -37,6 +37,7 @@ from enos.reservation.netconstraints import Rule, format_delay, format_rate
 if TYPE_CHECKING:  # pragma: no cover
     from enos.provider.provider import Host
     from enos.reservation.netconstraints import NetworkConstraints
+    from enos.ssh.remote import Session
     from enos.task import Environment
 
 TC_KEY = "tc"
@@ -279,23 +280,20 @@ def _reset_script(host: "Host", old: HostPlan) -> Tuple[str, List[str]]:
 
 
 def _run_scripts(env: "Environment", scripts: Dict[str, Tuple["Host", str]],
-                 timeout: float) -> Dict[str, object]:
-    """Run each host's own script, all hosts at once; return {alias: CommandResult}."""
-    from concurrent.futures import ThreadPoolExecutor
-    from enos.ssh.remote import run_command
+                 timeout: float) -> Dict[str, "Session"]:
+    """Run each host's own script, all hosts at once; return {alias: Session}."""
+    from enos.ssh.remote import run_sessions
     if not scripts:
         return {}
-    with ThreadPoolExecutor(max_workers=min(32, len(scripts))) as pool:
-        futures = {a: pool.submit(run_command, env.ssh_config, [h], s, timeout, True)
-                   for a, (h, s) in scripts.items()}
-        return {a: f.result()[0] for a, f in futures.items()}
+    return run_sessions(env.ssh_config, [h for h, _ in scripts.values()],
+                        {a: s for a, (_, s) in scripts.items()}, timeout=timeout)
 
 
 def _failure(result, texts: List[str]) -> Optional[Tuple[str, str]]:
     """Return (command, message) if the script reported a failure, else None."""
+    out = result.stdout.decode(errors="replace")
     if result.exit_code is None:
         return ("(ssh)", result.error or "no answer")
-    out = result.stdout
     if "@@failed " in out:
         head, _, rest = out.partition("@@failed ")[2].partition("\n")
         n = int(head.split()[0])
@@ -305,7 +303,8 @@ def _failure(result, texts: List[str]) -> Optional[Tuple[str, str]]:
             message += " (this kernel has no sch_netem module: delay and loss cannot be emulated here)"
         return (command, message)
     if "@@done" not in out:
-        return ("(script)", (result.stderr.strip() or f"exit {result.exit_code}")[-300:])
+        err = result.stderr.decode(errors="replace").strip()
+        return ("(script)", (result.error or err or f"exit {result.exit_code}")[-300:])
     return None
 
 
@@ -366,7 +365,7 @@ def apply(env: "Environment", constraints: "NetworkConstraints", groups: Sequenc
                      + "".join(f"enos_ours {shlex.quote(d.device)} || echo @@gone\n" for d in new[a].devices)
                      + "echo @@done\n") for a in unchanged}
         for a, r in _run_scripts(env, probe, timeout).items():
-            if "@@gone" in r.stdout or "@@done" not in r.stdout:
+            if b"@@gone" in r.stdout or b"@@done" not in r.stdout:
                 scripts[a] = _apply_script(by_alias[a], new[a], old[a])
                 status.pop(a)
     # record before running: a crash leaves enough for reset (which checks what is there)
@@ -406,7 +405,7 @@ def reset(env: "Environment", timeout: float = 120.0) -> Dict[str, str]:
     for alias, r in results.items():
         f = _failure(r, scripts[alias][1])
         if f is None:
-            status[alias] = "already gone" if "@@absent" in r.stdout else "removed"
+            status[alias] = "already gone" if b"@@absent" in r.stdout else "removed"
             update[alias] = None
         else:
             failures[alias] = f

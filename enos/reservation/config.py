@@ -719,3 +719,22 @@ class _Builder:
                                                    f"(line {self.line((key,))}); keep one")
             variables[key] = value
         return variables
+
+
+def constraints_from_data(value: Any, known_groups: List[str], source: str = "network_constraints") -> "NetworkConstraints":
+    """Check and normalise a ``network_constraints`` mapping given from Python (e.g.
+    ``env.tc({...})``); return a :class:`NetworkConstraints`. ``known_groups``: the env's
+    roles and groups. Raises :class:`~enos.errors.ConfigError` naming ``source`` and the key."""
+    from enos.reservation.netconstraints import parse_network_constraints
+    from enos.reservation.schemacheck import explain, pick, violations
+
+    def err(path, message):
+        return ConfigError(message, file=source, keypath=".".join(str(p) for p in path) or None)
+
+    def check(instance, schema, path):
+        found = violations(instance, schema, None, tuple(path))
+        if found:
+            where, message = explain(pick(found, lambda p: None), lambda p: None, lambda p: None)
+            raise err(where, message)
+
+    return parse_network_constraints(value, known_groups, check, err, expand_group)
