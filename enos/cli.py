@@ -199,11 +199,17 @@ CMD_BUILD = """Build a base image for a provider (cached; rebuilt only when its 
 
 Usage:
   enos build libvirt [--output DIR] [--cache DIR] [--force]
+  enos build vagrant [--cache DIR] [--force] [--box NAME]
+
+  libvirt: the Debian image of the libvirt provider (needs root, ~40 s).
+  vagrant: a libvirt Vagrant box made from that image, added with 'vagrant box add'
+           (the default box of the vagrant provider; needs vagrant, ~1 min).
 
 Options:
   --output DIR  where to put the image (default: the cache)
-  --cache DIR   cache directory [default: ~/.cache/enos/images]
-  --force       rebuild even if a cached image matches
+  --cache DIR   image cache directory [default: ~/.cache/enos/images]
+  --force       rebuild even if a cached image (or an installed box) matches
+  --box NAME    name of the Vagrant box [default: enos/debian12]
 """
 
 CMD_TC = """Shape the network between groups of hosts as the reservation's network_constraints
@@ -608,8 +614,13 @@ def cmd_extend(args, g) -> int:
 
 
 def cmd_build(args, g) -> int:
-    from enos.build.libvirt_image import build_image
     cache = Path(os.path.expanduser(args["--cache"]))
+    if args["vagrant"]:
+        from enos.build.vagrant_box import build_box
+        box = build_box(name=args["--box"], cache_dir=cache, force=args["--force"], progress=_progress(g["quiet"]))
+        _out(f"{box['name']}: {box['dir']}")
+        return 0
+    from enos.build.libvirt_image import build_image
     out = build_image(output_dir=Path(args["--output"]) if args["--output"] else None,
                       cache_dir=cache, force=args["--force"], progress=_progress(g["quiet"]))
     _out(str(out))
