@@ -292,28 +292,6 @@ def test_marked_processes_are_found_and_killed():
             p.kill()
 
 
-def test_alternative_provider_sections_last_wins_with_warning(tmp_path, caplog):
-    cfg = _load(tmp_path, """
-        provider: {type: g5k, job_name: x}
-        resources: {paravance: {control: 1}}
-        provider: {type: vagrant, box: debian/contrib-jessie64}
-        resources:
-          tiny: {compute: 1}
-    """)
-    assert cfg.provider_type == "vagrant" and [m.label for m in cfg.machines] == ["tiny"]
-    assert cfg.line_of("resources.tiny.compute") == 6
-    assert "provider: written 2 times (lines 2, 4)" in caplog.text
-
-
-def test_a_repeated_key_without_alternative_sections_is_still_an_error(tmp_path):
-    with pytest.raises(ConfigError, match="duplicate key"):
-        _load(tmp_path, """
-            provider: {type: vagrant}
-            resources: {tiny: {a: 1}}
-            resources: {tiny: {b: 1}}
-        """)
-
-
 def test_import_enos_does_not_import_vagrant_or_jinja2():
     code = ("import sys, enos.cli, enos.provider.vagrant; "
             "print([m for m in ('vagrant', 'jinja2', 'libvirt') if m in sys.modules])")

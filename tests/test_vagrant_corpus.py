@@ -16,18 +16,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _corpus_dir() -> Path:
-    """``$ENOS_CORPUS``, else ``<repo>/../shared/corpus/reservations`` — for a git worktree,
-    ``<repo>`` is the main checkout (found from git's common dir)."""
-    if os.environ.get("ENOS_CORPUS"):
-        return Path(os.environ["ENOS_CORPUS"])
-    roots = [REPO]
-    git = REPO / ".git"
-    if git.is_file():      # a worktree: "gitdir: <main>/.git/worktrees/<name>"
-        gitdir = Path(git.read_text().split(":", 1)[1].strip())
-        roots.append(gitdir.parent.parent.parent)
-    for root in roots:
-        d = root.parent / "shared" / "corpus" / "reservations"
-        if d.is_dir():
+    """``$EXTERNAL_CORPUS``, else the first ``shared/corpus/reservations`` above the
+    repository (as tests/test_corpus.py finds it)."""
+    if os.environ.get("EXTERNAL_CORPUS"):
+        return Path(os.environ["EXTERNAL_CORPUS"])
+    for parent in REPO.parents:
+        d = parent / "shared" / "corpus" / "reservations"
+        if (d / "MANIFEST.tsv").is_file():
             return d
     return REPO.parent / "shared" / "corpus" / "reservations"
 
