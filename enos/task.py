@@ -295,10 +295,16 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
 def sweep_run(config_file: str, run_id: str, progress=None) -> List[str]:
     """Remove every resource tagged with ``run_id`` (state file gone); return what was removed.
 
-    Uses the provider of ``config_file``. Raises Unsupported if the provider cannot sweep."""
+    Uses the provider of ``config_file``. Raises UsageError unless ``run_id`` is a full run
+    id (8 hex characters: matched exactly, never as a prefix), Unsupported if the
+    provider cannot sweep."""
     import tempfile
     from enos.provider import load_provider_class
     from enos.state import MemoryJournal
+    import re
+    if not re.fullmatch(r"[0-9a-f]{8}", run_id or ""):
+        raise UsageError(f"--run-id {run_id!r}: give a full run id (8 hex characters, as 'enos info' "
+                         f"shows); a sweep matches it exactly, never as a prefix")
     config = load_reservation(config_file)
     cls = load_provider_class(config.provider_type)
     if "sweep" not in cls.capabilities:

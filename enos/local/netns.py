@@ -189,6 +189,36 @@ def netns_pids(names: Iterable[str]) -> Dict[str, List[int]]:
     return out
 
 
+def start_time(pid: int) -> Optional[int]:
+    """Return the start time of ``pid`` (clock ticks after boot, /proc/PID/stat field 22),
+    or None if it does not exist. A PID plus its start time names one process for good,
+    even after the PID is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pids_with_arg(match: Callable[[str], bool]) -> List[int]:
+    """Return the PIDs (this process excluded) one of whose command-line arguments,
+    taken whole, satisfies ``match`` — an exact test on an argument, not a substring of
+    the whole command line."""
+    out = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(match(a.decode(errors="replace")) for a in args if a):
+            out.append(int(entry))
+    return out
+
+
 def pids_matching(fragment: str) -> List[int]:
     """Return the PIDs whose command line contains ``fragment`` (this process excluded)."""
     out = []

@@ -136,6 +136,8 @@ class HostPlan:
     hostname: str
     extra_hosts: Dict[str, str] = field(default_factory=dict)
     pid: Optional[int] = None
+    #: the sshd's start time (/proc/PID/stat): with ``pid``, names that very process
+    start: Optional[int] = None
 
     def to_dict(self) -> dict:
         """Return the journal form of this plan."""
@@ -577,6 +579,7 @@ Subsystem sftp internal-sftp
         subnet clashing with this machine's; ProviderError when a step fails."""
         sshd = self._preflight()
         from pyroute2 import IPRoute
+        from enos.local import netns
 
         pubkey = self.ctx.ssh_pubkey
         rec = self.ctx.journal.get(JOURNAL_KEY) or {}
@@ -592,7 +595,7 @@ Subsystem sftp internal-sftp
                 prev = old.get(p.alias)
                 if prev is not None and prev.ns == p.ns and prev.address == p.address \
                         and not force_deploy and self._healthy(prev):
-                    p.pid = prev.pid
+                    p.pid, p.start = prev.pid, prev.start
                     keep.append(p)
                 else:
                     todo.append(p)
@@ -616,6 +619,7 @@ Subsystem sftp internal-sftp
                     self._create_netns(ipr, p, rec)
                 for p in todo:
                     p.pid = self._start_sshd(sshd, p)
+                    p.start = netns.start_time(p.pid)
                     checkpoint("local.sshd_started")
                     t.advance()
                 rec["hosts"] = [p.to_dict() for p in plans]
@@ -644,7 +648,7 @@ Subsystem sftp internal-sftp
         left: List[str] = []
         names = [p.ns for p in plans]
         pids = {pid for lst in netns.netns_pids(names).values() for pid in lst}
-        pids |= {p.pid for p in plans if p.pid and netns._alive(p.pid) and self._is_ours(p.pid)}
+        pids |= {p.pid for p in plans if p.pid and netns._alive(p.pid) and self._is_ours(p.pid, p.start)}
         for pid in netns.kill_pids(pids):
             left.append(f"process {pid}")
         for p in plans:
@@ -676,12 +680,29 @@ Subsystem sftp internal-sftp
                 pass                     # no entry: nothing to drop
         return left
 
-    def _is_ours(self, pid: int) -> bool:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                return f"local-{self.run_id}/".encode() in f.read()
-        except OSError:
-            return False
+    def _is_ours(self, pid: int, start: Optional[int] = None) -> bool:
+        """True when ``pid`` is one of this env's sshds: its recorded start time matches
+        (``start``), or, not recorded, one of its arguments is a file of this run's host
+        dirs (``.../local-<run id>/<alias>/sshd_config``)."""
+        from enos.local import netns
+        if start is not None:
+            return netns.start_time(pid) == start
+        return pid in netns.pids_with_arg(self._our_arg)
+
+    def _our_arg(self, arg: str) -> bool:
+        """True for an argument naming a file of this run's host dirs (exact run id)."""
+        parts = Path(arg).parts
+        return len(parts) >= 3 and parts[-3] == f"local-{self.run_id}" and parts[-1] == "sshd_config"
+
+    def _our_link(self, name: str) -> bool:
+        """True for this run's bridge or veths: ``eb<run id>``, ``ev<run id><n>`` (exact
+        run id, then only digits: another run's id is never matched by its prefix)."""
+        rid = self.run_id
+        return name == f"eb{rid}" or (name.startswith(f"ev{rid}") and name[2 + len(rid):].isdigit())
+
+    def _our_netns(self, name: str) -> bool:
+        rid = self.run_id
+        return name.startswith(f"enos-{rid}-") and name[len(f"enos-{rid}-"):].isdigit()
 
     @staticmethod
     def _link_names(ipr) -> set:
@@ -704,7 +725,7 @@ Subsystem sftp internal-sftp
             left += self._teardown_hosts(ipr, plans)
             # sshds recorded by nothing but their command line (crash before the PID record)
             from enos.local import netns
-            strays = netns.pids_matching(f"local-{self.run_id}/")
+            strays = netns.pids_with_arg(self._our_arg)
             left += [f"process {p}" for p in netns.kill_pids(strays)]
             br = rec.get("bridge")
             if br and not left:
@@ -721,9 +742,11 @@ Subsystem sftp internal-sftp
         self.ctx.journal.forget(JOURNAL_KEY)
 
     def sweep(self) -> List[str]:
-        """Remove every namespace ``enos-<run_id>-*``, link ``eb<run_id>``/``ev<run_id>*`` and
-        process started from ``local-<run_id>/``, without any journal. Return what was
-        removed. Raises DestroyIncomplete if something resists, NotRoot when not root."""
+        """Remove every namespace ``enos-<run_id>-<n>``, link ``eb<run_id>``/``ev<run_id><n>``
+        and every process inside those namespaces or started with a file of
+        ``local-<run_id>/`` as an argument, without any journal — matching the run id
+        exactly, never as a prefix of another run's. Return what was removed. Raises
+        DestroyIncomplete if something resists, NotRoot when not root."""
         if os.geteuid() != 0:
             raise NotRoot("sweeping local hosts needs root")
         from pyroute2 import IPRoute, NetlinkError
@@ -731,9 +754,9 @@ Subsystem sftp internal-sftp
         rid = self.run_id
         removed: List[str] = []
         left: List[str] = []
-        names = netns.list_netns(f"enos-{rid}-")
+        names = [n for n in netns.list_netns(f"enos-{rid}-") if self._our_netns(n)]
         pids = {p for lst in netns.netns_pids(names).values() for p in lst}
-        pids |= set(netns.pids_matching(f"local-{rid}/"))
+        pids |= set(netns.pids_with_arg(self._our_arg))
         survivors = netns.kill_pids(pids)
         removed += [f"process {p}" for p in sorted(pids - set(survivors))]
         left += [f"process {p}" for p in survivors]
@@ -746,10 +769,10 @@ Subsystem sftp internal-sftp
         with IPRoute() as ipr:
             deadline = time.monotonic() + 3.0
             while time.monotonic() < deadline and any(
-                    n.startswith(f"ev{rid}") for n in self._link_names(ipr)):
+                    n.startswith("ev") and self._our_link(n) for n in self._link_names(ipr)):
                 time.sleep(0.01)
             for name in sorted(self._link_names(ipr)):
-                if name.startswith(f"ev{rid}") or name == f"eb{rid}":
+                if self._our_link(name):
                     try:
                         ipr.link("del", ifname=name)
                         removed.append(f"link {name}")
