@@ -14,15 +14,20 @@ __version__ = "0.1.0"
 
 _API = {"up": "enos.experiment.env", "load": "enos.experiment.env", "current": "enos.experiment.env",
         "destroy": "enos.experiment.env", "Env": "enos.experiment.env",
-        "Results": "enos.experiment.results", "Result": "enos.experiment.results"}
+        "Results": "enos.experiment.results", "Result": "enos.experiment.results",
+        "CommandFailed": "enos.errors", "EnosError": "enos.errors"}
+#: submodules reachable as attributes without an import of their own (``enos.errors.X``)
+_SUBMODULES = ("errors",)
 __all__ = ["__version__", *_API]
 
 
 def __getattr__(name):
+    import importlib
+    if name in _SUBMODULES:
+        return importlib.import_module(f"enos.{name}")
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'enos' has no attribute '{name}'")
-    import importlib
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -76,6 +76,7 @@ class _Events:
         self.verbose = verbose
         self.failures: List[tuple] = []
         self.current = ""
+        self.stats: dict = {}
 
     def __call__(self, event: dict) -> bool:
         kind = event.get("event", "")
@@ -92,8 +93,10 @@ class _Events:
             if kind == "runner_on_unreachable":
                 msg = "unreachable: " + str(msg)
             self.failures.append((data.get("host", "?"), data.get("task", self.current), str(msg).strip()))
-        elif kind == "playbook_on_stats" and self.task:
-            self.task.update("done")
+        elif kind == "playbook_on_stats":
+            self.stats = data
+            if self.task:
+                self.task.update("done")
         if self.verbose and event.get("stdout"):
             print(event["stdout"], file=sys.stderr)
         return True
@@ -110,8 +113,6 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     No secret leaves the process: ``extravars`` are written to ``<env>/ansible/
     extravars.json`` (0600) and given as ``-e @FILE``; the playbook (and ansible-runner's
     ``command`` artifact) gets only the environment :mod:`enos.environ` keeps."""
-    import ansible_runner
-
     from enos.progress import NULL
     progress = progress or NULL
     forks = max(1, min(MAX_FORKS, host_count))
@@ -135,16 +136,62 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     vars_file = pdd / "extravars.json"
     atomic_write(vars_file, json.dumps(extravars), mode=0o600)
     for pb in playbooks:
-        pb = Path(pb).resolve()
-        with progress.task(f"ansible {pb.name}") as task:
-            events = _Events(task, verbose)
-            with scrubbed_environ():   # ansible-runner copies os.environ into its artifacts
-                r = ansible_runner.run(
-                    private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory),
-                    extravars=str(vars_file), envvars=envvars, forks=forks, tags=tags,
-                    limit=limit, quiet=True, event_handler=events, rotate_artifacts=5,
-                    fact_cache=str(facts),  # absolute: shared by every playbook of this run
-                    project_dir=str(pb.parent), suppress_env_files=True)
+        _run_one(pdd, Path(pb), inventory, vars_file, envvars, forks, tags, limit, progress, verbose,
+                 facts, check=True)
+
+
+class PlaybookRun:
+    """What one ansible-runner run of a playbook gave: ``rc``, ``status``
+    (``successful``, ``failed``, ...), ``stats`` (Ansible's per-host counters: ``ok``,
+    ``changed``, ``failures``, ``dark`` (unreachable), ``skipped``, ``processed``, ...)
+    and ``failures`` [(host, task, message)]."""
+
+    def __init__(self, playbook: str, rc: int, status: str, stats: dict, failures: List[tuple]):
+        self.playbook, self.rc, self.status, self.stats, self.failures = playbook, rc, status, stats, failures
+
+
+def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dict, forks: int,
+             tags: Optional[str], limit: Optional[str], progress, verbose: bool,
+             facts: Optional[Path], check: bool = False) -> PlaybookRun:
+    """Run one playbook (extra vars from the 0600 ``vars_file``); return its PlaybookRun.
+    With ``check``, raise ProvisionError when it failed (inside the progress task, which
+    then shows the failure)."""
+    import ansible_runner
+    pb = pb.resolve()
+    kwargs = {"fact_cache": str(facts)} if facts is not None else {}  # absolute: shared by a run's playbooks
+    with progress.task(f"ansible {pb.name}") as task:
+        events = _Events(task, verbose)
+        with scrubbed_environ():   # ansible-runner copies os.environ into its artifacts
+            r = ansible_runner.run(
+                private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory),
+                extravars=str(vars_file), envvars=envvars, forks=forks, tags=tags,
+                limit=limit, quiet=True, event_handler=events, rotate_artifacts=5,
+                project_dir=str(pb.parent), suppress_env_files=True, **kwargs)
+        if facts is not None:
             _owner_only(facts)          # Ansible's fact cache ignores the umask
-            if r.rc != 0 or r.status != "successful":
-                raise ProvisionError(str(pb), events.failures, r.rc)
+        if check and (r.rc != 0 or r.status != "successful"):
+            raise ProvisionError(str(pb), events.failures, r.rc)
+    return PlaybookRun(str(pb), r.rc, r.status, events.stats, events.failures)
+
+
+def run_playbook(env_dir: Path, inventory: Path, ssh_config: Path, playbook: Path, host_count: int,
+                 extravars: Optional[dict] = None, tags: Optional[str] = None, limit: Optional[str] = None,
+                 progress=None, verbose: bool = False) -> PlaybookRun:
+    """Run one playbook on an env (Ansible gathers facts itself; nothing of an earlier run
+    is reused); return its :class:`PlaybookRun` whatever the outcome (failed hosts are in
+    it, not raised). Extra vars go through an owner-only file, as for :func:`run_playbooks`.
+    Raises :class:`EnosError` when ansible-playbook cannot be found."""
+    from enos.progress import NULL
+    progress = progress or NULL
+    forks = max(1, min(MAX_FORKS, host_count))
+    pdd = Path(env_dir) / "ansible"
+    pdd.mkdir(exist_ok=True)
+    pdd.chmod(0o700)
+    envvars = ansible_env(ssh_config, forks)
+    if not shutil.which("ansible-playbook", path=envvars["PATH"]):
+        raise EnosError("ansible-playbook not found in PATH: install enos with pip in a virtualenv "
+                        "(ansible-core is a dependency)")
+    vars_file = pdd / "play-extravars.json"
+    atomic_write(vars_file, json.dumps(dict(extravars or {})), mode=0o600)
+    return _run_one(pdd, Path(playbook), inventory, vars_file, envvars, forks, tags, limit,
+                    progress, verbose, None)

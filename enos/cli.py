@@ -16,6 +16,7 @@ Commands:
   inventory   print the Ansible inventory of an environment
   ssh         open a shell (or run a command) on one host of an environment
   run         run a command on the hosts of an environment, in parallel
+  backup      bring files and directories home from the hosts, in parallel
   extend      ask the testbed for more time on a reservation
   tc          apply the reservation's network_constraints (delay, rate, loss between
               groups), remove them (--reset) or measure them (--test)
@@ -185,6 +186,26 @@ Options:
   -o, --output FORMAT  text or json [default: text]
 """
 
+CMD_BACKUP = """Bring files and directories home from the hosts of an environment, in parallel.
+
+One tar stream per host through its SSH connection master; PATHs land in
+DEST/<alias>/<path> (absolute paths keep their full path, relative ones start in the
+remote user's home). Prints per host the size fetched and the paths that were missing
+there. Names with spaces or newlines are safe. Exits 1 if a host's transfer failed (a
+missing path alone is reported, not a failure).
+
+Usage:
+  enos backup [--env DIR] [--roles ROLES] [--dest DIR] [--timeout S] [--sudo] [-o FORMAT] PATH...
+
+Options:
+  --env DIR            environment directory [default: current]
+  --roles ROLES        comma-separated roles (or host aliases) to fetch from [default: all]
+  --dest DIR           where to put the files (default: <env>/backup)
+  --timeout S          seconds before a host's transfer is given up
+  --sudo               read the files as root (sudo -n) on hosts whose user is not root
+  -o, --output FORMAT  text or json [default: text]
+"""
+
 CMD_EXTEND = """Ask the testbed for more time on the reservation of an environment.
 
 Usage:
@@ -244,7 +265,7 @@ Options:
 COMMANDS = {
     "up": CMD_UP, "destroy": CMD_DESTROY, "info": CMD_INFO, "validate": CMD_VALIDATE,
     "new": CMD_NEW, "check": CMD_CHECK, "inventory": CMD_INVENTORY, "ssh": CMD_SSH,
-    "run": CMD_RUN, "extend": CMD_EXTEND, "build": CMD_BUILD, "tc": CMD_TC,
+    "run": CMD_RUN, "backup": CMD_BACKUP, "extend": CMD_EXTEND, "build": CMD_BUILD, "tc": CMD_TC,
 }
 
 
@@ -598,6 +619,27 @@ def cmd_run(args, g) -> int:
     return 0
 
 
+def cmd_backup(args, g) -> int:
+    from enos.errors import EnosError
+    from enos.experiment.env import load_or_current
+    if args["--output"] not in ("text", "json"):
+        raise _usage(f"--output must be text or json, not '{args['--output']}'")
+    env = load_or_current(_env_arg(args), quiet=g["quiet"])
+    roles = None if args["--roles"] in (None, "all") else args["--roles"]
+    timeout = float(args["--timeout"]) if args["--timeout"] else None
+    report = env.backup(args["PATH"], roles=roles, dest=args["--dest"], timeout=timeout, sudo=args["--sudo"])
+    if args["--output"] == "json":
+        _out(report.to_json(indent=2))
+    else:
+        for line in report.lines():
+            _out(line)
+    bad = [h for h in report.hosts.values() if not h.ok]
+    if bad:
+        raise EnosError(f"backup failed on {len(bad)} of {len(report.hosts)} host(s): "
+                        + ", ".join(f"{h.host} ({h.error})" for h in bad))
+    return 0
+
+
 def cmd_extend(args, g) -> int:
     import re
     from enos.task import require_env
@@ -629,7 +671,7 @@ def cmd_build(args, g) -> int:
 
 HANDLERS = {"up": cmd_up, "destroy": cmd_destroy, "info": cmd_info, "validate": cmd_validate,
             "new": cmd_new, "check": cmd_check, "inventory": cmd_inventory, "ssh": cmd_ssh,
-            "run": cmd_run, "extend": cmd_extend, "build": cmd_build, "tc": cmd_tc}
+            "run": cmd_run, "backup": cmd_backup, "extend": cmd_extend, "build": cmd_build, "tc": cmd_tc}
 
 
 def _usage(msg: str):

@@ -220,3 +220,282 @@ def test_import_enos_is_lazy():
             "enos.up; print('enos.experiment.env' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["[]", "True"], out
+
+
+PLAYBOOK = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: write the rate
+      ansible.builtin.copy:
+        content: "{{ rate }} from {{ inventory_hostname }} of run {{ enos_run_id }}\\n"
+        dest: "{{ enos_scratch }}/rate.txt"
+    - name: nothing to change
+      ansible.builtin.command: "true"
+      changed_when: false
+    - name: fail where asked
+      ansible.builtin.command: "false"
+      when: inventory_hostname in (fail_on | default([]))
+"""
+
+
+def test_play_reports_per_host(env, tmp_path):
+    pb = tmp_path / "site.yml"
+    pb.write_text(PLAYBOOK)
+    play = env.play(pb, extra_vars={"rate": "10mbit"}, roles="compute")
+    assert play.ok and sorted(play.hosts) == ["compute-1", "compute-2"]
+    for h in env.roles["compute"]:
+        assert play[h.alias].changed == 1 and play[h.alias].ok == 2 and play[h.alias].failed == 0
+        assert not play[h.alias].unreachable and play[h.alias].status == "changed"
+        assert Path(h.extra["enos_scratch"], "rate.txt").read_text() == \
+            f"10mbit from {h.alias} of run {env.run_id}\n"
+    again = env.play(pb, extra_vars={"rate": "10mbit"}, limit="compute-2")
+    assert list(again.hosts) == ["compute-2"] and again["compute-2"].changed == 0   # idempotent
+    # failure: ProvisionError naming host and task, with the per-host PlayResult
+    from enos.errors import ProvisionError
+    with pytest.raises(ProvisionError) as e:
+        env.play(pb, extra_vars={"rate": "1", "fail_on": ["compute-1"]})
+    res = e.value.result
+    assert "compute-1: task 'fail where asked'" in str(e.value)
+    assert res.failed == ["compute-1"] and res["compute-1"].failures[0][0] == "fail where asked"
+    assert res["control-1"].status == "changed" and res["compute-2"].failed == 0
+    d = json.loads(res.to_json())
+    assert d["ok"] is False and d["hosts"]["compute-1"]["status"] == "failed"
+    unchecked = env.play(pb, extra_vars={"rate": "1", "fail_on": ["control-1"]}, check=False)
+    assert not unchecked.ok and unchecked.failed == ["control-1"]
+    with pytest.raises(UsageError, match="not found"):
+        env.play(tmp_path / "nope.yml")
+
+
+AWKWARD = ["plain.txt", "with space.txt", "new\nline.txt", "quote ' and \" and $(x).txt",
+           "dir with space/sub\ndir/deep file", "dir with space/é-ü.bin", "-dash-first"]
+
+
+def _make_tree(root: Path) -> dict:
+    """Files with awkward names under ``root``; return {relative name: content}."""
+    content = {}
+    for i, name in enumerate(AWKWARD):
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        data = os.urandom(1000 * (i + 1))
+        p.write_bytes(data)
+        content[name] = data
+    (root / "empty dir").mkdir()
+    return content
+
+
+def test_backup_many_hosts_awkward_names(env, tmp_path, monkeypatch):
+    """One tar stream per host through the masters (no ssh or scp process: only the local
+    tar extractors are started), names with spaces/newlines/quotes intact, missing paths
+    reported per host, sizes counted."""
+    src = tmp_path / "src tree\nwith newline"
+    content = _make_tree(src)
+    single = tmp_path / "single file 'x'"
+    single.write_bytes(b"abc")
+    import subprocess
+    started = []
+    real = subprocess.Popen
+
+    def popen(argv, *a, **kw):
+        started.append(argv[0])
+        return real(argv, *a, **kw)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    report = env.backup([str(src), str(single), "/no such\npath"])
+    monkeypatch.undo()
+    assert sorted(started) == ["tar"] * 3, started
+    assert report.ok and sorted(report.hosts) == sorted(h.alias for h in env.hosts)
+    total = sum(len(v) for v in content.values()) + 3
+    for h in env.hosts:
+        hb = report[h.alias]
+        assert hb.missing == ["/no such\npath"] and hb.fetched == [str(src), str(single)]
+        assert hb.bytes == total and hb.files == len(AWKWARD) + 1
+        base = env.env_dir / "backup" / h.alias
+        assert Path(hb.dest) == base
+        for name, data in content.items():
+            assert (base / str(src).lstrip("/") / name).read_bytes() == data
+        assert (base / str(src).lstrip("/") / "empty dir").is_dir()
+        assert (base / str(single).lstrip("/")).read_bytes() == b"abc"
+    assert report.missing == {h.alias: ["/no such\npath"] for h in env.hosts}
+    assert "missing: '/no such\\npath'" in report.lines()[0]
+    d = json.loads(report.to_json())
+    assert d["bytes"] == total * 3 and d["ok"] is True
+
+    # --dest elsewhere, one role, a relative path (from the remote home) and a path that
+    # exists nowhere: reported, not a failure
+    dest = tmp_path / "out dir"
+    only = env.backup("/no/such/file", roles="control", dest=dest)
+    assert only.ok and only["control-1"].missing == ["/no/such/file"] and only["control-1"].bytes == 0
+    with pytest.raises(UsageError, match=r"'\.\.' is not allowed"):
+        env.backup(["/etc/../etc/passwd"])
+    with pytest.raises(UsageError):
+        env.backup(["/"])
+
+
+def test_backup_cli(env, tmp_path):
+    src = tmp_path / "a b"
+    src.mkdir()
+    (src / "f\nx").write_text("hello")
+    out = enos_cli(tmp_path, "backup", "--env", str(env.env_dir), "--roles", "compute", "--dest",
+                   str(tmp_path / "d"), str(src), "/not/there")
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("compute-1: 5 B in 1 file(s)") and "missing: /not/there" in lines[0]
+    assert (tmp_path / "d" / "compute-2" / str(src).lstrip("/") / "f\nx").read_text() == "hello"
+    js = json.loads(enos_cli(tmp_path, "backup", "--env", str(env.env_dir), "-o", "json", str(src)).stdout)
+    assert js["ok"] and set(js["hosts"]) == {h.alias for h in env.hosts}
+    assert (env.env_dir / "backup" / "control-1" / str(src).lstrip("/") / "f\nx").exists()
+    bad = enos_cli(tmp_path, "backup", "--env", str(env.env_dir), "--roles", "nope", "/x", check=False)
+    assert bad.returncode == 2 and "unknown role" in bad.stderr and "Traceback" not in bad.stderr
+
+
+class _Checker:
+    """A strict well-formedness check of an HTML fragment: every element closed, in order."""
+
+    VOID = {"br", "hr", "img", "meta", "input", "col"}
+
+    def __init__(self, text: str):
+        from html.parser import HTMLParser
+        self.stack, self.tags, self.errors = [], [], []
+        outer = self
+
+        class P(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                outer.tags.append(tag)
+                if tag not in outer.VOID:
+                    outer.stack.append(tag)
+
+            def handle_endtag(self, tag):
+                if not outer.stack or outer.stack[-1] != tag:
+                    outer.errors.append(f"</{tag}> closes {outer.stack[-1:] or 'nothing'}")
+                else:
+                    outer.stack.pop()
+        p = P()
+        p.feed(text)
+        p.close()
+        if self.stack:
+            self.errors.append(f"unclosed {self.stack}")
+
+
+def test_jupyter_html_rendered_in_chromium(env, tmp_path):
+    """Every object's ``_repr_html_`` is well-formed (strict parse), escapes what the hosts
+    print, and renders in a real headless Chromium as the expected tables, the status of
+    a failed host in red and of a successful one in green."""
+    import shutil
+    import subprocess
+    results = env.run("echo '<b>bold</b> & <script>x</script>'; test $(hostname) != compute-2", check=False)
+    pb = tmp_path / "p.yml"
+    pb.write_text(PLAYBOOK)
+    play = env.play(pb, extra_vars={"rate": "html"}, roles="control")
+    (tmp_path / "f").write_text("x")
+    report = env.backup([str(tmp_path / "f"), "/nope"], roles="compute")
+    parts = {"env": env._repr_html_(), "results": results._repr_html_(), "result": results[0]._repr_html_(),
+             "roles": env.roles._repr_html_(), "host": env.hosts[0]._repr_html_(),
+             "play": play._repr_html_(), "backup": report._repr_html_()}
+    for name, frag in parts.items():
+        c = _Checker(frag)
+        assert not c.errors and c.tags[0] == "table", (name, c.errors, frag[:200])
+        assert "<script>" not in frag and "<b>" not in frag, name
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is needed (apt-get install chromium)"
+    probe = """<script>
+    const out = {};
+    for (const div of document.querySelectorAll('div[data-part]')) {
+      const t = div.querySelector('table');
+      out[div.dataset.part] = {
+        headers: [...t.querySelectorAll('th')].map(x => x.textContent),
+        rows: [...t.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td')].map(
+          td => [td.textContent, getComputedStyle(td).color])),
+        scripts: div.querySelectorAll('script').length};
+    }
+    document.getElementById('out').textContent = JSON.stringify(out);
+    </script>"""
+    page = "<html><body>" + "".join(f'<div data-part="{k}">{v}</div>' for k, v in parts.items()) \
+        + '<pre id="out"></pre>' + probe + "</body></html>"
+    (tmp_path / "page.html").write_text(page)
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          (tmp_path / "page.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    import html as htmllib
+    import re
+    got = json.loads(htmllib.unescape(re.search(r'<pre id="out">(.*?)</pre>', dom, re.S).group(1)))
+    assert got["env"]["headers"] == ["role", "alias", "address", "user", "port", "extra"]
+    assert sorted(r[1][0] for r in got["env"]["rows"]) == sorted(h.alias for h in env.hosts)
+    res = {r[0][0]: r for r in got["results"]["rows"]}
+    assert got["results"]["headers"][:4] == ["host", "roles", "status", "duration"]
+    assert res["compute-2"][2] == ["exit 1", "rgb(207, 34, 46)"]
+    assert res["compute-1"][2] == ["ok", "rgb(26, 127, 55)"]
+    assert res["compute-1"][4][0] == "<b>bold</b> & <script>x</script>"     # shown as text
+    assert all(p["scripts"] == 0 for p in got.values())
+    assert got["play"]["rows"][0][0][0] == "control-1" and got["play"]["rows"][0][1][0] == "changed"
+    assert [r[0][0] for r in got["backup"]["rows"]] == ["compute-1", "compute-2"]
+    assert got["backup"]["rows"][0][5][0] == "/nope"
+
+
+def test_issue_example_end_to_end(tmp_path):
+    """The example of the issue, as written (reservation file, with play and backup), then
+    keep=True, load and destroy."""
+    (tmp_path / "reservation.yaml").write_text(json.dumps(RESERVATION))
+    (tmp_path / "site.yml").write_text(PLAYBOOK)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        printed = []
+        with enos.up("reservation.yaml", quiet=True) as env:
+            RUN_IDS.append(env.run_id)
+            printed.append(repr(env.roles["compute"]))
+            res = env.run("hostname", roles="compute")
+            for r in res:
+                printed.append((r.host.alias, r.rc, r.stdout.strip(), r.duration))
+            play = env.play("site.yml", extra_vars={"rate": "10mbit"})
+            for h in env.roles["compute"]:
+                Path(h.extra["enos_scratch"], "app").mkdir()
+                Path(h.extra["enos_scratch"], "app", "log 1").write_text(h.alias)
+            reports = [env.backup([h.extra["enos_scratch"] + "/app"], roles=h) for h in env.roles["compute"]]
+            backup_dir = env.env_dir / "backup"
+        assert "compute-1" in printed[0] and [p[:3] for p in printed[1:]] == \
+            [("compute-1", 0, "compute-1"), ("compute-2", 0, "compute-2")]
+        assert play.ok and sorted(play.hosts) == ["compute-1", "compute-2", "control-1"]
+        for h, rep in zip(["compute-1", "compute-2"], reports):
+            f = backup_dir / h / rep[h].fetched[0].lstrip("/") / "log 1"
+            assert f.read_text() == h
+        assert env.reload().phase == "destroyed" and leftovers(env.run_id) == []
+
+        env = enos.up("reservation.yaml", keep=True, provision=False, quiet=True)
+        RUN_IDS.append(env.run_id)
+        with env:
+            pass                                 # keep=True: not destroyed on exit
+        again = enos.load(env.env_dir)
+        assert again.phase == "ready" and again.run("true").all_ok
+        assert enos.current().env_dir == env.env_dir
+        again.destroy()
+        assert env.reload().phase == "destroyed" and leftovers(env.run_id) == []
+    finally:
+        os.chdir(cwd)
+
+
+def test_api_example_runs_after_the_quickstart(tmp_path):
+    """examples/api_example.py as is, in a copy of the repository's sample files, after what
+    scripts/quickstart.sh does once the venv exists (`enos up -f reservation.yaml.sample`)."""
+    import shutil
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parent.parent
+    shutil.copy(repo / "reservation.yaml.sample", tmp_path)
+    shutil.copytree(repo / "examples", tmp_path / "examples")
+    enos_cli(tmp_path, "up", "-f", "reservation.yaml.sample")
+    run_id = json.loads((tmp_path / "current" / "state.json").read_text())["run_id"]
+    RUN_IDS.append(run_id)
+    try:
+        p = subprocess.run([sys.executable, "examples/api_example.py"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+        out = p.stdout
+        assert f"resuming environment {(tmp_path / 'current').resolve()} (run {run_id}" in p.stderr
+        assert "compute-1 0 compute-1" in out and "compute-3 0 compute-3" in out
+        assert "failed on ['compute-2'] - fine on ['control-1', 'compute-1', 'compute-3']" in out
+        assert "<PlayResult api_site.yml successful" in out
+        assert out.count("1 file(s)") == 3 and out.rstrip().endswith("destroyed")
+        for h in ("compute-1", "compute-2", "compute-3"):
+            logs = list((tmp_path / "current" / "backup" / h).rglob("app log.txt"))
+            assert len(logs) == 1 and logs[0].read_text() == f"{h} runs at 10mbit\n"
+    finally:
+        enos_cli(tmp_path, "destroy")
+    assert leftovers(run_id) == []

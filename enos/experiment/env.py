@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional,
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
                     Union)
 
 from enos import task
@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from enos.experiment.background import Background
     from enos.experiment.netprobe import TestReport
     from enos.reservation.netconstraints import NetworkConstraints
+    from enos.experiment.backup import BackupReport
+    from enos.experiment.play import PlayResult
 
 
 
@@ -115,7 +117,7 @@ class Env:
 
     Obtained from :func:`up`, :func:`load` or :func:`current`. ``roles`` (role → hosts),
     ``hosts``, ``networks``, ``env_dir``, ``run_id``, ``phase``; :meth:`run` commands,
-    :meth:`destroy`. A context manager:
+    :meth:`play` playbooks, :meth:`backup` files home, :meth:`destroy`. A context manager:
     destroyed on exit unless created with ``keep=True``."""
 
     def __init__(self, environment: "task.Environment", keep: bool = True, quiet: bool = False,
@@ -341,6 +343,35 @@ class Env:
         if check and not report.ok:
             raise netprobe.TcTestFailed(report)
         return report
+    # --- playbooks and files -------------------------------------------------------------
+    def play(self, playbook: Union[str, os.PathLike], extra_vars: Optional[Mapping[str, Any]] = None,
+             roles: RoleSelector = None, *, limit: Optional[str] = None, tags: Optional[str] = None,
+             check: bool = True) -> "PlayResult":
+        """Run an Ansible playbook on the env's inventory (every host, or those of
+        ``roles``/the Ansible ``limit`` pattern) with ``extra_vars``, through ansible-runner;
+        return a :class:`~enos.experiment.play.PlayResult` (per host: ok, changed, failed,
+        unreachable, skipped; the failed tasks).
+
+        Raises ProvisionError (with ``.result``, the PlayResult) when a host failed or was
+        unreachable and ``check`` is true; UsageError (playbook not found, unknown role)."""
+        from enos.experiment.play import run_play
+        return run_play(self, playbook, extra_vars=extra_vars, roles=roles, limit=limit, tags=tags,
+                        check=check)
+
+    def backup(self, paths: Union[str, Sequence[str]], roles: RoleSelector = None, *,
+               dest: Union[None, str, os.PathLike] = None, timeout: Optional[float] = None,
+               sudo: bool = False) -> "BackupReport":
+        """Fetch the files and directories ``paths`` from the hosts of ``roles`` (all by
+        default), in parallel, one ``tar`` stream per host over the env's SSH masters, into
+        ``<dest>/<alias>/<path>`` (``dest`` defaults to ``<env>/backup``); return a
+        :class:`~enos.experiment.backup.BackupReport` (per host: bytes and files fetched,
+        missing paths, error).
+
+        Names with spaces, quotes or newlines are safe. ``sudo``: read as root (hosts whose
+        user is not root). Raises UsageError (no path, '/', a path with '..'); NoEnvironment.
+        A host where the transfer failed is reported in the report (``error``), not raised."""
+        from enos.experiment.backup import backup
+        return backup(self, paths, roles=roles, dest=dest, timeout=timeout, sudo=sudo)
 
     # --- the end -------------------------------------------------------------------------
     def destroy(self, sweep: bool = False) -> "Env":
