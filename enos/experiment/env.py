@@ -343,6 +343,7 @@ class Env:
         if check and not report.ok:
             raise netprobe.TcTestFailed(report)
         return report
+
     # --- playbooks and files -------------------------------------------------------------
     def play(self, playbook: Union[str, os.PathLike], extra_vars: Optional[Mapping[str, Any]] = None,
              roles: RoleSelector = None, *, limit: Optional[str] = None, tags: Optional[str] = None,
