@@ -268,3 +268,75 @@ def test_mux_refuses_a_master_run_by_another_user(tmp_path):
             server.kill()
             server.wait()
         shutil.rmtree(d, ignore_errors=True)
+
+
+# --- jump hosts: the user's known_hosts is not ignored --------------------------------------
+
+@pytest.mark.root
+def test_changed_key_of_a_known_gateway_is_detected(tmp_path):
+    """A real namespace sshd as the gateway (ProxyJump) of another namespace host. The
+    user's own known_hosts knows the gateway with another key: ssh through the env's
+    ssh_config refuses it. With the right key, or no entry at all, it goes through (and an
+    unknown gateway is trusted on first use into the env's known_hosts only)."""
+    import secrets as _secrets
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from localhosts import local_config, make_provider
+    from enos.ssh.client import render_known_hosts, render_ssh_config, stop_masters
+    prov = make_provider(tmp_path / "env", local_config({"gw": 1, "node": 1}))
+    agent = None
+    runs = []
+    try:
+        res = prov.init()
+        gw, node = res.hosts
+        key = prov.ctx.ssh_key
+        sock = tmp_path / "agent.sock"
+        agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        for _ in range(100):
+            if sock.exists():
+                break
+            __import__("time").sleep(0.05)
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, capture_output=True)
+        other_key = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
+                                   check=True, capture_output=True)
+        wrong = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+        target = Host(alias="tgt", address=node.address, keyfile=str(key), host_key=node.host_key,
+                      jump=f"root@{gw.address}")
+
+        def attempt(user_entry):
+            run = "hk" + _secrets.token_hex(3)
+            runs.append(run)
+            d = tmp_path / run
+            d.mkdir()
+            user_kh = d / "user_known_hosts"
+            user_kh.write_text(f"{gw.address} {user_entry}\n" if user_entry else "")
+            kh = d / "known_hosts"
+            kh.write_text(render_known_hosts([target]))
+            cfg = d / "ssh_config"
+            cfg.write_text(render_ssh_config([target], kh, run, user_known=user_kh))
+            p = subprocess.run(["ssh", "-F", str(cfg), "tgt", "hostname"], env=env, capture_output=True,
+                               text=True, timeout=60, stdin=subprocess.DEVNULL)
+            # the jump connection alone, as ProxyJump makes it (its own messages shown)
+            j = subprocess.run(["ssh", "-F", str(cfg), "-o", "LogLevel=INFO", "-l", "root", gw.address, "true"],
+                               env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            return p, j, kh.read_text()
+
+        p, j, kh = attempt(wrong)
+        assert p.returncode == 255 and j.returncode == 255, (p.stderr, j.stderr)
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in j.stderr and "Host key verification failed" in j.stderr
+        assert f"Offending ED25519 key in {tmp_path}" in j.stderr, j.stderr
+        assert gw.address not in kh
+        p, j, kh = attempt(gw.host_key)
+        assert p.returncode == 0 and j.returncode == 0, (p.stderr, j.stderr)
+        assert p.stdout.strip() == node.extra["enos_hostname"]
+        p, j, kh = attempt(None)
+        assert p.returncode == 0 and j.returncode == 0, (p.stderr, j.stderr)
+        assert f"{gw.address} {gw.host_key}" in kh          # trusted on first use, in the env's file
+    finally:
+        for run in runs:
+            stop_masters(run)
+        if agent is not None:
+            agent.kill()
+            agent.wait()
+        prov.destroy()

@@ -101,11 +101,25 @@ def ssh_config_value(value: str) -> str:
     return f'"{value}"' if any(c.isspace() or c in "#'\\" for c in value) else value
 
 
-def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str) -> str:
+def user_known_hosts() -> Path:
+    """Return the user's own known_hosts (``~/.ssh/known_hosts``, ``~`` from $HOME)."""
+    return Path(os.path.expanduser("~")) / ".ssh" / "known_hosts"
+
+
+def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str,
+                      user_known: Optional[Path] = None) -> str:
     """Return the text of an ssh_config with one block per host plus defaults
     (applied to jump hosts too). Raises UnsafeValue naming the host and field of a value
     that would not be one ssh_config argument (a provider bug or a hostile reservation
-    that got past validation)."""
+    that got past validation).
+
+    The env's hosts are checked against the env's ``known_hosts`` only (their keys are
+    pinned there, by alias). Any other host — a jump host such as the Grid'5000 gateway —
+    is checked against the env's file *and* the user's own (``user_known``, default
+    :func:`user_known_hosts`): a gateway the user already knows must present the key the
+    user knows, or ssh refuses it; one the user never met is trusted on first use into
+    the env's file only."""
+    user_known = Path(user_known) if user_known is not None else user_known_hosts()
     from enos.names import unsafe_host_fields
     q = ssh_config_value
     cdir = control_dir(run_id)
@@ -124,11 +138,12 @@ def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str) -> 
         if h.jump:
             lines.append(f"  ProxyJump {h.jump}")
         lines.append(f"  HostKeyAlias {h.alias}")
+        lines.append(f"  UserKnownHostsFile {q(str(known_hosts))}")
         lines.append(f"  StrictHostKeyChecking {'yes' if h.host_key else 'accept-new'}")
         lines.append("")
     lines += [
         "Host *",
-        f"  UserKnownHostsFile {q(str(known_hosts))}",
+        f"  UserKnownHostsFile {q(str(known_hosts))} {q(str(user_known))}",
         "  StrictHostKeyChecking accept-new",
         "  ControlMaster auto",
         f"  ControlPath {q(str(cdir) + '/%C')}",
