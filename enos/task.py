@@ -173,7 +173,8 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
     # may raise: nothing created yet
     config = config_file if isinstance(config_file, Config) else load_reservation(config_file)
     from enos.provider import load_provider_class
-    load_provider_class(config.provider_type)  # missing library → error before any env dir
+    # missing library, missing image... → error before any env dir
+    load_provider_class(config.provider_type).preflight(config)
 
     for w in config.warnings:
         progress.info(f"warning: {w}")

@@ -299,3 +299,24 @@ def test_kvm_probe_verdicts():
     assert not ok and "Permission denied" in why
     ok, why = kvm.probe("/nonexistent/qemu", "/nonexistent/kernel", use_cache=False)
     assert not ok and "cannot run" in why
+
+
+def test_up_without_its_image_exits_2_before_creating_anything(tmp_path):
+    """A missing image (configured, or the default one never built) is a usage error of
+    'enos up' found before the env dir exists: exit 2, the file/line/key, nothing created."""
+    import sys
+    res = tmp_path / "reservation.yaml"
+    res.write_text("provider:\n  type: libvirt\n  uri: test:///default\n  image: nope.qcow2\n"
+                   "resources:\n  tiny:\n    control: 1\n")
+    env = dict(os.environ, ENOS_IMAGE_CACHE=str(tmp_path / "empty-cache"))
+    p = subprocess.run([sys.executable, "-m", "enos", "up", "-f", str(res)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2, p.stderr
+    assert f"{res}:4: provider.image: image {tmp_path / 'nope.qcow2'} not found" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["reservation.yaml"]   # no env dir, no current
+    res.write_text("provider:\n  type: libvirt\n  uri: test:///default\nresources:\n  tiny:\n    control: 1\n")
+    p = subprocess.run([sys.executable, "-m", "enos", "up", "-f", str(res)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and "run 'enos build libvirt'" in p.stderr, p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["reservation.yaml"]

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
 from enos.errors import (AuthError, ConfigError, DestroyIncomplete, EnosError, ProviderError,
-                         Timeout, Unavailable)
+                         Timeout, Unavailable, UsageError)
 from enos.failpoint import checkpoint
 from enos.provider.provider import (DESTROY, IP_POOL, RESERVE, SWEEP, Check, Host, IpPool,
                                     Provider, Resources)
@@ -257,6 +257,29 @@ class LibvirtProvider(Provider):
                     raise config.error(m.keypath, f"network '{name}' is not in provider.extra_networks "
                                                   f"({', '.join(extra) or 'none defined'})")
 
+    @classmethod
+    def preflight(cls, config) -> None:
+        """Raise (exit 2, before anything is created) if the base image is missing: the
+        file of ``provider.image`` (ConfigError at that key), or, by default, the image
+        of ``enos build libvirt`` for this machine."""
+        img = (config.options or {}).get("image")
+        if img:
+            p = Path(img).expanduser()
+            if not p.is_absolute() and config.base_dir:
+                p = Path(config.base_dir) / p
+            if not p.is_file():
+                raise config.error("provider.image", f"image {p} not found; build one with "
+                                                     f"'enos build libvirt --output DIR'")
+            return
+        from enos.build.libvirt_image import find_cached_image
+        try:
+            cached = find_cached_image()
+        except EnosError:
+            cached = None
+        if cached is None:
+            raise UsageError("no base image for the libvirt provider: run 'enos build libvirt' "
+                             "(root, ~40 s, cached in ~/.cache/enos/images) or set provider.image")
+
     # ------------------------------------------------------------------ connection
     def conn(self):
         """Return the (cached) libvirt connection to ``uri``. Raises AuthError or
@@ -319,6 +342,8 @@ class LibvirtProvider(Provider):
         img = self.opts.get("image")
         if img:
             p = Path(img).expanduser()
+            if not p.is_absolute() and self.ctx.config.base_dir:
+                p = Path(self.ctx.config.base_dir) / p   # relative to the reservation file
             if not p.exists():
                 raise ProviderError(f"image {p} not found (provider.image); build one with 'enos build libvirt'")
             return image_files(p)

@@ -336,6 +336,13 @@ class Provider:
         """Semantic checks beyond the JSON schemas (e.g. a key needed by this provider).
         Raise ``config.error(keypath, message)``. Must not touch the network."""
 
+    @classmethod
+    def preflight(cls, config: "Config") -> None:
+        """What ``enos up`` needs locally before anything is created (e.g. an image file):
+        called by the task runner before the env dir exists, not by ``validate`` nor on
+        the saved reservation of ``destroy``. Raise ``config.error(keypath, message)``
+        or another :class:`~enos.errors.UsageError` (exit 2, nothing booked)."""
+
     def check(self) -> List[Check]:
         """Return what this provider needs on this machine and whether it is there
         (binaries, daemons, credentials). Must not book anything."""
