@@ -12,7 +12,7 @@ mode=${1:-}
 core_pkgs=(openssh-server openssh-client iproute2 util-linux python3 python3-venv)
 test_pkgs=(pkg-config libvirt-dev gcc python3-dev
            libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils dnsmasq-base iptables
-           mmdebstrap linux-image-amd64 e2fsprogs busybox-static cpio kmod
+           mmdebstrap linux-image-amd64 e2fsprogs busybox-static cpio kmod zstd
            vagrant vagrant-libvirt)
 
 pkgs=("${core_pkgs[@]}")

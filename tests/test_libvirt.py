@@ -99,12 +99,16 @@ def test_init_shape_pool_and_metadata(hypervisor, image, tmp_path):
     assert all(k.startswith("ssh-ed25519 ") for k in keys) and len(set(keys)) == 3
     assert all(h.keyfile == str(prov.ctx.ssh_key) for h in res.hosts)
     # everything is tagged with the run id, MACs are distinct, tiny = 1 CPU / 512 MiB
-    assert len(ours(hypervisor)) == 3 + 1 + 6
+    assert len(ours(hypervisor)) == 3 + 1 + 9      # domains, network, overlay + seed + console log
     macs = set()
+    pool_obj = hypervisor.storagePoolLookupByName("default-pool")
     for h in res.hosts:
         dom = hypervisor.lookupByName(f"enos-{RUN}-{h.alias}")
         desc = dom.XMLDesc(0)
         assert xml.run_id_of(desc) == RUN
+        # the console log is a volume of the pool (path from libvirt, not /var/log/libvirt/qemu)
+        console = pool_obj.storageVolLookupByName(f"enos-{RUN}-{h.alias}-console.log").path()
+        assert h.extra["enos_libvirt_console_log"] == console and f"file='{console}'" in desc
         assert dom.info()[3] == FLAVOURS["tiny"][0] and dom.info()[1] == FLAVOURS["tiny"][1] * 1024
         macs |= set(h.extra["enos_libvirt_networks"].values())
     assert len(macs) == 3
@@ -189,8 +193,8 @@ def test_sweep_finds_by_run_id_without_journal(hypervisor, image, tmp_path):
     other = make_provider(make_config(image), tmp_path / "o", run_id="feedf00d")
     other.init()
     removed = make_provider(make_config(image), tmp_path).sweep()   # a fresh, empty journal
-    assert len(removed) == 10 and ours(hypervisor) == []
-    assert len(ours(hypervisor, "feedf00d")) == 10                   # another run untouched
+    assert len(removed) == 13 and ours(hypervisor) == []
+    assert len(ours(hypervisor, "feedf00d")) == 13                   # another run untouched
     other.destroy()
 
 
@@ -218,8 +222,10 @@ def test_explicit_machines_flavours_and_extra_networks(hypervisor, image, tmp_pa
 
 
 @pytest.mark.parametrize("resources,opts,where,msg", [
-    ({"huge": {"a": 1}}, {}, "resources.huge.a", "unknown flavour 'huge'"),
-    ({"smal": {"a": 1}}, {}, "resources.smal.a", "did you mean 'small'"),
+    ({"huge": {"a": 1}}, {}, "resources.huge", "unknown flavour 'huge'"),
+    ({"smal": {"a": 1}}, {}, "resources.smal", "did you mean 'small'"),
+    ({"machines": [{"roles": ["a"]}, {"roles": ["b"], "flavour": "tinyy"}]}, {},
+     "resources.machines.1.flavour", "did you mean 'tiny'"),
     ({"machines": [{"roles": ["a"], "networks": ["nope"]}]}, {}, "resources.machines.0", "not in provider.extra_networks"),
     ({"tiny": {"a": 1}}, {"network": {"cidr": "10.1.0.0/30"}}, "provider.network.cidr", "at least 6"),
     ({"tiny": {"a": 1}}, {"network": {"cidr": "10.1.0.0/24"},
@@ -320,3 +326,18 @@ def test_up_without_its_image_exits_2_before_creating_anything(tmp_path):
                        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert p.returncode == 2 and "run 'enos build libvirt'" in p.stderr, p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["reservation.yaml"]
+
+
+@pytest.mark.parametrize("body,line,key", [
+    ("resources:\n  tiny:\n    control: 1\n  hugee:\n    compute: 1\n", 7, "resources.hugee"),
+    ("resources:\n  machines:\n    - roles: [a]\n      flavour: tiny\n    - roles: [b]\n"
+     "      number: 2\n      flavour: tinyy\n", 10, "resources.machines.1.flavour"),
+])
+def test_flavour_errors_name_the_line_of_the_flavour(tmp_path, body, line, key):
+    """'enos validate' (a real CLI run) points at the line where the bad flavour is written."""
+    import sys
+    res = tmp_path / "r.yaml"
+    res.write_text("provider:\n  type: libvirt\n  uri: test:///default\n" + body)
+    p = subprocess.run([sys.executable, "-m", "enos", "validate", "-f", str(res)], capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and p.stderr.startswith(f"error: {res}:{line}: {key}: unknown flavour"), p.stderr

@@ -84,10 +84,28 @@ def test_two_real_vms_up_run_destroy(libvirtd, tmp_path):
         for h in hosts:
             assert h["alias"] in out and h["host_key"].split()[1] in out
         assert out.count("42") >= 2
+        # VMs reach each other by name (the env's hosts), have ping, and resolve through
+        # their network's dnsmasq — not through a copy of the build host's resolv.conf
+        gateway = st["resources"]["networks"][0]["gateway"]
+        r = _enos(libvirtd, tmp_path, "run", "--env", str(env), "-o", "json",
+                  "ping -c 1 -W 10 compute-1 >/dev/null && ping -c 1 -W 10 control-1 >/dev/null "
+                  "&& echo names-ok; grep '^nameserver' /etc/resolv.conf")
+        assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+        for res in json.loads(r.stdout):
+            assert res["stdout"].split("\n")[:2] == ["names-ok", f"nameserver {gateway}"], res
+        # the serial console logs are volumes of the pool, next to the overlays
+        for h in hosts:
+            log = h["extra"]["enos_libvirt_console_log"]
+            assert log.startswith(str(libvirtd.pool_dir)) and os.path.getsize(log) > 0, log
+        qemu_logs = libvirtd.base / "var/log/libvirt/qemu"
+        assert sorted(p.name for p in qemu_logs.glob(f"enos-{run_id}-*")) == \
+            [f"enos-{run_id}-compute-1.log", f"enos-{run_id}-control-1.log"]
     finally:
         d = _enos(libvirtd, tmp_path, "destroy", "--env", str(env))
         assert d.returncode == 0, d.stderr[-2000:]
     assert leftovers(libvirtd.uri, run_id) == []
+    # libvirt's QEMU logs of the destroyed VMs are gone (libvirt itself never removes them)
+    assert list((libvirtd.base / "var/log/libvirt/qemu").glob(f"enos-{run_id}-*")) == []
     assert _enos(libvirtd, tmp_path, "destroy", "--env", str(env)).returncode == 0
 
 

@@ -12,7 +12,9 @@ import gzip
 import io
 import lzma
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 from typing import Dict, Iterable, List, Tuple
 
@@ -20,6 +22,8 @@ from enos.errors import EnosError
 
 #: modules needed to find and mount the root filesystem (others load from the rootfs)
 ROOT_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "crc32c-intel", "ext4")
+#: of those, the ones only some architectures have (crc32c-intel: x86 only)
+OPTIONAL_MODULES = ("crc32c-intel",)
 
 INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -75,7 +79,7 @@ def module_closure(moddir: Path, names: Iterable[str]) -> List[str]:
         key = name.replace("-", "_")
         if key in byname:
             visit(byname[key])
-        elif key not in builtin:
+        elif key not in builtin and name not in OPTIONAL_MODULES:
             raise InitramfsError(f"kernel module {name} not found in {moddir}")
     return order
 
@@ -89,13 +93,22 @@ def _modname(path: str) -> str:
 
 
 def _read_module(path: Path) -> bytes:
+    """Return the module's ELF bytes, decompressed (``.ko.xz``, ``.ko.gz``, ``.ko.zst``:
+    busybox's insmod loads only plain modules). Raises InitramfsError if ``zstd`` is
+    needed and missing."""
     data = path.read_bytes()
     if path.name.endswith(".xz"):
         return lzma.decompress(data)
     if path.name.endswith(".gz"):
         return gzip.decompress(data)
     if path.name.endswith(".zst"):
-        raise InitramfsError(f"{path}: zstd-compressed modules are not supported")
+        zstd = shutil.which("zstd")
+        if not zstd:
+            raise InitramfsError(f"{path} is zstd-compressed and the zstd tool is missing: apt-get install zstd")
+        p = subprocess.run([zstd, "-q", "-d", "-c", str(path)], capture_output=True, stdin=subprocess.DEVNULL)
+        if p.returncode != 0:
+            raise InitramfsError(f"zstd -d {path} failed: {p.stderr.decode(errors='replace').strip()}")
+        return p.stdout
     return data
 
 

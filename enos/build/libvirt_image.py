@@ -4,8 +4,10 @@ What it builds (from Debian packages only, so it works with nothing but the pack
 mirror): a bookworm ``minbase`` root filesystem (mmdebstrap) with systemd, udev, dbus,
 openssh-server, python3, iproute2; ``mkfs.ext4 -d`` turns it into a filesystem image
 without mounting anything and ``qemu-img convert`` into a qcow2. The guest boots by
-direct kernel boot: the kernel of this machine's ``linux-image-amd64`` package (its
+direct kernel boot: the kernel of this machine's ``linux-image-<arch>`` package (its
 modules copied into the image) and a ~2 MB busybox initramfs (:mod:`enos.build.initramfs`).
+The image is for this machine's architecture (:data:`ARCHES`: x86_64, aarch64); on any
+other, the build refuses with the reason.
 
 Outputs, in one directory per recipe hash under ``~/.cache/enos/images/``::
 
@@ -34,12 +36,24 @@ from typing import Any, List, Optional
 from enos.errors import EnosError, NotRoot
 from enos.build.initramfs import build_initramfs
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 SUITE = "bookworm"
 PACKAGES = ("systemd-sysv", "udev", "dbus", "openssh-server", "python3", "netbase",
-            "iproute2", "kmod", "sudo")
-#: kernel command line for direct kernel boot
-CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
+            "iproute2", "iputils-ping", "kmod", "sudo")
+#: what differs per machine architecture (``uname -m``): the Debian architecture, the
+#: kernel package, the QEMU binary, libvirt's guest arch/machine and the serial console
+ARCHES = {
+    "x86_64": {"debian": "amd64", "kernel_package": "linux-image-amd64",
+               "qemu": "qemu-system-x86_64", "qemu_package": "qemu-system-x86",
+               "libvirt_arch": "x86_64", "machine": None, "console": "ttyS0"},
+    "aarch64": {"debian": "arm64", "kernel_package": "linux-image-arm64",
+                "qemu": "qemu-system-aarch64", "qemu_package": "qemu-system-arm",
+                "libvirt_arch": "aarch64", "machine": "virt", "console": "ttyAMA0"},
+}
+#: kernel command line for direct kernel boot (``{console}``: the arch's serial console)
+CMDLINE_TEMPLATE = "root=/dev/vda rw console={console} net.ifnames=0 quiet"
+#: /etc/resolv.conf of the image (not the build host's): the seed replaces it at boot
+RESOLV_CONF = "# written at boot by enos-seed (the nameserver of the VM's libvirt network)\n"
 #: systemd units a test guest does not need (masked: faster boot under TCG)
 MASKED = ("systemd-networkd-wait-online.service", "apt-daily.timer",
           "apt-daily-upgrade.timer", "fstrim.timer", "e2scrub_all.timer",
@@ -68,6 +82,10 @@ if [ -b "$dev" ] && mount -o ro "$dev" $S 2>/dev/null; then
     cp $S/hostname /etc/hostname
     hostname "$(cat $S/hostname)"
     sed -i "s/^127\.0\.1\.1.*/127.0.1.1\t$(cat $S/hostname)/" /etc/hosts
+  fi
+  if [ -s $S/resolv.conf ]; then
+    rm -f /etc/resolv.conf
+    cp $S/resolv.conf /etc/resolv.conf
   fi
   if [ -s $S/authorized_keys ]; then
     install -d -m 700 /root/.ssh
@@ -131,6 +149,23 @@ def default_cache_dir() -> Path:
     return Path(base) / "enos" / "images"
 
 
+def machine_arch(machine: Optional[str] = None) -> dict:
+    """Return the :data:`ARCHES` entry of ``machine`` (default: this machine's ``uname -m``)
+    with its name under ``"name"``. Raises ImageBuildError for an architecture enos has no
+    recipe for."""
+    m = machine or os.uname().machine
+    if m not in ARCHES:
+        raise ImageBuildError(f"enos build libvirt has no recipe for {m} machines (known: "
+                              f"{', '.join(ARCHES)}); bring your own image (provider.image, "
+                              f"see the image contract in docs/providers/libvirt.md)")
+    return dict(ARCHES[m], name=m)
+
+
+def cmdline(arch: Optional[dict] = None) -> str:
+    """Return the kernel command line of the image for ``arch`` (default: this machine)."""
+    return CMDLINE_TEMPLATE.format(console=(arch or machine_arch())["console"])
+
+
 def host_kernel() -> str:
     """Return the newest kernel version installed by a Debian ``linux-image`` package
     (``/boot/vmlinuz-V`` with ``/lib/modules/V``). Raises ImageBuildError if none."""
@@ -140,8 +175,8 @@ def host_kernel() -> str:
         if (Path("/lib/modules") / ver / "modules.dep").exists():
             found.append(ver)
     if not found:
-        raise ImageBuildError("no kernel with modules in /boot and /lib/modules: "
-                              "apt-get install linux-image-amd64")
+        pkg = ARCHES.get(os.uname().machine, {}).get("kernel_package", "linux-image-<arch>")
+        raise ImageBuildError(f"no kernel with modules in /boot and /lib/modules: apt-get install {pkg}")
 
     def key(v: str):
         return [int(x) if x.isdigit() else x for x in re.split(r"[.-]", v)]
@@ -150,8 +185,10 @@ def host_kernel() -> str:
 
 def recipe(kernel_version: Optional[str] = None, mirror: Optional[str] = None) -> dict:
     """Return the build recipe (everything that determines the image's content)."""
+    arch = machine_arch()
     return {"version": RECIPE_VERSION, "suite": SUITE, "packages": list(PACKAGES),
-            "kernel": kernel_version or host_kernel(), "cmdline": CMDLINE,
+            "arch": arch["name"], "kernel": kernel_version or host_kernel(), "cmdline": cmdline(arch),
+            "resolv_conf": RESOLV_CONF,
             "masked": list(MASKED), "mirror": mirror or "",
             "seed": SEED_SCRIPT, "seed_unit": SEED_UNIT, "network": NETWORK_UNIT,
             "sshd": SSHD_CONF, "modules": [list(MODULE_DIRS), list(MODULE_FILES)],
@@ -212,6 +249,10 @@ def _customize(root: Path, kernel: str) -> None:
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tenos\n"
                                     "::1\tlocalhost ip6-localhost ip6-loopback\n")
     (root / "etc/fstab").write_text("/dev/vda / ext4 rw,noatime,errors=remount-ro 0 1\n")
+    resolv = root / "etc/resolv.conf"     # mmdebstrap leaves the build host's copy here
+    if resolv.is_symlink() or resolv.exists():
+        resolv.unlink()
+    resolv.write_text(RESOLV_CONF)
     netdir = root / "etc/systemd/network"
     netdir.mkdir(parents=True, exist_ok=True)
     (netdir / "10-eth0.network").write_text(NETWORK_UNIT)
@@ -263,6 +304,7 @@ def build_image(output_dir: Optional[Path] = None, cache_dir: Optional[Path] = N
     from enos.progress import NULL
     progress = progress or NULL
     mirror = mirror or os.environ.get("ENOS_DEBIAN_MIRROR") or None
+    machine_arch()        # an architecture without a recipe: refuse before anything
     kernel = host_kernel()
     rec = recipe(kernel, mirror)
     name = image_name(rec)
@@ -315,6 +357,7 @@ def _build(work: Path, name: str, rec: dict, kernel: str, tools: dict, progress:
     with progress.task("building the enos Debian image", total=5) as task:
         task.update("mmdebstrap (Debian packages)")
         cmd = [tools["mmdebstrap"], "--mode=root", "--variant=minbase", "--quiet",
+               "--architectures=" + ARCHES[rec["arch"]]["debian"],
                "--include=" + ",".join(PACKAGES),
                SUITE, str(root)]
         if mirror:
@@ -341,7 +384,8 @@ def _build(work: Path, name: str, rec: dict, kernel: str, tools: dict, progress:
         raw.unlink()
         task.advance()
     manifest = {"name": name, "recipe_hash": recipe_hash(rec), "recipe": rec,
-                "kernel_version": kernel, "cmdline": CMDLINE, "root_device": "/dev/vda",
+                "arch": rec["arch"], "machine": ARCHES[rec["arch"]]["machine"],
+                "kernel_version": kernel, "cmdline": rec["cmdline"], "root_device": "/dev/vda",
                 "initramfs_modules": mods, "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "build_seconds": round(time.monotonic() - t0, 1),
                 "files": {p.name: p.stat().st_size for p in out.iterdir()}}

@@ -1,6 +1,7 @@
 """The per-VM seed disk: a 1 MiB ext2 image labelled ``ENOSSEED`` (built with
 ``mkfs.ext2 -d``, no mounting) holding ``authorized_keys`` (the env's public key),
-``hostname`` and the VM's own ``ssh_host_ed25519_key[.pub]``. The image's
+``hostname``, ``resolv.conf`` (the nameserver of the VM's network) and the VM's own
+``ssh_host_ed25519_key[.pub]``. The image's
 ``enos-seed.service`` installs them before sshd starts (see :mod:`enos.build.libvirt_image`).
 Every VM gets its own host key, returned as ``Host.host_key`` and pinned in the env's
 known_hosts (clones of one image would otherwise share the image's host keys).
@@ -10,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 from enos.errors import EnosError
 
@@ -37,7 +39,8 @@ def host_key(directory: Path, comment: str) -> str:
     return " ".join(Path(str(key) + ".pub").read_text().split()[:2])
 
 
-def build_seed(directory: Path, hostname: str, authorized_key: str, comment: str) -> Path:
+def build_seed(directory: Path, hostname: str, authorized_key: str, comment: str,
+               resolv_conf: Optional[str] = None) -> Path:
     """Write the seed files into ``<directory>/seed/`` and the seed image
     ``<directory>/seed.img``; return the image path. Raises EnosError if a tool fails."""
     files = directory / "seed"
@@ -45,6 +48,8 @@ def build_seed(directory: Path, hostname: str, authorized_key: str, comment: str
     for d in (directory, files):
         d.chmod(0o700)
     (files / "hostname").write_text(hostname + "\n")
+    if resolv_conf:
+        (files / "resolv.conf").write_text(resolv_conf)
     (files / "authorized_keys").write_text(authorized_key.strip() + "\n")
     img = directory / "seed.img"
     img.unlink(missing_ok=True)

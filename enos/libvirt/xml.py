@@ -87,13 +87,15 @@ def volume_xml(name: str, capacity: int, fmt: str = "qcow2",
 def domain_xml(*, name: str, uuid: str, run_id: str, alias: str, domain_type: str,
                cpus: int, memory_mib: int, pool: str, overlay: str, seed: Optional[str],
                nics: Sequence[tuple], kernel: Optional[str] = None, initrd: Optional[str] = None,
-               cmdline: Optional[str] = None, console_log: Optional[str] = None) -> str:
+               cmdline: Optional[str] = None, console_log: Optional[str] = None,
+               arch: str = "x86_64", machine: Optional[str] = None) -> str:
     """Return the XML of one VM.
 
     ``nics`` is a list of ``(network name, MAC)``; ``overlay``/``seed`` are volume names
     in ``pool`` (the seed is attached read-only as the second disk). With ``kernel`` the
     guest boots that kernel directly (``initrd``, ``cmdline``); otherwise from its disk.
-    ``console_log`` is the hypervisor-side file the serial console is logged to."""
+    ``console_log`` is the hypervisor-side file the serial console is logged to; ``arch``
+    and ``machine`` the guest architecture (the image's) and machine type."""
     if kernel:
         boot = f"<kernel>{escape(kernel)}</kernel>"
         if initrd:
@@ -114,10 +116,11 @@ def domain_xml(*, name: str, uuid: str, run_id: str, alias: str, domain_type: st
                      f"<mac address='{mac}'/><model type='virtio'/></interface>"
                      for net, mac in nics)
     log = f"<log file={quoteattr(console_log)} append='off'/>" if console_log else ""
+    mach = f" machine={quoteattr(machine)}" if machine else ""
     return (f"<domain type='{domain_type}'><name>{escape(name)}</name><uuid>{uuid}</uuid>"
             f"{metadata_xml(run_id, alias=alias)}"
             f"<memory unit='MiB'>{int(memory_mib)}</memory><vcpu>{int(cpus)}</vcpu>"
-            f"<os><type arch='x86_64'>hvm</type>{boot}</os>"
+            f"<os><type arch={quoteattr(arch)}{mach}>hvm</type>{boot}</os>"
             f"<features><acpi/><apic/></features>{cpu}"
             f"<on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot>"
             f"<on_crash>destroy</on_crash>"

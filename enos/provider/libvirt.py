@@ -219,8 +219,12 @@ class LibvirtProvider(Provider):
                 import difflib
                 close = difflib.get_close_matches(label, FLAVOURS, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise config.error(m.keypath, f"unknown flavour '{label}'{hint}; flavours: "
-                                              + ", ".join(FLAVOURS))
+                # point at the word written: 'flavour:' of an explicit machine, else the
+                # compact label ('resources.<label>.<role>' → 'resources.<label>')
+                explicit = m.options.get("flavour") or m.keypath.rsplit(".", 1)[-1].isdigit()
+                where = f"{m.keypath}.flavour" if explicit else m.keypath.rsplit(".", 1)[0]
+                raise config.error(where, f"unknown flavour '{label}'{hint}; flavours: "
+                                          + ", ".join(FLAVOURS))
             base = label
         cpus, mem = FLAVOURS[base]
         return int(m.options.get("cpus", cpus)), int(m.options.get("memory", mem))
@@ -356,6 +360,20 @@ class LibvirtProvider(Provider):
                                 "~/.cache/enos/images) or set provider.image")
         return image_files(cached)
 
+    def image_arch(self, files: Optional[dict] = None) -> Tuple[str, Optional[str]]:
+        """Return ``(guest arch, machine type)`` of the base image: from its manifest,
+        else this machine's (a self-booting image of another arch needs a manifest)."""
+        import json
+        files = files if files is not None else self.image_files()
+        if files.get("manifest"):
+            m = json.loads(Path(files["manifest"]).read_text())
+            if m.get("arch"):
+                return m["arch"], m.get("machine")
+        import os
+        from enos.build.libvirt_image import ARCHES
+        a = ARCHES.get(os.uname().machine)
+        return (a["libvirt_arch"], a["machine"]) if a else (os.uname().machine, None)
+
     def _upload(self, pool, name: str, path: Path, fmt: str = "raw", mode: str = "0600") -> Any:
         """Create volume ``name`` (permissions ``mode``) in ``pool`` from the local file
         ``path`` (streamed, so it works with remote hosts); return the volume."""
@@ -421,7 +439,11 @@ class LibvirtProvider(Provider):
         else QEMU emulation (TCG). Raises ProviderError if the asked type is not offered."""
         from enos.libvirt.xml import domain_types, emulator_of
         caps = self.conn().getCapabilities()
-        offered = domain_types(caps)
+        try:
+            arch = self.image_arch()[0]
+        except EnosError:
+            arch = "x86_64"
+        offered = domain_types(caps, arch)
         want = self.opts["domain_type"]
         if want != "auto":
             if want not in offered:
@@ -430,7 +452,7 @@ class LibvirtProvider(Provider):
             return want, "asked for in the configuration"
         if "kvm" in offered and kernel_path:
             from enos.libvirt import kvm
-            emulator = emulator_of(caps) or "qemu-system-x86_64"
+            emulator = emulator_of(caps, arch) or f"qemu-system-{arch}"
             jump = self.opts.get("jump") or jump_default(self.opts["uri"])
             remote = urlparse(self.opts["uri"]).hostname
             ssh = ["ssh", "-o", "BatchMode=yes", jump] if remote and jump else None
@@ -447,7 +469,7 @@ class LibvirtProvider(Provider):
                                 "(TCG) — set domain_type: kvm if KVM works here")
             return "qemu", "the hypervisor does not offer KVM; using QEMU emulation (TCG)"
         if not offered:
-            raise ProviderError(f"{self.opts['uri']} offers no x86_64 domain type")
+            raise ProviderError(f"{self.opts['uri']} offers no {arch} domain type")
         return offered[0], f"the hypervisor only offers '{offered[0]}'"
 
     # ------------------------------------------------------------------ planning
@@ -475,6 +497,7 @@ class LibvirtProvider(Provider):
                             "name": f"enos-{run}-{alias}", "uuid": str(uuidlib.uuid4()),
                             "overlay": f"enos-{run}-{alias}.qcow2",
                             "seed": f"enos-{run}-{alias}-seed.img", "nics": nics,
+                            "console": f"enos-{run}-{alias}-console.log", "console_path": None,
                             "address": None, "host_key": None})
         return {"uri": o["uri"], "pool": None, "networks": nets, "vms": vms, "domain_type": None}
 
@@ -514,6 +537,7 @@ class LibvirtProvider(Provider):
         if cmdline is None and files.get("manifest"):
             import json
             cmdline = json.loads(Path(files["manifest"]).read_text()).get("cmdline")
+        base["arch"], base["machine"] = self.image_arch(files)
         for vm in rec["vms"]:
             self._ensure_vm(conn, pool, rec, vm, base, cmdline)
         self._start_all(conn, rec)
@@ -567,9 +591,18 @@ class LibvirtProvider(Provider):
             vm["host_key"] = host_key(vdir / "seed", f"{vm['alias']}@enos-{self.ctx.run_id}")
             self._save(rec)
         if self._vol(pool, vm["seed"]) is None:
-            img = build_seed(vdir, vm["alias"], self.ctx.ssh_pubkey, f"{vm['alias']}@enos-{self.ctx.run_id}")
+            from enos.libvirt.xml import split_network
+            dns = split_network(rec["networks"][0]["cidr"])["gateway"]   # libvirt's dnsmasq
+            img = build_seed(vdir, vm["alias"], self.ctx.ssh_pubkey, f"{vm['alias']}@enos-{self.ctx.run_id}",
+                             resolv_conf=f"nameserver {dns}\n")
             self._upload(pool, vm["seed"], img)
             checkpoint("libvirt.seed_created")
+        if vm.get("console") and not vm.get("console_path"):
+            # the serial console log is a volume of the pool: its path comes from libvirt,
+            # and destroy deletes it through libvirt (remote hypervisors too)
+            vol = self._vol(pool, vm["console"]) or pool.createXML(volume_xml(vm["console"], 0, fmt="raw"), 0)
+            vm["console_path"] = vol.path()
+            self._save(rec)
         try:
             conn.lookupByUUIDString(vm["uuid"])
             return
@@ -582,7 +615,8 @@ class LibvirtProvider(Provider):
                          pool=pool.name(), overlay=vm["overlay"], seed=vm["seed"],
                          nics=[(nets[k], mac) for k, mac in vm["nics"]],
                          kernel=base.get("kernel"), initrd=base.get("initrd"), cmdline=cmdline,
-                         console_log=self._console_log(vm))
+                         console_log=self._console_log(vm), arch=base.get("arch", "x86_64"),
+                         machine=base.get("machine"))
         try:
             conn.defineXML(xml)
         except lv.libvirtError as e:
@@ -590,8 +624,9 @@ class LibvirtProvider(Provider):
         checkpoint("libvirt.domain_defined")
 
     @staticmethod
-    def _console_log(vm: dict) -> str:
-        return f"/var/log/libvirt/qemu/{vm['name']}-console.log"
+    def _console_log(vm: dict) -> Optional[str]:
+        """The hypervisor-side path of the VM's serial console log (a volume of the pool)."""
+        return vm.get("console_path")
 
     def _start_all(self, conn, rec: dict) -> None:
         lv = _lv()
@@ -695,6 +730,25 @@ class LibvirtProvider(Provider):
                                          roles=roles, name=n["name"]))
         return out
 
+    # ------------------------------------------------------------------ names
+    def before_preinstall(self, env) -> None:
+        """Give every VM the env's host names: an ``# enos env`` block (``address alias``
+        per VM, first NIC) replaces any earlier one in each VM's ``/etc/hosts``, so VMs
+        reach each other by alias. Raises CommandFailed naming the VMs where it failed."""
+        import shlex
+        from enos.ssh.remote import run_command
+        hosts = env.resources.hosts if env.resources else []
+        if not hosts:
+            return
+        block = (f"# BEGIN enos env {self.ctx.run_id}\n"
+                 + "".join(f"{h.address}\t{h.alias}\n" for h in hosts)
+                 + f"# END enos env {self.ctx.run_id}\n")
+        cmd = (f"sed -i '/^# BEGIN enos env /,/^# END enos env /d' /etc/hosts && "
+               f"printf %s {shlex.quote(block)} >> /etc/hosts")
+        if self.opts["user"] != "root":
+            cmd = f"sudo -n sh -c {shlex.quote(cmd)}"
+        run_command(env.ssh_config, hosts, cmd)
+
     # ------------------------------------------------------------------ destroy
     def destroy(self) -> None:
         """Destroy and undefine the recorded domains, delete their overlays and seeds, then
@@ -719,7 +773,7 @@ class LibvirtProvider(Provider):
                     left.append(f"pool {rec['pool']}: {e}")
         if pool is not None:
             for vm in rec.get("vms", []):
-                for name in (vm["overlay"], vm["seed"]):
+                for name in (vm["overlay"], vm["seed"], *self._console_volumes(pool, vm.get("console"))):
                     err = self._remove_volume(pool, name)
                     if err:
                         left.append(err)
@@ -727,6 +781,7 @@ class LibvirtProvider(Provider):
             err = self._remove_network(conn, net["name"])
             if err:
                 left.append(err)
+        self._remove_qemu_logs([vm["name"] for vm in rec.get("vms", [])])
         if left:
             raise DestroyIncomplete(left)
         self.ctx.journal.forget(JOURNAL_KEY)
@@ -755,6 +810,24 @@ class LibvirtProvider(Provider):
             if _not_found(e):
                 return None
             return f"domain {name or uuid}: {e}"
+
+    def _console_volumes(self, pool, console: Optional[str]) -> List[str]:
+        """The console log volume and its rotations (virtlogd's ``.0``, ``.1``...)."""
+        if not console:
+            return []
+        try:
+            pool.refresh(0)
+            names = [v.name() for v in pool.listAllVolumes(0)]
+        except _lv().libvirtError:
+            names = []
+        return [console] + [n for n in names if n.startswith(console + ".")]
+
+    def _remove_qemu_logs(self, domains: List[str]) -> None:
+        """Delete libvirt's QEMU logs of ``domains`` on a local daemon (a remote host's
+        stay there: libvirt's API cannot reach them); a failure is reported, not fatal."""
+        from enos.libvirt.logs import remove_domain_logs
+        for problem in remove_domain_logs(self.opts["uri"], domains):
+            self.ctx.progress.info(f"libvirt: could not remove {problem}")
 
     def _remove_volume(self, pool, name: str) -> Optional[str]:
         lv = _lv()
@@ -787,10 +860,13 @@ class LibvirtProvider(Provider):
         lv = _quiet_libvirt()
         conn = self.conn()
         removed, left = [], []
+        swept_domains = []
         for dom in conn.listAllDomains(0):
             if run_id_of(dom.XMLDesc(0)) == run:
-                err = self._remove_domain(conn, dom=dom, name=dom.name())
-                (left if err else removed).append(err or f"domain {dom.name()}")
+                name = dom.name()
+                err = self._remove_domain(conn, dom=dom, name=name)
+                (left if err else removed).append(err or f"domain {name}")
+                swept_domains.append(name)
         for pool in conn.listAllStoragePools(lv.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
             for vol in pool.listAllVolumes(0):
                 if vol.name().startswith(f"enos-{run}-"):
@@ -800,6 +876,7 @@ class LibvirtProvider(Provider):
             if run_id_of(net.XMLDesc(0)) == run:
                 err = self._remove_network(conn, net.name())
                 (left if err else removed).append(err or f"network {net.name()}")
+        self._remove_qemu_logs(swept_domains)
         if left:
             raise DestroyIncomplete(left)
         return removed
