@@ -68,6 +68,33 @@ def _owner_only(directory: Path) -> None:
             pass
 
 
+def _tail(text, lines: int = 5, chars: int = 600) -> str:
+    out = "\n".join(str(text).strip().splitlines()[-lines:])
+    return out if len(out) <= chars else "…" + out[-chars:]
+
+
+def failure_message(res: dict) -> str:
+    """Return what a failed task's result says, in one readable string: its ``msg`` with
+    the return code, then the tail of its stderr (or stdout/module output when stderr is
+    empty) — "non-zero return code (rc 3): broken" rather than the bare "non-zero return
+    code" — and, for a loop, the same for each failed item."""
+    parts = []
+    msg = str(res.get("msg") or res.get("reason") or "").strip()
+    if res.get("rc") not in (None, 0):
+        msg = f"{msg} (rc {res['rc']})" if msg else f"exit code {res['rc']}"
+    if msg:
+        parts.append(msg)
+    detail = next((res[k] for k in ("stderr", "module_stderr", "stdout", "module_stdout")
+                   if str(res.get(k) or "").strip()), "")
+    if detail and _tail(detail) not in msg:
+        parts.append(_tail(detail))
+    for item in res.get("results") or []:
+        if isinstance(item, dict) and item.get("failed"):
+            label = item.get("item", item.get("_ansible_item_label", "?"))
+            parts.append(f"item {label}: {failure_message(item)}")
+    return ": ".join(parts[:2]) + ("".join("; " + p for p in parts[2:])) if parts else "failed"
+
+
 class _Events:
     """Collects failures and drives the progress display from ansible-runner events."""
 
@@ -88,11 +115,10 @@ class _Events:
         elif kind in ("runner_on_failed", "runner_on_unreachable"):
             if kind == "runner_on_failed" and data.get("ignore_errors"):
                 return True
-            res = data.get("res", {}) or {}
-            msg = res.get("msg") or res.get("stderr") or res.get("module_stderr") or res.get("reason") or "failed"
+            msg = failure_message(data.get("res", {}) or {})
             if kind == "runner_on_unreachable":
-                msg = "unreachable: " + str(msg)
-            self.failures.append((data.get("host", "?"), data.get("task", self.current), str(msg).strip()))
+                msg = "unreachable: " + msg
+            self.failures.append((data.get("host", "?"), data.get("task", self.current), msg))
         elif kind == "playbook_on_stats":
             self.stats = data
             if self.task:

@@ -342,6 +342,36 @@ def cmd_destroy(args, g) -> int:
     return 0
 
 
+def _info_text(d: dict) -> List[str]:
+    from enos.tables import details, table
+    lines = [f"environment  {d['env_dir']}", f"run id       {d['run_id']}",
+             f"provider     {d['provider']}", f"phase        {d['phase']}",
+             f"reservation  {d['config_file']}", f"ssh          ssh -F {d['ssh_config']} ALIAS",
+             f"inventory    {d['inventory']}", ""]
+    if d["hosts"]:
+        lines += table([[h["alias"], h["address"], h["roles"]] for h in d["hosts"]],
+                       ["HOST", "ADDRESS", "ROLES"])
+    elif d["phase"] == "destroyed":
+        lines.append("no hosts (destroyed)")
+    elif d["phase"] in ("booking", "destroying"):
+        lines.append(f"no hosts yet: 'enos {'up' if d['phase'] == 'booking' else 'destroy'}' was "
+                     f"interrupted while {d['phase']}; the provider's journal below lists what "
+                     f"exists ('enos up' resumes, 'enos destroy' frees it)")
+    else:
+        lines.append("no hosts")
+    if d["networks"]:
+        rows = []
+        for n in d["networks"]:
+            rs = n.get("ranges") or []
+            rows.append([n.get("name") or "-", n["cidr"], n.get("gateway"), n.get("dns"),
+                         f"{rs[0][0]}..{rs[-1][1]} ({n.get('size')} free)" if rs else "none free"])
+        lines += [""] + table(rows, ["NETWORK", "CIDR", "GATEWAY", "DNS", "IP POOL"])
+    info = d.get("provider_info") or {}
+    if info:
+        lines += ["", f"{d['provider']} details:"] + details(info, indent="  ")
+    return lines
+
+
 def cmd_info(args, g) -> int:
     from enos.experiment.env import load_or_current
     if args["--facts"]:
@@ -354,26 +384,7 @@ def cmd_info(args, g) -> int:
         import yaml
         _out(yaml.safe_dump(d, sort_keys=False))
     elif fmt == "text":
-        lines = [f"environment  {d['env_dir']}", f"run id       {d['run_id']}",
-                 f"provider     {d['provider']}", f"phase        {d['phase']}",
-                 f"reservation  {d['config_file']}", f"ssh          ssh -F {d['ssh_config']} ALIAS",
-                 f"inventory    {d['inventory']}", ""]
-        if d["hosts"]:
-            w = max(len(h["alias"]) for h in d["hosts"])
-            wa = max(len(h["address"]) for h in d["hosts"])
-            lines.append(f"{'HOST':<{w}}  {'ADDRESS':<{wa}}  ROLES")
-            for h in d["hosts"]:
-                lines.append(f"{h['alias']:<{w}}  {h['address']:<{wa}}  {','.join(h['roles'])}")
-        else:
-            lines.append("no hosts")
-        for n in d["networks"]:
-            rs = n.get("ranges") or []
-            rng = f"{rs[0][0]}..{rs[-1][1]} ({n.get('size')} free)" if rs else "none free"
-            lines.append(f"network {n.get('name') or n['cidr']}: {n['cidr']} gateway {n.get('gateway')} "
-                         f"dns {n.get('dns')} pool {rng}")
-        for k, v in (d.get("provider_info") or {}).items():
-            lines.append(f"{k}: {v if not isinstance(v, (dict, list)) else json.dumps(v)}")
-        _out("\n".join(lines))
+        _out("\n".join(_info_text(d)))
     else:
         raise _usage(f"--output must be text, json or yaml, not '{fmt}'")
     return 0

@@ -29,8 +29,11 @@ class _Task:
         self._last_plain = 0.0
 
     def advance(self, n: int = 1) -> None:
-        """Count ``n`` more units done."""
+        """Count ``n`` more units done (a status left from before, e.g. "1 left", is
+        cleared once all are done: never "2/2 1 left")."""
         self.completed += n
+        if self.total is not None and self.completed >= self.total:
+            self.status = ""
         self._refresh()
 
     def update(self, status: str = "", completed: Optional[int] = None) -> None:
@@ -52,6 +55,29 @@ class _Task:
                 self._last_plain = now
                 frac = f" {self.completed}/{self.total}" if self.total is not None else ""
                 o._emit(f"{self.description}:{frac} {self.status}".rstrip())
+
+
+def _logs_to(stream) -> bool:
+    """True if a handler of the ``enos`` logger (or of the root logger) writes to ``stream``."""
+    lg = log
+    while lg is not None:
+        for h in lg.handlers:
+            if getattr(h, "stream", None) is stream:
+                return True
+        lg = lg.parent if lg.propagate else None
+    return False
+
+
+def _CountColumn():
+    """A rich column "3/5" for tasks with a total, nothing for open-ended ones (an Ansible
+    run: not "0/None")."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class CountColumn(ProgressColumn):
+        def render(self, task):
+            return Text("" if task.total is None else f"{int(task.completed)}/{int(task.total)}")
+    return CountColumn()
 
 
 class Progress:
@@ -76,7 +102,11 @@ class Progress:
             print(msg, file=self.stream, flush=True)
 
     def info(self, msg: str) -> None:
-        """Print one line of progress (not under quiet); also logged at INFO."""
+        """Print one line of progress (not under quiet). Under ``-v`` (INFO logs on) it goes
+        out once, as a log line, not twice."""
+        if self.mode != QUIET and log.isEnabledFor(logging.INFO) and _logs_to(self.stream):
+            log.info(msg)
+            return
         log.info(msg)
         self._emit(msg)
 
@@ -91,7 +121,7 @@ class Progress:
                 from rich.progress import (BarColumn, Progress as RichProgress, SpinnerColumn,
                                            TextColumn, TimeElapsedColumn)
                 self._rich = RichProgress(SpinnerColumn(), TextColumn("{task.description}"),
-                                          BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                          BarColumn(), _CountColumn(),
                                           TimeElapsedColumn(), console=Console(file=self.stream),
                                           transient=True)
                 self._rich.start()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Union
 
 from enos import failpoint
-from enos.errors import NoEnvironment, Unsupported, UsageError
+from enos.errors import EnosError, NoEnvironment, Unsupported, UsageError
 from enos.provider.provider import Provider, ProviderContext, Resources
 from enos.state import CURRENT, STATE_FILE, Lock, State, set_current, utc_stamp
 
@@ -141,7 +141,13 @@ def _pick_env_dir(env: Optional[str], base: Path) -> tuple[Path, bool]:
         return d.resolve(), False
     cur = base / CURRENT
     if cur.exists() and (cur / STATE_FILE).exists():
-        return cur.resolve(), True
+        # 'enos help up': resume ./current unless destroyed, else a new ./enos_<timestamp>
+        try:
+            destroyed = State.load(cur).phase == "destroyed"
+        except EnosError:   # an unreadable state is reported by the resume itself
+            destroyed = False
+        if not destroyed:
+            return cur.resolve(), True
     return _new_env_dir(base).resolve(), False
 
 

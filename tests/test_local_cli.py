@@ -179,7 +179,8 @@ def test_failing_task_names_host_task_and_message_then_destroy(tmp_path):
         assert "Traceback" not in p.stderr
         assert f"provisioning failed in {tmp_path / 'fail.yml'}" in p.stderr
         for host in ("compute-1", "compute-2"):
-            assert f"{host}: task 'this task fails on purpose': non-zero return code" in p.stderr, p.stderr
+            assert f"{host}: task 'this task fails on purpose': non-zero return code (rc 3): broken" \
+                in p.stderr, p.stderr
         assert "control-1:" not in p.stderr
         assert state(tmp_path / "env")["phase"] == "booked"
     finally:

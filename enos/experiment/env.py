@@ -406,12 +406,15 @@ class Env:
         return json.dumps(self.to_dict(), **kw)
 
     def info(self, provider_info: bool = True) -> dict:
-        """Return :meth:`to_dict` plus, for a booked env, ``provider_info`` (what the
-        provider says of its reservation, e.g. the remaining walltime; ``{"error": ...}``
-        when the testbed does not answer). What ``enos info`` shows. Never raises for the
-        testbed's failure."""
+        """Return :meth:`to_dict` plus ``provider_info`` (what the provider says of its
+        reservation, e.g. the remaining walltime; ``{"error": ...}`` when the testbed does
+        not answer) — also while booking or after an interrupted ``up``, when it is all
+        that says what exists. A destroyed env shows no hosts, networks nor roles (they
+        are gone). What ``enos info`` shows. Never raises for the testbed's failure."""
         d = self.to_dict()
-        if provider_info and self.phase in ("booked", "provisioned", "ready"):
+        if self.phase == "destroyed":
+            d.update(hosts=[], roles={}, networks=[])
+        if provider_info and self.phase not in ("new", "destroyed"):
             try:
                 d["provider_info"] = self._environment.provider().info()
             except Exception as e:  # info must show the env even if the testbed does not answer

@@ -203,6 +203,9 @@ class LibvirtProvider(Provider):
         """The provider options with defaults applied."""
         o = dict(self.ctx.options or {})
         o.setdefault("uri", DEFAULT_URI)
+        # once something is booked, the env lives at the journal's URI (destroy, info and a
+        # resume go there even if the reservation's uri was edited since; init refuses that)
+        o["uri"] = self._journal().get("uri") or o["uri"]
         o.setdefault("domain_type", "auto")
         o.setdefault("user", "root")
         o.setdefault("flavour", "tiny")
@@ -516,6 +519,11 @@ class LibvirtProvider(Provider):
             raise ProviderError("no env SSH key given to the libvirt provider")
         lv = _quiet_libvirt()
         rec = self._journal()
+        configured = (self.ctx.options or {}).get("uri", DEFAULT_URI)
+        if rec.get("uri") and rec["uri"] != configured:
+            raise UsageError(f"this environment's VMs were created at {rec['uri']}, but provider.uri "
+                             f"now says {configured}: put the uri back, or run 'enos destroy' (it "
+                             f"frees what is at {rec['uri']}) before 'enos up'")
         if not rec.get("vms"):
             rec = self._plan()
             self._save(rec)                         # every name, UUID and MAC, before anything
@@ -674,6 +682,7 @@ class LibvirtProvider(Provider):
                         vm["address"] = addr
                         pending.remove(vm)
                         self._save(rec)
+                        t.update(f"{len(pending)} left" if pending else "")
                         t.advance()
                 if not pending:
                     break
@@ -708,7 +717,7 @@ class LibvirtProvider(Provider):
         atomic_write(cfg, render_ssh_config(hosts, kh, self.ctx.run_id))
         try:
             wait_for_ssh(cfg, [h.alias for h in hosts], timeout=float(self.opts["boot_timeout"]),
-                         progress=self.ctx.progress)
+                         progress=self.ctx.progress, description="booting the VMs (until sshd answers)")
         except SshUnreachable as e:
             logs = {vm["alias"]: self._console_log(vm) for vm in rec["vms"]}
             late = "; ".join(f"{a}: {err} (console log: {logs.get(a)} on the hypervisor)"

@@ -196,8 +196,9 @@ def _probe(ssh_config: Path, alias: str, timeout: float) -> Optional[str]:
 
 
 def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.0,
-                 progress=None, interval: float = 0.5) -> None:
-    """Wait until every alias runs ``true`` over SSH (which also opens its connection master).
+                 progress=None, interval: float = 0.5, description: str = "waiting for SSH") -> None:
+    """Wait until every alias runs ``true`` over SSH (which also opens its connection master),
+    shown as ``description`` on the progress display.
 
     Returns None. Raises :class:`SshUnreachable` naming the late hosts and their last error."""
     from enos.progress import NULL
@@ -205,7 +206,7 @@ def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.
     pending: Dict[str, str] = {a: "not tried yet" for a in aliases}
     deadline = time.monotonic() + timeout
     lock = threading.Lock()
-    with progress.task("waiting for SSH", total=len(aliases)) as task, \
+    with progress.task(description, total=len(aliases)) as task, \
             ThreadPoolExecutor(max_workers=max(1, min(64, len(aliases)))) as pool:
         def one(alias: str) -> None:
             delay = interval
@@ -217,6 +218,7 @@ def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.
                 with lock:
                     if err is None:
                         pending.pop(alias, None)
+                        task.update(f"{len(pending)} left" if pending else "")
                         task.advance()
                         return
                     pending[alias] = err
