@@ -519,7 +519,7 @@ def cmd_new(args, g) -> int:
         raise _usage(f"-o {out}: no directory {path.parent}")
     try:
         with open(path, "w") as f:
-            f.write(cls.sample)
+            f.write(cls.sample if cls.sample.endswith("\n") else cls.sample + "\n")
     except OSError as e:
         raise _usage(f"-o {out}: cannot write: {e.strerror or e}") from None
     print(f"wrote {path} for provider {cls.type}; check it with 'enos validate -f {path}'", file=sys.stderr)
@@ -548,9 +548,16 @@ def cmd_check(args, g) -> int:
         cls = load_provider_class(args["--provider"], check=False)
         config = Config(file="(none)", provider_type=cls.type, options={"type": cls.type}, machines=[])
     else:
+        from enos.errors import MissingDependency
         from enos.task import load_reservation
-        config = load_reservation(args["-f"])
-        cls = load_provider_class(config.provider_type, check=False)
+        try:
+            config = load_reservation(args["-f"])
+        except MissingDependency as e:
+            # the provider's library is what 'enos check' must report, not die on
+            config = None
+            cls = load_provider_class(e.provider, check=False)
+        else:
+            cls = load_provider_class(config.provider_type, check=False)
     checks = _core_checks()
     from enos.errors import MissingDependency
     from enos.provider import check_requirements
@@ -563,7 +570,7 @@ def cmd_check(args, g) -> int:
         lib_ok, detail = False, str(e)
     checks.append(Check(f"python libraries of '{cls.type}'", lib_ok, detail,
                         f"pip install 'enos[{cls.extra}]'" if cls.extra else ""))
-    if lib_ok:
+    if lib_ok and config is not None:
         with tempfile.TemporaryDirectory(prefix="enos-check-") as tmp:
             ctx = ProviderContext(config=config, journal=MemoryJournal(), env_dir=Path(tmp), run_id="check")
             checks += cls(ctx).check()

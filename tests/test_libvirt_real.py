@@ -9,6 +9,7 @@ failure. Measured here: image build ~36 s (cached afterwards), two VMs answering
 """
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +76,15 @@ def test_two_real_vms_up_run_destroy(libvirtd, tmp_path):
         assert st["phase"] == "ready"
         hosts = st["resources"]["hosts"]
         assert sorted(h["alias"] for h in hosts) == ["compute-1", "control-1"]
-        assert len(leftovers(libvirtd.uri, run_id)) == 2 + 4 + 1
+        assert len(leftovers(libvirtd.uri, run_id)) == 2 + 6 + 1    # + overlay, seed, console log each
+        # the screen: each wait once, no "N/N k left", no "0/None"
+        err = p.stderr
+        assert err.count("waiting for SSH ...") == 1 and err.count("booting the VMs (until sshd answers) ...") == 1, err
+        assert not re.search(r"\b(\d+)/\1\b.*\b\d+ left", err) and "/None" not in err, err
+        info = _enos(libvirtd, tmp_path, "info", "--env", str(env)).stdout
+        assert f"uri          {libvirtd.uri}" in info and "libvirt details:" in info, info
+        assert re.search(r"^\s+VM\s+DOMAIN\s+STATE\s+ADDRESS\s+CONSOLE_LOG$", info, re.M), info
+        assert re.search(rf"^\s+control-1\s+enos-{run_id}-control-1\s+running\s+", info, re.M), info
         # the VMs run a real Debian: their hostname and their own (pinned) host keys
         r = _enos(libvirtd, tmp_path, "run", "--env", str(env), "-o", "json",
                   "hostname; cat /etc/ssh/ssh_host_ed25519_key.pub; python3 -c 'print(6*7)'")

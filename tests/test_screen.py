@@ -146,3 +146,23 @@ def test_install_says_no_setuptools_warning_and_ships_the_playbook(tmp_path):
     (wheel,) = tmp_path.glob("enos-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "enos/playbooks/preinstall.yml" in names
+
+
+def test_check_reports_a_missing_provider_library_instead_of_dying(tmp_path):
+    """A new user's venv without the g5k extra: 'enos check -f g5k.yaml' lists the missing
+    library with its pip command (exit 1), like every other missing requirement. (The
+    module is made unimportable with sys.modules[name] = None: what Python does for a
+    module that is not installed.)"""
+    (tmp_path / "g5k.yaml").write_text("provider:\n  type: g5k\nresources:\n  paravance:\n    compute: 1\n")
+    code = ("import sys; sys.modules['grid5000'] = None; from enos.cli import main; "
+            "sys.exit(main(['check', '-f', 'g5k.yaml']))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "[MISSING] python libraries of 'g5k'" in p.stdout and "fix: pip install 'enos[g5k]'" in p.stdout, p.stdout
+    assert "error" not in p.stderr, p.stderr
+
+
+def test_new_writes_a_file_ending_with_a_newline(tmp_path):
+    for provider in ("local", "static", "g5k", "libvirt"):
+        enos(tmp_path, "new", "--provider", provider, "-o", f"{provider}.yaml")
+        assert (tmp_path / f"{provider}.yaml").read_text().endswith("\n"), provider
