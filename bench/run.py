@@ -11,6 +11,9 @@ unless ``--enoslib``) proves the harness works; its figures mean nothing.
 Cases:
   startup   ``enos --help`` / ``validate`` / ``info`` wall time (warm: byte code cached),
             target ≤ 0.15 s each; baseline = the same interpreter's ``python -c pass``.
+            ``import enos`` (the Python API's entry point), timed inside a fresh interpreter
+            around the import only: target ≤ 0.060 s; baseline EnOSlib's ``import enoslib``
+            timed the same way (when its venv is there).
   up/down   ``enos up --no-provision`` of N local hosts until all answer SSH (≤ 3 s for 20),
             ``enos destroy`` of them (≤ 1.5 s for 20).
   run       ``hostname`` on N hosts: the enos CLI (``enos run``) and the Python API
@@ -22,7 +25,8 @@ Cases:
             orchestration overhead; cold is dominated by 20-50 simultaneous key exchanges on
             2 cores and shown for reference). EnOSlib ``run_command`` (timed inside its own
             process, around the call only; its import is reported separately), target: enos
-            API ≥ 2.5× faster.
+            API ≥ 2.5× faster. The experiment API's ``Env.run`` (``enos.load(dir).run``: the
+            Results of every host) is timed the same way as ``run_command``, same targets.
   provision preinstall + a 3-task user playbook on the first host count: enos
             (``enos.ansible.run_playbooks``) vs a hand-tuned ``ansible-playbook -f N`` with
             pipelining (target: enos no slower, ratio ≤ 1.0) and vs ``ansible_runner.run``
@@ -200,6 +204,34 @@ def enos_api(env, use_masters: bool = True) -> float:
     return dt
 
 
+def env_run(api_env) -> float:
+    """Time ``Env.run("hostname")`` (the experiment API: Results with every host's result)
+    in this process; return seconds."""
+    t = time.perf_counter()
+    res = api_env.run("hostname")
+    dt = time.perf_counter() - t
+    bad = [r.host.alias for r in res if r.stdout.strip() != r.host.alias]
+    if bad:
+        raise RuntimeError(f"enos Env.run: wrong hostname on {bad}")
+    return dt
+
+
+IMPORT_TIMER = ("import time, sys; t = time.perf_counter(); import {mod}; "
+                "print(time.perf_counter() - t)")
+
+
+FIRST_USE_TIMER = ("import time, sys; t = time.perf_counter(); import enos; enos.load(sys.argv[1]).hosts; "
+                   "print(time.perf_counter() - t)")
+
+
+def import_time(py: Path, module: str, code: Optional[str] = None, *args: str) -> float:
+    """Seconds ``import module`` (or ``code``, which prints its own time) takes in a fresh
+    ``py`` interpreter (timed inside it)."""
+    out = subprocess.run([str(py), "-c", code or IMPORT_TIMER.format(mod=module), *args], capture_output=True,
+                         text=True, check=True, env=clean_env(), cwd=str(WORK)).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def close_masters(env) -> None:
     """Close the env's connection masters (cold start for the next command)."""
     from enos.ssh.client import stop_masters
@@ -338,6 +370,27 @@ def bench_startup(table: Table, envs: Envs, info_env: Path, repeat: int) -> None
                   lambda e, r: e <= 0.150, base_name="(python -c pass)")
 
 
+def bench_import(table: Table, repeat: int, enoslib_py: Optional[Path], env_dir: Path) -> None:
+    """``import enos`` inside a fresh interpreter (the API's entry point), against EnOSlib's;
+    and ``import enos`` + ``enos.load(env)`` (what the API's first call imports)."""
+    import_time(PY, "enos")                        # warm: byte code written
+    import_time(PY, "", FIRST_USE_TIMER, str(env_dir))
+    if enoslib_py:
+        import_time(enoslib_py, "enoslib")
+    ours, theirs, first = [], [], []
+    for _ in range(max(repeat, 5)):
+        ours.append(import_time(PY, "enos"))
+        first.append(import_time(PY, "", FIRST_USE_TIMER, str(env_dir)))
+        if enoslib_py:
+            theirs.append(import_time(enoslib_py, "enoslib"))
+    table.add("start-up: `import enos` (in the interpreter)", ours, theirs or None, "≤ 0.060 s",
+              lambda e, r: e <= 0.060, ratio_kind="base/enos",
+              base_name="(`import enoslib`)" if theirs else "")
+    table.add("start-up: `import enos` + `enos.load(env).hosts` (the API's modules loaded)", first,
+              theirs or None, "(reference)", lambda e, r: None, ratio_kind="base/enos",
+              base_name="(`import enoslib`)" if theirs else "")
+
+
 def bench_up_down(table: Table, envs: Envs, n: int, repeat: int) -> None:
     """``enos up`` / ``enos destroy`` of n hosts, repeated."""
     ups, downs = [], []
@@ -356,21 +409,26 @@ def bench_up_down(table: Table, envs: Envs, n: int, repeat: int) -> None:
 def bench_run(table: Table, env_dir: Path, n: int, repeat: int, enoslib_py: Optional[Path],
               tmp: Path) -> None:
     """Fan-out cases on an env of n hosts."""
+    import enos
     env = open_env(env_dir)
+    api_env = enos.load(env_dir)
     cli = ENOS + ["run", "--env", str(env_dir), "hostname"]
     # warm-up: masters open, byte code cached
     plain_ssh(env, True)
     timed(cli)
     enos_api(env)
+    env_run(api_env)
     hosts_json = write_hosts_json(env, tmp / f"hosts-{n}.json")
     if enoslib_py:
         enoslib_run(enoslib_py, env, hosts_json, warmup=1)   # Ansible's own masters open too
     s: Dict[str, List[float]] = {k: [] for k in ("cli", "api", "ssh_hot", "api_cold", "ssh_cold",
-                                                 "enoslib", "enoslib_import", "api_procs")}
+                                                 "enoslib", "enoslib_import", "api_procs", "env_run")}
     for i in range(repeat):
         s["cli"].append(timed(cli))
         s["ssh_hot"].append(plain_ssh(env, True))
         s["api"].append(enos_api(env))
+        s["ssh_hot"].append(plain_ssh(env, True))
+        s["env_run"].append(env_run(api_env))
         s["ssh_hot"].append(plain_ssh(env, True))
         s["api_procs"].append(enos_api(env, use_masters=False))
         close_masters(env)
@@ -381,7 +439,9 @@ def bench_run(table: Table, env_dir: Path, n: int, repeat: int, enoslib_py: Opti
             s["enoslib"].append(r["run_s"])
             s["enoslib_import"].append(r["import_s"])
             s["api"].append(enos_api(env))
+            s["env_run"].append(env_run(api_env))
         log(f"run {n} hosts, round {i + 1}/{repeat}: cli {s['cli'][-1]:.3f} api {s['api'][-1]:.3f} "
+            f"env.run {s['env_run'][-1]:.3f} "
             f"api-procs {s['api_procs'][-1]:.3f} "
             f"ssh-hot {s['ssh_hot'][-1]:.3f} | cold api {s['api_cold'][-1]:.3f} ssh {s['ssh_cold'][-1]:.3f}"
             + (f" | enoslib {s['enoslib'][-1]:.3f}" if enoslib_py else ""))
@@ -390,6 +450,8 @@ def bench_run(table: Table, env_dir: Path, n: int, repeat: int, enoslib_py: Opti
               base_name="(plain ssh, hot)")
     table.add(f"`run_command` API, {n} hosts, hot", s["api"], s["ssh_hot"], "≤ 1.30× plain ssh", le,
               base_name="(plain ssh, hot)")
+    table.add(f"`env.run` experiment API, {n} hosts, hot", s["env_run"], s["ssh_hot"], "≤ 1.30× plain ssh", le,
+              base_name="(plain ssh, hot)")
     table.add(f"`run_command` API with ssh processes (use_masters=False), {n} hosts, hot", s["api_procs"],
               s["ssh_hot"], "(reference)", lambda e, r: None, base_name="(plain ssh, hot)")
     table.add(f"`run_command` API, {n} hosts, cold", s["api_cold"], s["ssh_cold"],
@@ -397,6 +459,9 @@ def bench_run(table: Table, env_dir: Path, n: int, repeat: int, enoslib_py: Opti
     if enoslib_py:
         table.add(f"`run_command` API vs EnOSlib 10.9 `run_command`, {n} hosts", s["api"], s["enoslib"],
                   "≥ 2.5× faster", lambda e, r: r is not None and r >= 2.5, ratio_kind="base/enos",
+                  base_name="(EnOSlib)")
+        table.add(f"`env.run` experiment API vs EnOSlib 10.9 `run_command`, {n} hosts", s["env_run"],
+                  s["enoslib"], "≥ 2.5× faster", lambda e, r: r is not None and r >= 2.5, ratio_kind="base/enos",
                   base_name="(EnOSlib)")
         table.add(f"`enos run` CLI (incl. start-up) vs EnOSlib `run_command` (excl. import), {n} hosts",
                   s["cli"], s["enoslib"], "≥ 2.5× faster", lambda e, r: r is not None and r >= 2.5,
@@ -452,7 +517,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     counts = [3] if a.quick else [int(x) for x in a.hosts.split(",") if x.strip()]
     repeat = 1 if a.quick else max(1, a.repeat)
     only = set(a.only.split(","))
-    use_enoslib = (not a.quick or a.enoslib) and "run" in only
+    use_enoslib = (not a.quick or a.enoslib) and bool(only & {"run", "startup"})
     started = datetime.datetime.now(datetime.timezone.utc)
     desc = machine()
     log(desc)
@@ -478,6 +543,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "startup" in only:
             log("CLI start-up")
             bench_startup(table, envs, main_envs[counts[0]], repeat)
+            bench_import(table, repeat, enoslib_py, main_envs[counts[0]])
         if "run" in only:
             for n in counts:
                 log(f"fan-out on {n} hosts x{repeat}")

@@ -320,11 +320,21 @@ def test_backup_many_hosts_awkward_names(env, tmp_path, monkeypatch):
     d = json.loads(report.to_json())
     assert d["bytes"] == total * 3 and d["ok"] is True
 
-    # --dest elsewhere, one role, a relative path (from the remote home) and a path that
-    # exists nowhere: reported, not a failure
+    # --dest elsewhere, one role, a relative path (from the remote home) starting with a
+    # dash, and a path that exists nowhere: reported, not a failure
     dest = tmp_path / "out dir"
-    only = env.backup("/no/such/file", roles="control", dest=dest)
-    assert only.ok and only["control-1"].missing == ["/no/such/file"] and only["control-1"].bytes == 0
+    import uuid
+    rel = f"-enos-api-test-{uuid.uuid4().hex[:8]} dir"
+    home = Path(os.path.expanduser("~root"))     # the local hosts share root's home
+    (home / rel).mkdir()
+    try:
+        (home / rel / "f").write_text("home")
+        only = env.backup([rel, "/no/such/file"], roles="control", dest=dest)
+    finally:
+        import shutil
+        shutil.rmtree(home / rel)
+    assert only.ok and only["control-1"].missing == ["/no/such/file"] and only["control-1"].bytes == 4
+    assert (dest / "control-1" / rel / "f").read_text() == "home"
     with pytest.raises(UsageError, match=r"'\.\.' is not allowed"):
         env.backup(["/etc/../etc/passwd"])
     with pytest.raises(UsageError):
@@ -499,3 +509,67 @@ def test_api_example_runs_after_the_quickstart(tmp_path):
     finally:
         enos_cli(tmp_path, "destroy")
     assert leftovers(run_id) == []
+
+
+CTRL_C_SCRIPT = """\
+import sys, enos
+with enos.up({"provider": {"type": "local"}, "resources": {"local": {"compute": 2}}}, provision=False,
+             quiet=True) as env:
+    print(env.env_dir, env.run_id, flush=True)
+    bg = env.run("sleep 3141", background=True)
+    bg.pids()
+    print("running", flush=True)
+    env.run("sleep 3142; echo never")
+print("not reached", flush=True)
+"""
+
+
+def test_ctrl_c_inside_the_with_block_destroys(tmp_path):
+    """A real SIGINT sent to the script's process group (as a terminal's Ctrl-C) while
+    ``env.run`` waits and a background command runs: the ``with`` block destroys the env on
+    the way out; no namespace, sshd or remote sleep is left, no ssh child either."""
+    import signal
+    import subprocess
+    import sys
+    (tmp_path / "s.py").write_text(CTRL_C_SCRIPT)
+    p = subprocess.Popen([sys.executable, "s.py"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        env_dir, run_id = p.stdout.readline().split()
+        RUN_IDS.append(run_id)
+        assert p.stdout.readline() == "running\n"
+        deadline = time.monotonic() + 30       # until the foreground 'sleep 301' runs on both hosts
+        while time.monotonic() < deadline and sum(
+                1 for pid in filter(str.isdigit, os.listdir("/proc")) if _cmdline(pid) == "sleep 3142") < 2:
+            time.sleep(0.05)
+        children = _children(p.pid)
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode != 0 and "not reached" not in out and "KeyboardInterrupt" in err, (p.returncode, err)
+    assert json.loads((Path(env_dir) / "state.json").read_text())["phase"] == "destroyed"
+    assert leftovers(run_id) == []
+    assert not any(alive(c) for c in children), "a child of the script outlived it"
+    assert not [pid for pid in filter(str.isdigit, os.listdir("/proc")) if _cmdline(pid) in ("sleep 3141", "sleep 3142")]
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list:
+    out = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            out.append(int(p))
+    return out

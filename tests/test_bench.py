@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = ["`enos up` 3 local hosts", "`enos destroy` 3 local hosts", "start-up: `enos --help`",
          "start-up: `enos validate`", "start-up: `enos info`", "`enos run hostname` CLI, 3 hosts, hot",
          "`run_command` API, 3 hosts, hot", "`run_command` API, 3 hosts, cold",
+         "start-up: `import enos` (in the interpreter)", "`env.run` experiment API, 3 hosts, hot",
          "`run_command` API with ssh processes (use_masters=False), 3 hosts, hot",
          "provisioning 3 hosts (preinstall + 3 tasks)", "provisioning 3 hosts vs ansible-runner defaults"]
 

@@ -156,7 +156,7 @@ def remote_script(paths: Sequence[str]) -> str:
     parts = ["set --"]
     for i, path in enumerate(paths):
         base, rel = _normalise(path)
-        q = shlex.quote(rel)
+        q = shlex.quote("./" + rel)        # './': a name starting with '-' is not an option of tar
         target = ("/" if base == "/" else '"$HOME"/') + q
         parts.append(f'if [ -e {target} ] || [ -L {target} ]; then set -- "$@" -C {base} {q}; '
                      f'else echo "{_MISSING} {i}" >&2; fi')
