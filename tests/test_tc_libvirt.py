@@ -1,7 +1,7 @@
 """Network constraints on two real VMs (libvirt provider, real libvirtd + QEMU/TCG): the
 Debian guest kernel has sch_netem, so a delay really takes effect. ``enos up`` applies
 the constraints (``enable: true``), ``enos tc --test`` measures the round-trip time between
-the two VMs with real UDP echoes, and ``enos tc --reset`` removes the qdiscs.
+the two VMs with real UDP echoes, and ``enos tc --reset`` removes the qdiscs (the same probes then show the VMs' own RTT).
 
 Slow: two VMs booting under TCG (~1-3 min), see tests/test_libvirt_real.py.
 """
@@ -52,10 +52,22 @@ network_constraints:
         t = _enos(libvirtd, tmp_path, "tc", "--test", "--env", str(env), "-o", "json")
         report = json.loads(t.stdout)["test"]
         print(json.dumps(report, indent=2))
+        assert {(m["src"], m["dst"]) for m in report["measures"]} == {("control", "compute"), ("compute", "control")}
         for m in report["measures"]:
             assert m["rtt_requested_ms"] == 2 * DELAY_MS
-            assert abs(m["rtt_ms"] - 2 * DELAY_MS) <= 0.2 * 2 * DELAY_MS, m
+            assert abs(m["rtt_ms"] - 2 * DELAY_MS) <= 0.2 * 2 * DELAY_MS, m      # real UDP echoes
         assert t.returncode == (0 if report["ok"] else 1)
+        # without the constraints, the same probes: the delay was the netem qdisc's
+        r = _enos(libvirtd, tmp_path, "tc", "--reset", "--env", str(env))
+        assert r.returncode == 0, r.stderr[-2000:]
+        base = _enos(libvirtd, tmp_path, "tc", "--test", "--env", str(env), "-o", "json")
+        baseline = json.loads(base.stdout)["test"]
+        print(json.dumps(baseline, indent=2))
+        assert base.returncode == 1                     # 100 ms asked, not there any more
+        for m in baseline["measures"]:
+            assert m["rtt_ms"] < DELAY_MS, m
+        a = _enos(libvirtd, tmp_path, "tc", "--env", str(env))
+        assert a.returncode == 0 and a.stdout.count(": applied") == 2, a.stdout + a.stderr[-2000:]
         r = _enos(libvirtd, tmp_path, "tc", "--reset", "--env", str(env))
         assert r.returncode == 0, r.stderr[-2000:]
         q = _enos(libvirtd, tmp_path, "run", "--env", str(env), "tc qdisc show dev eth0")

@@ -40,6 +40,13 @@ def _tc(ns: str, *args: str) -> str:
                           check=True).stdout
 
 
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace").replace("\0", " ")
+    except OSError:
+        return ""
+
+
 def _state(env: Path) -> dict:
     return json.loads((env / "state.json").read_text())
 
@@ -205,3 +212,49 @@ def test_python_api_facts_tc_test_reset(tmp_path):
         with pytest.raises(TcTestFailed):
             env.tc_test(nc, check=True)
     assert leftovers(run_id) == []
+
+
+def test_ctrl_c_during_tc_test_exits_130_and_leaves_no_process(env3):
+    """A real SIGINT to the process group of 'enos tc --test' (a terminal's Ctrl-C) while a
+    probe runs: exit 130, no process of that group left, no probe left in the namespaces."""
+    import os
+    import signal
+    import sys
+    import time
+    cwd, env = env3
+    st = _state(env)
+    e = {k: v for k, v in os.environ.items() if not k.startswith("ENOS_FAILPOINT")}
+    proc = subprocess.Popen([sys.executable, "-m", "enos", "tc", "--test", "--env", str(env)], cwd=str(cwd),
+                            env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    probe = "python3 -c"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:       # wait until both probe programs run (python, not the shell)
+        ps = subprocess.run(["ps", "-ww", "-eo", "pid=,comm=,args="], capture_output=True, text=True).stdout
+        running = [line.split(None, 2) for line in ps.splitlines() if probe in line]
+        kinds = {k for _, comm, args in running if comm.startswith("python") for k in ("serve", "client")
+                 if f" {k} " in args}
+        if kinds == {"serve", "client"}:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("no probe started")
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    print(f"exit {proc.returncode} {took:.2f}s after SIGINT")
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    group = subprocess.run(["ps", "-eo", "pgid="], capture_output=True, text=True).stdout.split()
+    assert str(proc.pid) not in group
+    deadline = time.monotonic() + 10        # the probe programs notice their session is gone
+    while time.monotonic() < deadline:
+        left = [line for a in ("client-1", "server-1", "server-2")
+                for line in subprocess.run(["ip", "netns", "pids", _ns(st, a)], capture_output=True,
+                                           text=True).stdout.split()
+                if probe in _cmdline(line)]
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, left

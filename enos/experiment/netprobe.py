@@ -5,10 +5,10 @@ For each ordered pair of groups (src, dst) — and (g, g) when a rule constrains
 within g — one host of src measures towards one host of dst, pair after pair (so that
 transfers do not compete): a small Python 3 program (only ``python3`` is needed on the
 hosts, which enos' preinstall guarantees) runs as a server on the dst host and as a
-client on the src host. The client sends UDP echo probes (every 5 ms; round-trip time =
+client on the src host. The client sends UDP echo probes (every 20 ms; round-trip time =
 median, loss = share of probes with no echo) then one TCP transfer sized for ~2 s at the
-requested rate (throughput = bytes × 8 / time until the server acknowledged the last
-byte).
+requested rate (throughput = what the receiver got from its first quarter to its last byte,
+divided by that time, so that TCP's slow start is left out).
 
 Tolerances (:data:`RTT_TOLERANCE` …): a measure passes when
 * RTT: |measured − requested| ≤ max(20 % of requested, 2 ms); requested RTT =
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shlex
 import threading
@@ -42,30 +43,58 @@ TRANSFER_SECONDS = 2.0
 
 PROGRAM = r'''
 import json, os, select, socket, struct, sys, threading, time
+_beat = [0.0]
+def beat():
+    # a line every 0.5 s: once enos' SSH session is gone (Ctrl-C), the write fails: stop
+    now = time.time()
+    if now - _beat[0] > 0.5:
+        _beat[0] = now
+        try:
+            sys.stdout.write("\n"); sys.stdout.flush()
+        except OSError:
+            os._exit(1)
 def serve(port, limit):
     fam = socket.AF_INET6 if ":" in sys.argv[4] else socket.AF_INET
     u = socket.socket(fam, socket.SOCK_DGRAM); u.bind((sys.argv[4], port))
     t = socket.socket(fam, socket.SOCK_STREAM); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     t.bind((sys.argv[4], port)); t.listen(4)
     end = time.time() + limit
+    def alive():
+        beat()
+        return time.time() < end
     def echo():
-        while time.time() < end:
+        while alive():
             r, _, _ = select.select([u], [], [], 0.5)
             if r:
                 data, peer = u.recvfrom(2048); u.sendto(data, peer)
+        os._exit(0)
     threading.Thread(target=echo, daemon=True).start()
     print("@@ready", flush=True)
-    t.settimeout(limit)
-    while time.time() < end:
-        c, _ = t.accept(); c.settimeout(limit)
+    t.settimeout(0.5)
+    while alive():
+        try:
+            c, _ = t.accept()
+        except socket.timeout:
+            continue
+        c.settimeout(limit)
         kind = c.recv(1)
         if kind == b"B":
-            n = 0
+            head = b""
+            while len(head) < 8:
+                head += c.recv(8 - len(head))
+            total = struct.unpack("!Q", head)[0]
+            n, t25, n25 = 0, None, 0
             while True:
                 d = c.recv(262144)
                 if not d: break
-                n += len(d)
-            c.sendall(str(n).encode()); c.close(); print("@@bulk", n, flush=True); return
+                n += len(d); beat()
+                if t25 is None and n >= total // 4:
+                    t25, n25 = time.perf_counter(), n
+            t_end = time.perf_counter()
+            # steady-state rate: from a quarter of the bytes to the last (TCP's slow start left out)
+            rate = (n - n25) * 8 / (t_end - t25) if t25 is not None and t_end > t25 else 0
+            c.sendall(json.dumps({"bytes": n, "rate_bit": rate}).encode()); c.close()
+            print("@@bulk", n, flush=True); return
         c.sendall(b"R"); c.close()
 def client(addr, port, nbytes, nprobes, wait):
     fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
@@ -75,17 +104,17 @@ def client(addr, port, nbytes, nprobes, wait):
             c = socket.create_connection((addr, port), timeout=5); c.sendall(b"H"); c.recv(1); c.close(); break
         except OSError:
             if time.time() > deadline: raise
-            time.sleep(0.2)
+            beat(); time.sleep(0.2)
     u = socket.socket(fam, socket.SOCK_DGRAM); u.connect((addr, port)); u.setblocking(False)
     sent, rtts = {}, {}
     i = 0; nxt = time.time(); last = None
     while True:
-        now = time.time()
+        now = time.time(); beat()
         if i < nprobes and now >= nxt:
-            sent[i] = time.perf_counter(); u.send(struct.pack("!I", i) + b"x" * 60); i += 1; nxt += 0.005
+            sent[i] = time.perf_counter(); u.send(struct.pack("!I", i) + b"x" * 60); i += 1; nxt += 0.02
             if i == nprobes: last = now
         if last is not None and (now - last > wait or len(rtts) == nprobes): break
-        r, _, _ = select.select([u], [], [], 0.002)
+        r, _, _ = select.select([u], [], [], max(0.0, min(nxt - time.time(), 0.05)) if i < nprobes else 0.05)
         if r:
             try:
                 d = u.recv(2048)
@@ -96,14 +125,21 @@ def client(addr, port, nbytes, nprobes, wait):
     c = socket.create_connection((addr, port), timeout=60)
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = b"\0" * 65536; left = nbytes
-    t0 = time.perf_counter(); c.sendall(b"B")
+    t0 = time.perf_counter(); c.sendall(b"B" + struct.pack("!Q", nbytes))
     while left > 0:
-        k = c.send(buf[:min(left, 65536)]); left -= k
-    c.shutdown(socket.SHUT_WR); got = int(c.recv(64) or b"0"); t1 = time.perf_counter(); c.close()
+        k = c.send(buf[:min(left, 65536)]); left -= k; beat()
+    c.shutdown(socket.SHUT_WR)
+    reply = b""
+    while True:
+        d = c.recv(4096)
+        if not d: break
+        reply += d
+    t1 = time.perf_counter(); c.close()
+    got = json.loads(reply or b"{}")
     v = sorted(rtts.values())
     print(json.dumps({"probes": nprobes, "answered": len(v), "rtt_ms": v[len(v) // 2] if v else None,
-                      "rtt_min_ms": v[0] if v else None, "bytes": got, "seconds": t1 - t0,
-                      "rate_bit": got * 8 / (t1 - t0) if t1 > t0 else None}))
+                      "rtt_min_ms": v[0] if v else None, "bytes": got.get("bytes", 0), "seconds": t1 - t0,
+                      "rate_bit": got.get("rate_bit") or None}))
 if sys.argv[1] == "serve":
     serve(int(sys.argv[2]), float(sys.argv[3]))
 else:
@@ -218,27 +254,35 @@ def measure_pair(env: "Environment", src: "Host", dst: "Host", dst_address: str,
     """Run the probe from ``src`` to ``dst`` (at ``dst_address``); return the client's
     figures (``rtt_ms``, ``answered``, ``probes``, ``rate_bit``, ``bytes``, ``seconds``).
     Raises EnosError when the probe could not run."""
-    from enos.ssh.remote import run_command
+    from enos.ssh.remote import run_command, run_sessions
     port = random.randint(20000, 59000)
     bind = "::" if ":" in dst_address else "0.0.0.0"
     server_out: dict = {}
+    cancel_r, cancel_w = os.pipe()
 
     def serve():
         try:
-            server_out["r"] = run_command(env.ssh_config, [dst], _python(["serve", port, timeout, bind], dst),
-                                          timeout=timeout + 10, tolerate_failures=True)[0]
+            server_out["r"] = run_sessions(env.ssh_config, [dst], _python(["serve", port, timeout, bind], dst),
+                                           timeout=timeout + 10, cancel_fd=cancel_r)[dst.alias]
         except Exception as e:  # reported below with the client's outcome
             server_out["e"] = e
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    client = run_command(env.ssh_config, [src], _python(["client", dst_address, port, nbytes, nprobes, wait], src),
-                         timeout=timeout, tolerate_failures=True)[0]
-    t.join(timeout + 15)
+    try:
+        client = run_command(env.ssh_config, [src], _python(["client", dst_address, port, nbytes, nprobes, wait], src),
+                             timeout=timeout, tolerate_failures=True)[0]
+        t.join(15)
+    finally:
+        os.write(cancel_w, b"x")      # interrupted, or the server still waiting: end its session
+        t.join(10)
+        os.close(cancel_w)
+        os.close(cancel_r)
     if not client.ok:
         srv = server_out.get("r")
         detail = (client.stderr.strip().splitlines() or [client.error or "?"])[-1]
-        if srv is not None and not srv.ok:
-            detail += f" (server on {dst.alias}: {(srv.stderr.strip().splitlines() or [srv.error or '?'])[-1]})"
+        if srv is not None and srv.exit_code != 0:
+            srv_err = srv.stderr.decode(errors="replace").strip().splitlines() or [srv.error or "?"]
+            detail += f" (server on {dst.alias}: {srv_err[-1]})"
         raise EnosError(f"probe {src.alias} → {dst.alias} failed: {detail}")
     return json.loads(client.stdout.strip().splitlines()[-1])
 
