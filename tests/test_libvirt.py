@@ -341,3 +341,19 @@ def test_flavour_errors_name_the_line_of_the_flavour(tmp_path, body, line, key):
     p = subprocess.run([sys.executable, "-m", "enos", "validate", "-f", str(res)], capture_output=True,
                        text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert p.returncode == 2 and p.stderr.startswith(f"error: {res}:{line}: {key}: unknown flavour"), p.stderr
+
+
+def test_the_env_lives_at_the_uri_it_was_created_at(hypervisor, image, tmp_path):
+    """After a resume whose reservation names another uri, info and destroy still go to
+    the URI the VMs were created at, and init refuses (exit 2) instead of booking a second
+    set of VMs elsewhere."""
+    from enos.errors import UsageError
+    j = MemoryJournal()
+    make_provider(make_config(image), tmp_path, journal=j).init()
+    moved = make_provider(make_config(image, uri="qemu:///system?socket=/nonexistent/sock"), tmp_path, journal=j)
+    assert moved.info()["uri"] == "test:///default" and moved.opts["uri"] == "test:///default"
+    with pytest.raises(UsageError, match="created at test:///default, but provider.uri now says qemu"):
+        moved.init()
+    assert len(ours(hypervisor)) == 3 + 1 + 9                       # nothing more was booked
+    moved.destroy()                                                # frees them where they are
+    assert ours(hypervisor) == []
