@@ -89,7 +89,8 @@ Options:
   --env DIR    environment directory [default: current]
   --sweep      also find and remove resources tagged with the run id that the state does
                not list (providers with the sweep capability)
-  --run-id ID  sweep the resources of this run id (when the env dir is gone)
+  --run-id ID  sweep the resources of this run id (when the env dir is gone): the full
+               8-character id 'enos info' shows, matched exactly
   -f FILE      reservation file naming the provider for --run-id [default: reservation.yaml]
 """
 

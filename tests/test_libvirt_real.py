@@ -85,6 +85,18 @@ def test_two_real_vms_up_run_destroy(libvirtd, tmp_path):
         assert f"uri          {libvirtd.uri}" in info and "libvirt details:" in info, info
         assert re.search(r"^\s+VM\s+DOMAIN\s+STATE\s+ADDRESS\s+CONSOLE_LOG$", info, re.M), info
         assert re.search(rf"^\s+control-1\s+enos-{run_id}-control-1\s+running\s+", info, re.M), info
+        # private: the VMs' disks and seeds (which hold their SSH host private keys) are
+        # 0600 in the pool, even under libvirt's dynamic ownership, and so is the env dir
+        vols = sorted((libvirtd.base / "images").glob(f"enos-{run_id}-*"))
+        assert len(vols) == 6             # overlay, seed, console log of each VM
+        for v in vols:
+            assert (v.stat().st_mode & 0o777) == 0o600, (v, oct(v.stat().st_mode))
+        assert (env.stat().st_mode & 0o777) == 0o700
+        for seed in env.glob("libvirt/*/seed.img"):
+            assert (seed.stat().st_mode & 0o777) == 0o600
+        loose = [f"{oct(q.stat().st_mode & 0o777)} {q}" for q in env.rglob("*")
+                 if not q.is_symlink() and not q.is_socket() and q.stat().st_mode & 0o077]
+        assert loose == []
         # the VMs run a real Debian: their hostname and their own (pinned) host keys
         r = _enos(libvirtd, tmp_path, "run", "--env", str(env), "-o", "json",
                   "hostname; cat /etc/ssh/ssh_host_ed25519_key.pub; python3 -c 'print(6*7)'")

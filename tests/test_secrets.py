@@ -98,6 +98,8 @@ def test_no_secret_in_env_dir_or_ps_and_env_dir_private(tmp_path):
         with _PsWatch([password, token]) as watch:
             p = enos(work, "up", env=env, check=False, timeout=600)
         assert p.returncode == 0, p.stdout + p.stderr
+        # 'enos up' says which variables the playbooks receive (a misspelt key would show)
+        assert "variables for the playbooks (1, " in p.stderr and "token (line 7)" in p.stderr, p.stderr
         env_dir = (work / "current").resolve()
         run_id = json.loads((env_dir / "state.json").read_text())["run_id"]
         assert watch.saw_playbook > 0, "the sampler never saw ansible-playbook running"

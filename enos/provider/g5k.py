@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from enos import failpoint
+from enos import names
 from enos.errors import (AuthError, DestroyIncomplete, EnosError, ProviderError, Retryable,
                          UsageError)
 from enos.provider.provider import (ADVANCE_RESERVATION, DEPLOY_OS, DESTROY, EXTEND_WALLTIME, IP_POOL,
@@ -104,9 +105,9 @@ class G5k(Provider):
                          "x-expected": "an OAR job type or a list of them"},
             "key": {**_STR, "x-expected": "the path of a public SSH key"},
             "dhcp": {"type": "boolean"},
-            "gateway": {"type": ["string", "boolean", "null"],
+            "gateway": {"anyOf": [names.JUMP, {"type": ["boolean", "null"]}],
                         "x-expected": "'[user@]host[:port]' of the SSH jump host, or false for none"},
-            "ssh_user": _STR,
+            "ssh_user": names.USER,
             "deploy_retries": {"type": "integer", "minimum": 0, "x-expected": "an integer ≥ 0"},
             "poll_interval": _NUM, "poll_max_interval": _NUM,
             "wait_timeout": {"type": ["number", "null"], "exclusiveMinimum": 0},

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
+from enos import names
 from enos.errors import (AuthError, ConfigError, DestroyIncomplete, EnosError, ProviderError,
                          Timeout, Unavailable, UsageError)
 from enos.failpoint import checkpoint
@@ -159,8 +160,8 @@ class LibvirtProvider(Provider):
                             "x-expected": "one of auto, kvm, qemu"},
             "pool": {"type": "string", "minLength": 1,
                      "x-expected": "the name of a libvirt storage pool"},
-            "user": {"type": "string", "default": "root", "minLength": 1},
-            "jump": {"type": "string", "minLength": 1, "x-expected": "user@host[:port]"},
+            "user": dict(names.USER, default="root"),
+            "jump": names.JUMP,
             "flavour": {"enum": sorted(FLAVOURS), "default": "tiny",
                         "x-expected": "one of " + ", ".join(FLAVOURS)},
             "network": {"type": "object",

@@ -30,7 +30,7 @@ from enos.errors import ConfigError
 Path_ = Tuple[Any, ...]
 
 #: at most this many values (mapping keys and list items, aliases expanded) in one file
-MAX_VALUES = 100_000
+MAX_VALUES = 20_000
 
 
 class _Loader(yaml.SafeLoader):
