@@ -21,6 +21,7 @@ Commands:
   tc          apply the reservation's network_constraints (delay, rate, loss between
               groups), remove them (--reset) or measure them (--test)
   build       build a base image for a provider (e.g. enos build libvirt)
+  campaign    run a benchmark campaign (a resumable parameter sweep), see its status, report it
 
 Options:
   -v, --verbose  more logs, and a traceback on errors; -vv for debug logs
@@ -263,10 +264,40 @@ Options:
   -o, --output FORMAT  text or json [default: text]
 """
 
+CMD_CAMPAIGN = """Benchmark campaigns: the same steps over every combination of parameters, on the hosts
+of an environment, repeated, resumable, ending in a table, figures and a report.
+
+  run     bring the reservation up (or use --env), run 'setup' once, then every
+          combination x repetition; killed at any moment (kill -9 included), the same
+          command resumes: finished runs are never redone, the one in progress is redone.
+          A failed run is recorded with its error and the campaign goes on. Exit 1 if
+          some runs failed, 0 when all are done.
+  status  done / remaining / in progress / failed counts, elapsed time, the failures
+  report  DIR/results.csv, DIR/figures/<metric>-vs-<parameter>.png, DIR/report.html
+
+The results go to DIR (default: <campaign file stem>.results/ beside the file):
+DIR/runs/<combination>/<repeat>/ holds params.json, timing.json, each host's stdout,
+stderr and collected files, and monitor.csv. The file format is in docs/campaigns.md.
+
+Usage:
+  enos campaign run FILE [--results DIR] [--env DIR] [--stop-on-error] [--destroy]
+  enos campaign status FILE [--results DIR] [-o FORMAT]
+  enos campaign report FILE [--results DIR]
+  enos campaign validate FILE
+
+Options:
+  --results DIR        results directory (default: <file stem>.results beside FILE)
+  --env DIR            run on this environment (already up) instead of the campaign's reservation
+  --stop-on-error      stop at the first failed run (default: record it and go on)
+  --destroy            give the reservation back at the end (not with --env)
+  -o, --output FORMAT  text or json [default: text]
+"""
+
 COMMANDS = {
     "up": CMD_UP, "destroy": CMD_DESTROY, "info": CMD_INFO, "validate": CMD_VALIDATE,
     "new": CMD_NEW, "check": CMD_CHECK, "inventory": CMD_INVENTORY, "ssh": CMD_SSH,
     "run": CMD_RUN, "backup": CMD_BACKUP, "extend": CMD_EXTEND, "build": CMD_BUILD, "tc": CMD_TC,
+    "campaign": CMD_CAMPAIGN,
 }
 
 
@@ -688,9 +719,68 @@ def cmd_build(args, g) -> int:
     return 0
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def cmd_campaign(args, g) -> int:
+    from enos.errors import CampaignFailed
+    from enos.campaign.file import load_campaign
+    camp = load_campaign(args["FILE"])           # ConfigError (exit 2) before anything else
+    if args["validate"]:
+        n = len(camp.combinations())
+        _out(f"{camp.file}: valid — {n} combination(s) × {camp.repeat} repetition(s) = "
+             f"{n * camp.repeat} run(s), {len(camp.steps)} step(s), {len(camp.metrics)} metric(s)")
+        return 0
+    if args["status"]:
+        from enos.campaign.report import status
+        st = status(camp, args["--results"])
+        if args["--output"] == "json":
+            _out(json.dumps(st, indent=2, default=str))
+            return 0
+        if args["--output"] != "text":
+            raise _usage(f"--output must be text or json, not '{args['--output']}'")
+        owner = f"running (pid {st['owner']})" if st["owner"] else "not running"
+        lines = [f"results      {st['results']}", f"state        {owner}",
+                 f"total        {st['total']}", f"done         {st['done']}",
+                 f"remaining    {st['remaining']}", f"in progress  {st['in_progress']}",
+                 f"failed       {st['failed']}", f"elapsed      {_duration(st['elapsed'])}"]
+        for f in st["failures"]:
+            run = ", ".join(f"{k}={v}" for k, v in f["run"].items())
+            lines.append(f"FAILED {run}: {f['error']}")
+        _out("\n".join(lines))
+        return 0
+    if args["report"]:
+        from enos.campaign.report import report
+        out = report(camp, args["--results"])
+        _out(f"{out['rows']} row(s) in {out['csv']}")
+        for f in out["figures"]:
+            _out(f)
+        _out(out["html"])
+        for p in out["problems"]:
+            print(f"enos campaign report: warning: {p}", file=sys.stderr)
+        return 0
+    if args["--destroy"] and args["--env"]:
+        raise _usage("--destroy gives back the campaign's own reservation; it cannot be used with --env")
+    from enos.campaign.runner import run
+    p = _progress(g["quiet"])
+    st = run(camp, results=args["--results"], env=args["--env"], stop_on_error=args["--stop-on-error"],
+             destroy=args["--destroy"], progress=p)
+    p.info(f"campaign: {st['done']}/{st['total']} run(s) done, {st['failed']} failed; "
+           f"'enos campaign report {args['FILE']}' writes the table, figures and report")
+    if st["failed"]:
+        raise CampaignFailed(f"{st['failed']} run(s) failed (see 'enos campaign status {args['FILE']}'); "
+                             f"run the same command again to retry them")
+    return 0
+
+
 HANDLERS = {"up": cmd_up, "destroy": cmd_destroy, "info": cmd_info, "validate": cmd_validate,
             "new": cmd_new, "check": cmd_check, "inventory": cmd_inventory, "ssh": cmd_ssh,
-            "run": cmd_run, "backup": cmd_backup, "extend": cmd_extend, "build": cmd_build, "tc": cmd_tc}
+            "run": cmd_run, "backup": cmd_backup, "extend": cmd_extend, "build": cmd_build, "tc": cmd_tc,
+            "campaign": cmd_campaign}
 
 
 def _usage(msg: str):
@@ -796,6 +886,8 @@ def _main(argv: Optional[List[str]]) -> int:
         hint = ""
         if cmd == "up":
             hint = "; 'enos destroy' frees what was booked, 'enos up' resumes"
+        elif cmd == "campaign":
+            hint = "; the same 'enos campaign run' resumes (the interrupted run is redone)"
         print(f"enos {cmd}: interrupted{hint}", file=sys.stderr)
         return 130
     finally:

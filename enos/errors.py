@@ -100,6 +100,20 @@ class StateLocked(StateError):
                          f"'enos destroy' is running on it); wait for it or use another --env")
 
 
+class CampaignLocked(StateError):
+    """Another live ``enos campaign run`` owns the results directory. ``pid`` is its PID."""
+
+    def __init__(self, results_dir: str, pid: Optional[int]):
+        self.results_dir, self.pid = results_dir, pid
+        who = f"process {pid}" if pid else "another process"
+        super().__init__(f"results directory {results_dir} is in use by {who} (another 'enos campaign "
+                         f"run' on it); wait for it to finish, or give another --results DIR")
+
+
+class CampaignFailed(EnosError):
+    """A campaign ended with failed runs (``--stop-on-error`` stops at the first)."""
+
+
 # --- testbed side ---------------------------------------------------------------------
 
 class AuthError(EnosError):

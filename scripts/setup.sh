@@ -2,9 +2,11 @@
 # Set this machine up for enos, idempotently: system packages (Debian/Ubuntu, as root),
 # a virtualenv in .venv with enos installed (editable, 'compat' mode: a .pth path entry
 # instead of an import hook that costs ~20 ms at every interpreter start).
-#   scripts/setup.sh          what `enos up` of reservation.yaml.sample needs
+#   scripts/setup.sh          what `enos up` of reservation.yaml.sample and `enos campaign`
+#                             (execo, matplotlib, Jinja2) need
 #   scripts/setup.sh --test   + every provider's libraries, the test tools, and what the
-#                             integration tests need (libvirtd, QEMU, mmdebstrap, a kernel)
+#                             integration tests need (libvirtd, QEMU, mmdebstrap, a kernel,
+#                             headless Chromium for the campaign report test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -13,7 +15,7 @@ core_pkgs=(openssh-server openssh-client iproute2 util-linux python3 python3-ven
 test_pkgs=(pkg-config libvirt-dev gcc python3-dev
            libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils dnsmasq-base iptables
            mmdebstrap linux-image-amd64 e2fsprogs busybox-static cpio kmod zstd
-           vagrant vagrant-libvirt)
+           vagrant vagrant-libvirt chromium chromium-driver)
 
 pkgs=("${core_pkgs[@]}")
 [ "$mode" = "--test" ] && pkgs+=("${test_pkgs[@]}")
@@ -49,7 +51,7 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
   if [ "$mode" = "--test" ]; then
     .venv/bin/python -m pip install -q -e '.[all,test]' --config-settings editable_mode=compat
   else
-    .venv/bin/python -m pip install -q -e . --config-settings editable_mode=compat
+    .venv/bin/python -m pip install -q -e '.[campaign]' --config-settings editable_mode=compat
   fi
   touch "$stamp"
 fi

@@ -1,0 +1,58 @@
+"""Benchmark campaigns: resumable parameter sweeps on an environment's hosts, ending in a
+table, figures and a report (``enos campaign run|status|report FILE``).
+
+Python API::
+
+    import enos.campaign
+    enos.campaign.run("campaign.yaml")                      # or a dict
+    enos.campaign.report("campaign.yaml")
+    for params in enos.campaign.sweep({"size": [1, 2]}, results="out", repeat=3):
+        ...   # done when the body completes; redone if the script dies inside it
+
+Heavy modules (execo_engine, jinja2, matplotlib) are imported inside the functions.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, List, Optional
+
+
+def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = False,
+        destroy: bool = False, progress=None) -> Dict[str, Any]:
+    """Run a campaign (file path or dict) to its end, resuming where it stopped; return
+    its counts (see :func:`enos.campaign.runner.run`)."""
+    from enos.campaign.runner import run as _run
+    return _run(source, results=results, env=env, stop_on_error=stop_on_error, destroy=destroy,
+                progress=progress)
+
+
+def report(source, results=None) -> Dict[str, Any]:
+    """Write results.csv, figures and report.html of a campaign; return their paths
+    (see :func:`enos.campaign.report.report`)."""
+    from enos.campaign.report import report as _report
+    return _report(source, results=results)
+
+
+def status(source, results=None) -> Dict[str, Any]:
+    """Return the counts of a campaign (done, remaining, in_progress, failed, total, ...)."""
+    from enos.campaign.report import status as _status
+    return _status(source, results=results)
+
+
+def sweep(parameters: Dict[str, List[Any]], results, repeat: int = 1,
+          exclude: Optional[List[Dict[str, Any]]] = None) -> Iterator[Dict[str, Any]]:
+    """Yield every combination of ``parameters`` × ``repeat`` (key ``repeat``, from 1) not
+    done yet in ``results``, in a fixed order; a combination is done when the loop body
+    returns to the generator. If the script dies (or raises) inside the body, that
+    combination is redone by the next run of the script. Raises UsageError for an empty
+    sweep, CampaignLocked if another live process owns ``results``."""
+    from enos.campaign.file import load_campaign
+    from enos.campaign.sweep import Sweep
+    camp = load_campaign({"parameters": parameters, "exclude": exclude or [], "repeat": repeat,
+                          "steps": [{"run": "true"}]}, file="<sweep>")
+    s = Sweep(results, camp.combinations(), camp.repeat).open()
+    try:
+        for one in s:
+            yield dict(one)
+            s.done(one)
+    finally:
+        s.close()

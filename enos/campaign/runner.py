@@ -1,0 +1,271 @@
+"""Run a campaign: environment up (or given), ``setup`` once, then every run
+(combination × repetition) of the sweep, each into ``<results>/runs/<combination>/<repeat>/``.
+
+A run's directory::
+
+    params.json          the parameter values and the repetition number
+    timing.json          start, end, duration of the run and of each step (per host too)
+    result.json          status (ok | failed) and the error
+    <alias>/stdout       what the collecting step printed on that host (metrics read it)
+    <alias>/<n>.stdout   each step's stdout / stderr on that host (n = step number)
+    <alias>/files/...    the collected files of that host
+    monitor.csv          CPU, memory, network bytes per host at 1 Hz (``monitor: true``)
+
+A run that fails (non-zero exit, timeout, unreachable host, template error) is recorded
+with its error and the campaign goes on (``stop_on_error`` stops it).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from enos.campaign.file import Campaign, Step, combination_id, load_campaign, render, render_data
+from enos.campaign.sweep import REPEAT, Sweep
+from enos.errors import CampaignFailed, EnosError, UsageError
+
+log = logging.getLogger("enos.campaign")
+
+
+def _json(path: Path, data) -> None:
+    from enos.state import atomic_write
+    atomic_write(path, json.dumps(data, indent=2, default=str) + "\n", mode=0o644)
+
+
+def run_dir(results: Path, run: Dict[str, Any]) -> Path:
+    """Return ``<results>/runs/<combination id>/<repeat>``."""
+    combo = {k: v for k, v in run.items() if k != REPEAT}
+    return Path(results) / "runs" / combination_id(combo) / str(run[REPEAT])
+
+
+def hosts_scope(env) -> Dict[str, List[dict]]:
+    """Return the ``hosts`` template variable: role → [{alias, address, roles}], and ``all``."""
+    def one(h):
+        return {"alias": h.alias, "address": h.address, "roles": list(h.roles)}
+    scope = {role: [one(h) for h in hosts] for role, hosts in env.roles.items()}
+    seen, every = set(), []
+    for hosts in env.roles.values():
+        for h in hosts:
+            if h.alias not in seen:
+                seen.add(h.alias)
+                every.append(one(h))
+    scope.setdefault("all", every)
+    return scope
+
+
+def open_env(camp: Campaign, results: Path, env_dir: Optional[str], progress=None):
+    """Return the campaign's environment: ``env_dir`` if given (it must be up), else the
+    reservation brought up (or resumed) in ``<results>/env``. Raises UsageError when the
+    campaign has no reservation and no env is given."""
+    from enos.campaign import _adapter as api
+    if env_dir:
+        return api.load(env_dir)
+    if camp.reservation is None:
+        raise UsageError(f"{camp.file}: the campaign has no 'reservation': give one, or an "
+                         f"environment with --env DIR")
+    return api.up(camp.reservation, results / "env", progress=progress)
+
+
+def _failure_text(step: Step, cmd: str, results) -> Optional[str]:
+    bad = [r for r in results if r.rc != 0]
+    if not results:
+        return f"{step.name}: no host has the roles {step.roles}"
+    if not bad:
+        return None
+    parts = []
+    for r in bad:
+        why = f"exit {r.rc}" if r.rc is not None else (r.error or "failed")
+        tail = (r.stderr or "").strip().splitlines()[-1:] or [""]
+        parts.append(f"{r.host.alias}: {why}" + (f" ({tail[0][:200]})" if tail[0] else ""))
+    return f"{step.name} '{cmd[:120]}' failed on " + "; ".join(parts)
+
+
+def _collect(env, step: Step, scope: dict, rdir: Path, results) -> None:
+    """Fetch the step's files into ``<alias>/files/`` of each host it ran on."""
+    files = [render(f, scope) for f in step.collect_files]
+    aliases = [r.host.alias for r in results]
+    staging = rdir / ".collect"
+    env.backup(files, roles=aliases, dest=str(staging))
+    for alias in aliases:
+        dst = rdir / alias / "files"
+        dst.mkdir(parents=True, exist_ok=True)
+        src = staging / alias
+        if src.is_dir():
+            for p in src.rglob("*"):
+                if p.is_file():
+                    shutil.copy2(p, dst / p.name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -> Optional[str]:
+    """Do one run into ``rdir`` (emptied first); return None on success, else the error."""
+    if rdir.exists():
+        shutil.rmtree(rdir)
+    rdir.mkdir(parents=True)
+    _json(rdir / "params.json", run)
+    scope = dict(run, hosts=hosts)
+    t0 = time.time()
+    timing: Dict[str, Any] = {"start": t0, "steps": []}
+    error = None
+    token = uuid.uuid4().hex[:10]
+    monitored: List[str] = []
+    try:
+        if camp.network_constraints:
+            ts = time.time()
+            env.tc(render_data(camp.network_constraints, scope))
+            timing["steps"].append({"name": "network_constraints", "start": ts, "end": time.time(),
+                                    "duration": time.time() - ts})
+        if camp.monitor:
+            from enos.campaign import monitor
+            limit = int(sum((s.timeout or 600) for s in camp.steps) + 120)
+            monitored = monitor.start(env, token, max_seconds=limit)
+        for i, step in enumerate(camp.steps, 1):
+            cmd = render(step.run, scope)
+            ts = time.time()
+            results = env.run(cmd, roles=step.roles, timeout=step.timeout)
+            te = time.time()
+            timing["steps"].append({"name": step.name, "command": cmd, "start": ts, "end": te,
+                                    "duration": te - ts,
+                                    "hosts": {r.host.alias: {"rc": r.rc, "duration": r.duration,
+                                                             "error": r.error} for r in results}})
+            for r in results:
+                hdir = rdir / r.host.alias
+                hdir.mkdir(exist_ok=True)
+                (hdir / f"{i}.stdout").write_text(r.stdout or "")
+                (hdir / f"{i}.stderr").write_text(r.stderr or "")
+                if step.collect_stdout:
+                    (hdir / "stdout").write_text(r.stdout or "")
+                    (hdir / "stderr").write_text(r.stderr or "")
+            error = _failure_text(step, cmd, results)
+            if error:
+                break
+            if step.collect_files:
+                _collect(env, step, scope, rdir, results)
+    except EnosError as e:
+        error = str(e)
+    finally:
+        if monitored:
+            from enos.campaign import monitor
+            try:
+                rows = monitor.to_rows(monitor.stop(env, token, monitored))
+                monitor.write_csv(rdir / "monitor.csv", rows)
+            except EnosError as e:
+                log.warning("monitor: %s", e)
+    t1 = time.time()
+    timing.update(end=t1, duration=t1 - t0)
+    _json(rdir / "timing.json", timing)
+    _json(rdir / "result.json", {"status": "failed" if error else "ok", "error": error})
+    return error
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _setup(camp: Campaign, env, results: Path, hosts: dict, progress) -> None:
+    """Run the campaign's setup once per environment (recorded in setup.json)."""
+    from enos.progress import NULL
+    progress = progress or NULL
+    marker = results / "setup.json"
+    env_id = str(getattr(env, "env_dir", ""))
+    try:
+        if json.loads(marker.read_text()).get("env") == env_id:
+            return
+    except (OSError, ValueError):
+        pass
+    for step in camp.setup:
+        if step.play:
+            with progress.task(f"setup: playbook {Path(step.play).name}"):
+                env.play(step.play, extra_vars=step.extra_vars or None)
+            continue
+        cmd = render(step.run, {"hosts": hosts})
+        with progress.task(f"setup: {cmd[:60]}"):
+            res = env.run(cmd, roles=step.roles, timeout=step.timeout)
+        err = _failure_text(step, cmd, res)
+        if err:
+            raise CampaignFailed(f"setup failed: {err}")
+    _json(marker, {"env": env_id, "time": time.time()})
+
+
+def _describe_env(env, results: Path) -> None:
+    """Save what the report needs about the environment (hosts, roles, OS)."""
+    info = {"env_dir": str(getattr(env, "env_dir", "")), "hosts": []}
+    try:
+        res = env.run(". /etc/os-release 2>/dev/null; echo \"${PRETTY_NAME:-unknown}|$(uname -sr)\"",
+                      timeout=30)
+    except EnosError:
+        res = []
+    os_of = {r.host.alias: (r.stdout or "").strip() for r in res}
+    seen = set()
+    for role, hosts in env.roles.items():
+        for h in hosts:
+            if h.alias in seen:
+                continue
+            seen.add(h.alias)
+            osname, _, kernel = os_of.get(h.alias, "|").partition("|")
+            info["hosts"].append({"alias": h.alias, "address": h.address, "roles": list(h.roles),
+                                  "os": osname, "kernel": kernel})
+    _json(results / "environment.json", info)
+
+
+def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = False,
+        destroy: bool = False, progress=None) -> Dict[str, Any]:
+    """Run the campaign ``source`` (a file path, a dict or a :class:`Campaign`) to its end;
+    return its :meth:`Sweep.stats` (done, remaining, in_progress, failed, total, ...).
+
+    Resumable: the same call after a crash or a kill redoes only the run that was in
+    progress and those not done. Raises ConfigError (nothing booked), CampaignLocked,
+    CampaignFailed (``stop_on_error`` and a run failed, or ``setup`` failed), the
+    environment's errors."""
+    from enos.progress import NULL
+    progress = progress or NULL
+    camp = source if isinstance(source, Campaign) else load_campaign(source)
+    results = Path(results or camp.default_results()).absolute()
+    sweep = Sweep(results, camp.combinations(), camp.repeat)
+    with sweep:
+        _json(results / "campaign.json", {"file": camp.file, "fingerprint": camp.fingerprint(),
+                                          "campaign": camp.raw})
+        environment = open_env(camp, results, env, progress)
+        hosts = hosts_scope(environment)
+        _describe_env(environment, results)
+        _setup(camp, environment, results, hosts, progress)
+        stats = sweep.stats()
+        todo = stats["total"] - stats["done"]
+        started, durations = time.monotonic(), []
+        try:
+            with progress.task("campaign", total=stats["total"]) as bar:
+                bar.update(f"{stats['done']} done before", completed=stats["done"])
+                for one in sweep:
+                    label = ", ".join(f"{k}={v}" for k, v in one.items())
+                    t = time.monotonic()
+                    error = run_one(camp, environment, one, run_dir(results, one), hosts)
+                    durations.append(time.monotonic() - t)
+                    if error:
+                        sweep.failed(one, error)
+                        progress.info(f"run {label} failed: {error}")
+                    else:
+                        sweep.done(one)
+                    todo -= 1
+                    left = todo * sum(durations) / len(durations)
+                    bar.advance()
+                    bar.update(f"elapsed {_fmt(time.monotonic() - started)}, ~{_fmt(left)} left")
+                    if error and stop_on_error:
+                        raise CampaignFailed(f"run {label} failed (--stop-on-error): {error}")
+        finally:
+            if camp.network_constraints:
+                try:
+                    environment.tc_reset()
+                except EnosError as e:
+                    log.warning("could not remove the network constraints: %s", e)
+        stats = sweep.stats()
+    if destroy and not env:
+        from enos import task
+        task.destroy(str(results / "env"), progress=progress)
+    return stats

@@ -1,0 +1,255 @@
+"""A persistent, resumable sweep over parameter combinations, on execo's ``ParamSweeper``.
+
+Each element is one run: a combination plus its repetition number (``repeat``, from 1).
+The state lives in ``<results>/sweep/`` (execo's pickles: ``done``, ``inprogress``,
+``sweeps``) and the failures in ``<results>/failures/`` (JSON, one file per run).
+
+What this adds to execo (measured facts of execo 2.8.2, see docs/campaigns.md):
+
+* **deterministic order**: ``get_next`` takes the first remaining run in the order of the
+  file (first parameter slowest, repetitions innermost), whatever ``PYTHONHASHSEED``;
+* **a run in progress when its process died is redone**: the owner of the results dir
+  (it holds the lock, so nobody else is running) calls ``reset(reset_inprogress=True)``
+  and ``full_update()`` before the first ``get_next``;
+* **one owner**: an exclusive lock ``<results>/.lock`` holding the owner's pid; a second
+  campaign on the same dir fails with :class:`~enos.errors.CampaignLocked`;
+* **failures**: a failed run is ``skip``-ped (not retried in this process, retried by the
+  next one) and its error is written to ``failures/``; a success removes it.
+
+``execo_engine`` is imported here only, lazily (it loads all of execo and starts a thread).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+from enos.errors import CampaignLocked, StateLocked, UsageError
+
+REPEAT = "repeat"
+
+
+def run_key(run: Dict[str, Any]) -> str:
+    """Return the file-name key of a run: ``<combination id>/<repeat>`` with '/' → '__'."""
+    from enos.campaign.file import combination_id
+    combo = {k: v for k, v in run.items() if k != REPEAT}
+    return f"{combination_id(combo)}__{run[REPEAT]}"
+
+
+class Sweep:
+    """The runs of a sweep (combinations × repetitions) persisted in ``results``.
+
+    ``Sweep(results, combinations, repeat)`` — use :meth:`open` to take the lock, then
+    iterate (``for run in sweep``) and call :meth:`done` or :meth:`failed` for each run.
+    Reading the counts (:meth:`stats`) needs no lock."""
+
+    def __init__(self, results, combinations: List[Dict[str, Any]], repeat: int = 1):
+        self.results = Path(results)
+        self.combinations = [dict(c) for c in combinations]
+        self.repeat = int(repeat)
+        if not self.combinations or self.repeat < 1:
+            raise UsageError("empty sweep: no combination to run")
+        self.runs: List[Dict[str, Any]] = [dict(c, **{REPEAT: r}) for c in self.combinations
+                                           for r in range(1, self.repeat + 1)]
+        self._order = {self._hashable(r): i for i, r in enumerate(self.runs)}
+        self._sweeper = None
+        self._lock = None
+        self.current: Optional[Dict[str, Any]] = None
+
+    # --- state -------------------------------------------------------------------
+    @staticmethod
+    def _hashable(run):
+        from execo_engine import HashableDict
+        return HashableDict(run)
+
+    def _new_sweeper(self):
+        from execo_engine import ParamSweeper
+        import logging
+        logging.getLogger("execo_engine").setLevel(logging.WARNING)
+        return ParamSweeper(str(self.results / "sweep"), sweeps=list(self._order), save_sweeps=True,
+                            name="enos-campaign")
+
+    @property
+    def failures_dir(self) -> Path:
+        """Directory of the failure records (one JSON file per failed run)."""
+        return self.results / "failures"
+
+    def open(self) -> "Sweep":
+        """Take the results dir's lock and make every run that was in progress (its process
+        died) runnable again; return self. Raises CampaignLocked if another live process
+        owns the dir."""
+        from enos.state import Lock
+        self.results.mkdir(parents=True, exist_ok=True)
+        lock = Lock(self.results)
+        try:
+            lock.acquire()
+        except StateLocked as e:
+            raise CampaignLocked(str(self.results), e.pid) from None
+        self._lock = lock
+        try:
+            self._sweeper = self._new_sweeper()
+            self._sweeper.reset(reset_inprogress=True)
+            self._sweeper.full_update()
+            self._write_meta()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Release the lock (idempotent). A run still in progress stays in progress on disk
+        (the next owner redoes it)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _write_meta(self) -> None:
+        from enos.state import atomic_write
+        meta_path = self.results / "sweep.json"
+        meta = {}
+        if meta_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except ValueError:
+                meta = {}
+        meta.setdefault("started", time.time())
+        meta["total"] = len(self.runs)
+        meta["sessions"] = meta.get("sessions", 0) + 1
+        meta["owner"] = os.getpid()
+        atomic_write(meta_path, json.dumps(meta, indent=2), mode=0o644)
+
+    # --- iteration ---------------------------------------------------------------
+    def _first(self, remaining):
+        return sorted(remaining, key=lambda r: self._order.get(r, len(self._order)))[:1]
+
+    def next(self) -> Optional[Dict[str, Any]]:
+        """Return the next run to do (marked in progress on disk), or None when none is left."""
+        if self._sweeper is None:
+            raise RuntimeError("Sweep.open() first")
+        run = self._sweeper.get_next(self._first)
+        self.current = dict(run) if run is not None else None
+        return self.current
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        while True:
+            run = self.next()
+            if run is None:
+                return
+            yield run
+
+    def done(self, run: Dict[str, Any]) -> None:
+        """Mark ``run`` done (never redone) and forget an earlier failure of it."""
+        self._sweeper.done(self._hashable(run))
+        (self.failures_dir / f"{run_key(run)}.json").unlink(missing_ok=True)
+
+    def failed(self, run: Dict[str, Any], error: str) -> None:
+        """Record ``run``'s error; it is not retried by this process (the next
+        ``campaign run`` retries it)."""
+        from enos.state import atomic_write
+        self.failures_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.failures_dir / f"{run_key(run)}.json",
+                     json.dumps({"run": run, "error": error, "time": time.time()}, indent=2, default=str),
+                     mode=0o644)
+        self._sweeper.skip(self._hashable(run))
+
+    # --- counts ------------------------------------------------------------------
+    def stats(self) -> Dict[str, Any]:
+        """Return ``{done, remaining, in_progress, failed, total, failures: [...], elapsed}``
+        from the files (no lock needed). ``in_progress`` counts runs started by a process
+        that has not finished them (redone if that process is gone); ``remaining`` counts
+        the runs left to do, failed ones included."""
+        done = set()
+        inprogress = set()
+        sweep_dir = self.results / "sweep"
+        if (sweep_dir / "done").exists() or (sweep_dir / "inprogress").exists():
+            done, inprogress = _read_pickles(sweep_dir)
+        keys = {run_key(r): r for r in self.runs}
+        done_keys = {run_key(dict(r)) for r in done} & set(keys)
+        prog_keys = {run_key(dict(r)) for r in inprogress} & set(keys)
+        failures = []
+        if self.failures_dir.is_dir():
+            for f in sorted(self.failures_dir.glob("*.json")):
+                try:
+                    rec = json.loads(f.read_text())
+                except ValueError:
+                    continue
+                if f.stem in keys and f.stem not in done_keys:
+                    failures.append(rec)
+        meta = {}
+        try:
+            meta = json.loads((self.results / "sweep.json").read_text())
+        except (OSError, ValueError):
+            pass
+        elapsed = _elapsed(self.results)
+        total = len(self.runs)
+        return {"done": len(done_keys), "remaining": total - len(done_keys) - len(prog_keys),
+                "in_progress": len(prog_keys), "failed": len(failures), "total": total,
+                "elapsed": round(elapsed, 1), "started": meta.get("started"),
+                "owner": _live_owner(self.results), "failures": failures}
+
+
+def _read_pickles(sweep_dir: Path):
+    """Return (done set, inprogress set) as execo wrote them (read under its flocks)."""
+    import fcntl
+    import pickle
+    done, inprogress = [], set()
+    path = sweep_dir / "done"
+    if path.exists():
+        with open(path, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_SH)
+            while True:
+                try:
+                    done.append(pickle.load(f))
+                except Exception:  # a torn last record (kill -9 while writing) ends the file
+                    break
+    path = sweep_dir / "inprogress"
+    if path.exists():
+        with open(path, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_SH)
+            try:
+                inprogress = pickle.load(f)
+            except Exception:
+                inprogress = set()
+    return done, inprogress
+
+
+def _elapsed(results: Path) -> float:
+    """Return the seconds spent running (sum of the runs' durations)."""
+    total = 0.0
+    runs = results / "runs"
+    if runs.is_dir():
+        for t in runs.glob("*/*/timing.json"):
+            try:
+                total += float(json.loads(t.read_text()).get("duration") or 0)
+            except (OSError, ValueError):
+                pass
+    return total
+
+
+def _live_owner(results: Path) -> Optional[int]:
+    """Return the pid holding the results dir's lock, or None."""
+    import fcntl
+    path = results / ".lock"
+    if not path.exists():
+        return None
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                return int(os.read(fd, 32).decode().strip() or 0) or None
+            except ValueError:
+                return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
