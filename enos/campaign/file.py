@@ -33,13 +33,14 @@ _ROLES = {"anyOf": [{"type": "string", "minLength": 1},
                     {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}],
           "x-expected": "a role (or host alias), or a list of them"}
 _TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "x-expected": "a number of seconds > 0"}
-_COLLECT = {"anyOf": [{"const": "stdout"},
+_COLLECT_TEXT = "'stdout', or a mapping with 'stdout: true' and/or 'files: [...]'"
+_COLLECT = {"anyOf": [{"const": "stdout", "x-expected": _COLLECT_TEXT},
                       {"type": "object", "additionalProperties": False, "minProperties": 1,
                        "properties": {"stdout": {"type": "boolean"},
                                       "files": {"type": "array", "minItems": 1,
                                                 "items": {"type": "string", "minLength": 1},
                                                 "x-expected": "a non-empty list of paths on the hosts"}}}],
-            "x-expected": "'stdout', or a mapping with 'stdout: true' and/or 'files: [...]'"}
+            "x-expected": _COLLECT_TEXT}
 _SCALE = {"type": "number", "x-expected": "a number to multiply the value by"}
 _FROM = {"type": "string", "minLength": 1,
          "x-expected": "'stdout' or the name of a collected file"}
