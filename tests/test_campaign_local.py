@@ -1,0 +1,300 @@
+"""End to end on the ``local`` provider (real namespace hosts, real sshd, real ansible):
+a reduced campaign killed -9 in the middle and resumed, its CSV, figures and report, a
+second campaign on the same results refused, failures recorded, the report opened in a
+real headless Chromium, and the iperf3 example's throughput against its rate limits."""
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from enoscli import enos
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+
+RESERVATION = "provider: local\nresources:\n  local:\n    worker: 2\n"
+
+CAMPAIGN = """\
+reservation: reservation.yaml
+parameters:
+  size: [1, 2]
+  mode: [x, y]
+repeat: 2
+setup:
+  - run: "mkdir -p {count}"
+steps:
+  - roles: [worker]
+    run: "echo {{{{ size }}}}-{{{{ mode }}}}-{{{{ repeat }}}} >> {count}/$(hostname) && sleep 2 && echo value=$(( {{{{ size }}}} * 10 ))"
+    collect: stdout
+  - roles: [worker]
+    run: "echo {{{{ hosts.worker[1].address }}}} > /dev/null"
+metrics:
+  score: {{regex: "value=([0-9]+)"}}
+monitor: true
+"""
+
+COMBOS = [(s, m) for s in (1, 2) for m in ("x", "y")]
+REPEAT = 2
+
+
+def _status(cwd) -> dict:
+    return json.loads(enos(cwd, "campaign", "status", "camp.yaml", "-o", "json", timeout=120).stdout)
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    """Run the reduced campaign: kill -9 the first `enos campaign run` while a run is in
+    progress (a second one started meanwhile must be refused), resume it, report it."""
+    d = tmp_path_factory.mktemp("campaign")
+    count = d / "count"
+    (d / "reservation.yaml").write_text(RESERVATION)
+    (d / "camp.yaml").write_text(CAMPAIGN.format(count=count))
+    info = {"dir": d, "count": count}
+    env_dir = d / "camp.results" / "env"
+    t0 = time.monotonic()
+    first = subprocess.Popen([sys.executable, "-m", "enos", "campaign", "run", "camp.yaml"], cwd=d,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 400
+        while True:
+            assert first.poll() is None, first.stdout.read().decode()
+            assert time.monotonic() < deadline, "the campaign did not get to its 4th run"
+            st = _status(d)
+            if st["done"] >= 3 and st["in_progress"] == 1:
+                break
+            time.sleep(0.3)
+        # a second campaign on the same results dir, while the first one lives
+        info["second"] = enos(d, "campaign", "run", "camp.yaml", check=False, timeout=120)
+        info["first_pid"] = first.pid
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        info["at_kill"] = _status(d)
+        info["done_before_kill"] = _done_runs(d)
+        t1 = time.monotonic()
+        info["resume"] = enos(d, "campaign", "run", "camp.yaml", timeout=900)
+        info["resume_seconds"] = time.monotonic() - t1
+        info["total_seconds"] = time.monotonic() - t0
+        info["final"] = _status(d)
+        info["report"] = enos(d, "campaign", "report", "camp.yaml", timeout=300)
+        yield info
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        first.stdout.close()
+        if (env_dir / "state.json").exists():
+            enos(d, "destroy", "--env", str(env_dir), check=False, timeout=300)
+
+
+def _done_runs(d: Path):
+    """The runs execo's sweeper marked done (read from the results, not from enos)."""
+    out = set()
+    for r in (d / "camp.results" / "runs").glob("*/*/result.json"):
+        if json.loads(r.read_text())["status"] == "ok":
+            params = json.loads((r.parent / "params.json").read_text())
+            out.add(f"{params['size']}-{params['mode']}-{params['repeat']}")
+    return out
+
+
+def test_kill_9_then_resume_redoes_only_the_run_in_progress(campaign):
+    at_kill, final = campaign["at_kill"], campaign["final"]
+    assert at_kill["done"] >= 3 and at_kill["in_progress"] == 1 and at_kill["owner"] is None
+    assert {k: final[k] for k in ("done", "remaining", "in_progress", "failed", "total")} == \
+        {"done": 8, "remaining": 0, "in_progress": 0, "failed": 0, "total": 8}
+    done_before = campaign["done_before_kill"]
+    assert len(done_before) == at_kill["done"]
+    # count the executions on the hosts themselves: one line per execution, per host file
+    files = sorted(campaign["count"].iterdir())
+    assert len(files) == 2
+    for f in files:
+        lines = f.read_text().split()
+        every = {f"{s}-{m}-{r}" for s, m in COMBOS for r in range(1, REPEAT + 1)}
+        assert set(lines) == every
+        for run in done_before:
+            assert lines.count(run) == 1, (run, lines)      # finished before the kill: never redone
+        redone = [r for r in every if lines.count(r) > 1]
+        assert len(redone) <= 1 and len(lines) <= 9, lines  # at most the run in progress, once more
+
+
+def test_second_campaign_on_the_same_results_is_refused(campaign):
+    p = campaign["second"]
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert f"in use by process {campaign['first_pid']}" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_results_csv_has_one_row_per_run_metric_and_host(campaign):
+    d = campaign["dir"] / "camp.results"
+    with open(d / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["size", "mode", "repeat", "host", "metric", "value"]
+    metrics = {r["metric"] for r in rows}
+    assert {"score", "monitor_cpu_percent", "monitor_mem_used_mib", "monitor_net_rx_bytes",
+            "monitor_net_tx_bytes"} <= metrics
+    hosts = {r["host"] for r in rows}
+    assert len(hosts) == 2
+    for metric in metrics:
+        for host in hosts:
+            mine = [r for r in rows if r["metric"] == metric and r["host"] == host]
+            assert len(mine) == len(COMBOS) * REPEAT, (metric, host, len(mine))
+            assert {(r["size"], r["mode"], r["repeat"]) for r in mine} == \
+                {(str(s), m, str(rep)) for s, m in COMBOS for rep in range(1, REPEAT + 1)}
+    for r in rows:
+        if r["metric"] == "score":
+            assert float(r["value"]) == 10 * int(r["size"])
+    run = d / "runs" / "size=1,mode=x" / "1"
+    assert json.loads((run / "params.json").read_text()) == {"size": 1, "mode": "x", "repeat": 1}
+    timing = json.loads((run / "timing.json").read_text())
+    assert [s["name"] for s in timing["steps"]] == ["step 1", "step 2"] and timing["duration"] > 2
+    with open(run / "monitor.csv", newline="") as f:
+        mon = list(csv.DictReader(f))
+    assert {m["host"] for m in mon} == hosts and all(0 <= float(m["cpu_percent"]) <= 100 for m in mon)
+
+
+def _png_ok(path: Path):
+    from PIL import Image
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+
+
+def test_figures_are_valid_pngs_with_the_expected_names(campaign):
+    figdir = campaign["dir"] / "camp.results" / "figures"
+    names = {p.name for p in figdir.glob("*.png")}
+    expected = {f"{m}-vs-{p}.png" for m in ("score", "monitor_cpu_percent", "monitor_mem_used_mib",
+                                             "monitor_net_rx_bytes", "monitor_net_tx_bytes")
+                for p in ("size", "mode")}
+    assert names == expected
+    for n in names:
+        _png_ok(figdir / n)
+
+
+def test_report_embeds_every_figure(campaign):
+    d = campaign["dir"] / "camp.results"
+    html = (d / "report.html").read_text()
+    for png in (d / "figures").glob("*.png"):
+        assert "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() in html, png.name
+    assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:|//|file:)""", html)
+    for words in ("size", "mode", "Reservation", "worker: 2", "enos", "Hosts"):
+        assert words in html
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+PROBE = """<script>window.addEventListener('load', function () {
+  var im = document.images, ok = 0, inline = 0;
+  for (var i = 0; i < im.length; i++) {
+    if (im[i].complete && im[i].naturalWidth > 0) ok++;
+    if (im[i].currentSrc.indexOf('data:image/png;base64,') === 0) inline++;
+  }
+  var res = performance.getEntriesByType('resource').map(function (e) { return e.name; });
+  var d = document.createElement('div'); d.id = 'enos-probe';
+  d.textContent = JSON.stringify({images: im.length, loaded: ok, inline: inline, fetched: res});
+  document.body.appendChild(d);
+});</script>"""
+
+
+def _chromium(args, tmp: Path, name: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium")
+    assert exe, "chromium is not installed (scripts/setup.sh --test installs it)"
+    # in a network namespace of its own with no interface up: the browser cannot send a
+    # single packet anywhere, whatever its background services try
+    argv = ["unshare", "--net", exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / ('profile-' + name)}", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+
+
+def test_report_in_headless_chromium(campaign, tmp_path):
+    report = campaign["dir"] / "camp.results" / "report.html"
+    n_figures = len(list((report.parent / "figures").glob("*.png")))
+    probed = tmp_path / "probed.html"      # the report plus a script that reports what loaded
+    probed.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
+    p = _chromium(["--virtual-time-budget=10000", "--dump-dom", probed.as_uri()], tmp_path, "dom")
+    m = re.search(r'<div id="enos-probe">([^<]*)</div>', p.stdout)
+    assert m, p.stdout[-2000:] + p.stderr[-2000:]
+    probe = json.loads(m.group(1).replace("&quot;", '"'))
+    assert probe["images"] == probe["loaded"] == probe["inline"] == n_figures, probe
+    assert probe["fetched"] == [], probe          # every figure is inline: nothing was fetched
+    shot = tmp_path / "shot.png"
+    p = _chromium([f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri()], tmp_path, "shot")
+    assert shot.exists(), p.stderr[-2000:]
+    from PIL import Image, ImageStat
+    with Image.open(shot) as im:
+        stat = ImageStat.Stat(im.convert("L"))
+    assert stat.var[0] > 100, stat.var           # not a blank page
+
+
+FAILING = """\
+parameters:
+  n: [1, 2, 3]
+steps:
+  - run: "test {{ n }} != 2 || { echo two is refused >&2; exit 3; }"
+    roles: [worker]
+  - run: "if [ {{ n }} = 3 ]; then sleep 60; fi; echo value={{ n }}"
+    roles: [worker]
+    timeout: 3
+    collect: stdout
+metrics:
+  v: {regex: "value=([0-9]+)"}
+"""
+
+
+def test_failed_runs_are_recorded_and_the_campaign_goes_on(campaign):
+    d = campaign["dir"]
+    (d / "fail.yaml").write_text(FAILING)
+    env = str(d / "camp.results" / "env")
+    p = enos(d, "campaign", "run", "fail.yaml", "--env", env, check=False, timeout=300)
+    assert p.returncode == 1 and "2 run(s) failed" in p.stderr, (p.stdout, p.stderr)
+    st = json.loads(enos(d, "campaign", "status", "fail.yaml", "-o", "json").stdout)
+    assert (st["done"], st["failed"], st["total"]) == (1, 2, 3)
+    errors = {f["run"]["n"]: f["error"] for f in st["failures"]}
+    assert "exit 3" in errors[2] and "two is refused" in errors[2]
+    assert "timed out" in errors[3]
+    text = enos(d, "campaign", "status", "fail.yaml").stdout
+    assert "FAILED n=2, repeat=1" in text
+    # --stop-on-error stops at the first failure (n=2 again: failed runs are retried)
+    p = enos(d, "campaign", "run", "fail.yaml", "--env", env, "--stop-on-error", check=False, timeout=300)
+    assert p.returncode == 1 and "--stop-on-error" in p.stderr, p.stderr
+    st = json.loads(enos(d, "campaign", "status", "fail.yaml", "-o", "json").stdout)
+    assert st["failed"] == 2 and st["done"] == 1
+
+
+def test_iperf_example_throughput_within_its_rate_limits(tmp_path):
+    """The shipped example, unchanged (setup playbook, network constraints, 3 repetitions):
+    every measured throughput is below its rate limit and above half of it."""
+    example = REPO / "examples" / "iperf-campaign" / "campaign.yaml"
+    results = tmp_path / "iperf.results"
+    try:
+        t0 = time.monotonic()
+        enos(tmp_path, "campaign", "run", str(example), "--results", str(results), timeout=1800)
+        elapsed = time.monotonic() - t0
+        enos(tmp_path, "campaign", "report", str(example), "--results", str(results), timeout=300)
+    finally:
+        if (results / "env" / "state.json").exists():
+            enos(tmp_path, "destroy", "--env", str(results / "env"), check=False, timeout=300)
+    with open(results / "results.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"] == "throughput_mbps"]
+    assert len(rows) == 8 * 3
+    table = {}
+    for r in rows:
+        limit = float(r["rate"].removesuffix("mbit"))
+        value = float(r["value"])
+        assert limit / 2 < value < limit, r
+        table.setdefault((r["rate"], r["clients"]), []).append(value)
+    summary = {f"{k[0]} x{k[1]}": [round(v, 2) for v in vs] for k, vs in table.items()}
+    print(f"iperf example: {elapsed:.0f}s; {json.dumps(summary)}")
+    assert (results / "figures" / "throughput_mbps-vs-rate.png").exists()
