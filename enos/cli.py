@@ -731,6 +731,8 @@ def cmd_campaign(args, g) -> int:
     from enos.campaign.file import load_campaign
     camp = load_campaign(args["FILE"])           # ConfigError (exit 2) before anything else
     if args["validate"]:
+        from enos.campaign.runner import check_reservation
+        check_reservation(camp)
         n = len(camp.combinations())
         _out(f"{camp.file}: valid — {n} combination(s) × {camp.repeat} repetition(s) = "
              f"{n * camp.repeat} run(s), {len(camp.steps)} step(s), {len(camp.metrics)} metric(s)")

@@ -57,6 +57,9 @@ BAD = [
     ("network constraint template", GOOD + "network_constraints:\n  default_rate: \"{{ bandwidth }}\"\n", 13,
      "'bandwidth'"),
     ("YAML syntax", GOOD.replace("clients: [1, 2]", "clients: [1, 2"), 5, "YAML syntax error"),
+    ("bad inline reservation", GOOD.replace("reservation: reservation.yaml",
+                                            "reservation:\n  provider: local\n  resources: {local: {worker: 0}}"),
+     3, "resources.local.worker"),
     ("parameter named repeat", GOOD.replace("  clients: [1, 2]", "  repeat: [1, 2]"), 4, "parameter name"),
 ]
 

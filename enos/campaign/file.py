@@ -149,6 +149,7 @@ class Campaign:
     reservation: Any = None
     name: str = ""
     raw: dict = field(default_factory=dict)
+    positions: dict = field(default_factory=dict)
 
     def combinations(self) -> List[Dict[str, Any]]:
         """Return every combination of the parameters minus the excluded ones, in the
@@ -255,7 +256,8 @@ class _Checker:
         camp = Campaign(file=self.file, base_dir=self.base_dir, parameters=params, exclude=exclude,
                         repeat=data["repeat"], setup=setup, steps=steps, metrics=metrics,
                         network_constraints=data.get("network_constraints"), monitor=data["monitor"],
-                        reservation=reservation, name=data.get("name") or "", raw=data)
+                        reservation=reservation, name=data.get("name") or "", raw=data,
+                        positions=self.positions)
         self._templates(camp)
         if not camp.combinations():
             raise self.err(("exclude",) if exclude else ("parameters",),

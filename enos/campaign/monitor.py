@@ -38,7 +38,7 @@ def start(env, token: str, roles=None, max_seconds: int = 3600) -> List[str]:
     f = f"/tmp/enos-monitor-{token}-$(hostname)"
     cmd = (f"f={f}; setsid sh -c {shlex.quote(_loop(max_seconds))} </dev/null >\"$f\" 2>/dev/null & "
            "echo $! > \"$f.pid\" && echo started")
-    return [r.host.alias for r in env.run(cmd, roles=roles, timeout=30)
+    return [r.host.alias for r in env.run(cmd, roles=roles, timeout=30, check=False)
             if r.rc == 0 and "started" in (r.stdout or "")]
 
 
@@ -50,7 +50,7 @@ def stop(env, token: str, aliases: List[str]) -> Dict[str, str]:
     f = f"/tmp/enos-monitor-{token}-$(hostname)"
     cmd = (f"f={f}; [ -f \"$f.pid\" ] && kill $(cat \"$f.pid\") 2>/dev/null; "
            "cat \"$f\" 2>/dev/null; rm -f \"$f\" \"$f.pid\"; true")
-    out = {r.host.alias: r.stdout or "" for r in env.run(cmd, roles=aliases, timeout=30)}
+    out = {r.host.alias: r.stdout or "" for r in env.run(cmd, roles=aliases, timeout=30, check=False)}
     return {a: out.get(a, "") for a in aliases}
 
 

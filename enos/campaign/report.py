@@ -34,8 +34,8 @@ log = logging.getLogger("enos.campaign")
 def collect_rows(camp: Campaign, results: Path) -> Tuple[List[dict], List[str]]:
     """Return (rows of results.csv, problems): one row per run × metric × host of the
     successful runs; a metric that cannot be read is a problem (text), not a row."""
-    from enos.campaign import metrics as mx
-    from enos.campaign import monitor
+    import enos.campaign.metrics as mx
+    import enos.campaign.monitor as monitor
     from enos.campaign.runner import run_dir
     rows, problems = [], []
     sweep = Sweep(results, camp.combinations(), camp.repeat)

@@ -57,17 +57,41 @@ def hosts_scope(env) -> Dict[str, List[dict]]:
     return scope
 
 
-def open_env(camp: Campaign, results: Path, env_dir: Optional[str], progress=None):
-    """Return the campaign's environment: ``env_dir`` if given (it must be up), else the
-    reservation brought up (or resumed) in ``<results>/env``. Raises UsageError when the
-    campaign has no reservation and no env is given."""
-    from enos.campaign import _adapter as api
+def check_reservation(camp: Campaign):
+    """Return the campaign's reservation checked (a Config), or None when it has none.
+    Raises ConfigError (nothing booked)."""
+    from enos import task
+    if camp.reservation is None:
+        return None
+    if isinstance(camp.reservation, dict):
+        sub = {k[1:]: v for k, v in camp.positions.items() if k[:1] == ("reservation",)}
+        return task.reservation_from_data(camp.reservation, camp.file, positions=sub,
+                                          base_dir=camp.base_dir, check_files=True)
+    return task.load_reservation(camp.reservation)
+
+
+def open_env(camp: Campaign, results: Path, env_dir: Optional[str], progress=None, config=None):
+    """Return the campaign's environment (an :class:`enos.experiment.env.Env`): ``env_dir``
+    if given (it must be up), else the reservation brought up in ``<results>/env`` (an env
+    already ready there is used as it is; one interrupted while coming up is resumed).
+    Raises UsageError when the campaign has no reservation and no env is given, and the
+    errors of ``enos up``."""
+    from enos import task
+    from enos.campaign._adapter import wrap
+    from enos.experiment.env import Env, load
+    from enos.state import STATE_FILE, State
     if env_dir:
-        return api.load(env_dir)
+        env = load(env_dir)
+        env.select()            # NoEnvironment if it has no hosts (or is destroyed)
+        return wrap(env)
     if camp.reservation is None:
         raise UsageError(f"{camp.file}: the campaign has no 'reservation': give one, or an "
                          f"environment with --env DIR")
-    return api.up(camp.reservation, results / "env", progress=progress)
+    d = results / "env"
+    if (d / STATE_FILE).exists() and State.load(d).phase == "ready":
+        return wrap(load(d))
+    config = config or check_reservation(camp)
+    return wrap(Env(task.up(config, env=str(d), progress=progress), keep=True))
 
 
 def _failure_text(step: Step, cmd: str, results) -> Optional[str]:
@@ -120,13 +144,13 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -
             timing["steps"].append({"name": "network_constraints", "start": ts, "end": time.time(),
                                     "duration": time.time() - ts})
         if camp.monitor:
-            from enos.campaign import monitor
+            import enos.campaign.monitor as monitor
             limit = int(sum((s.timeout or 600) for s in camp.steps) + 120)
             monitored = monitor.start(env, token, max_seconds=limit)
         for i, step in enumerate(camp.steps, 1):
             cmd = render(step.run, scope)
             ts = time.time()
-            results = env.run(cmd, roles=step.roles, timeout=step.timeout)
+            results = env.run(cmd, roles=step.roles, timeout=step.timeout, check=False)
             te = time.time()
             timing["steps"].append({"name": step.name, "command": cmd, "start": ts, "end": te,
                                     "duration": te - ts,
@@ -149,7 +173,7 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -
         error = str(e)
     finally:
         if monitored:
-            from enos.campaign import monitor
+            import enos.campaign.monitor as monitor
             try:
                 rows = monitor.to_rows(monitor.stop(env, token, monitored))
                 monitor.write_csv(rdir / "monitor.csv", rows)
@@ -187,7 +211,7 @@ def _setup(camp: Campaign, env, results: Path, hosts: dict, progress) -> None:
             continue
         cmd = render(step.run, {"hosts": hosts})
         with progress.task(f"setup: {cmd[:60]}"):
-            res = env.run(cmd, roles=step.roles, timeout=step.timeout)
+            res = env.run(cmd, roles=step.roles, timeout=step.timeout, check=False)
         err = _failure_text(step, cmd, res)
         if err:
             raise CampaignFailed(f"setup failed: {err}")
@@ -199,7 +223,7 @@ def _describe_env(env, results: Path) -> None:
     info = {"env_dir": str(getattr(env, "env_dir", "")), "hosts": []}
     try:
         res = env.run(". /etc/os-release 2>/dev/null; echo \"${PRETTY_NAME:-unknown}|$(uname -sr)\"",
-                      timeout=30)
+                      timeout=30, check=False)
     except EnosError:
         res = []
     os_of = {r.host.alias: (r.stdout or "").strip() for r in res}
@@ -227,12 +251,16 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
     from enos.progress import NULL
     progress = progress or NULL
     camp = source if isinstance(source, Campaign) else load_campaign(source)
+    config = None if env else check_reservation(camp)     # ConfigError before anything is taken
     results = Path(results or camp.default_results()).absolute()
     sweep = Sweep(results, camp.combinations(), camp.repeat)
     with sweep:
         _json(results / "campaign.json", {"file": camp.file, "fingerprint": camp.fingerprint(),
                                           "campaign": camp.raw})
-        environment = open_env(camp, results, env, progress)
+        environment = open_env(camp, results, env, progress, config)
+        for step in camp.setup + camp.steps:
+            if step.roles:
+                environment.select(step.roles)     # UsageError naming the known roles
         hosts = hosts_scope(environment)
         _describe_env(environment, results)
         _setup(camp, environment, results, hosts, progress)
@@ -266,6 +294,6 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
                     log.warning("could not remove the network constraints: %s", e)
         stats = sweep.stats()
     if destroy and not env:
-        from enos import task
-        task.destroy(str(results / "env"), progress=progress)
+        from enos.experiment.env import destroy as destroy_env
+        destroy_env(str(results / "env"), progress=progress)
     return stats
