@@ -56,6 +56,8 @@ BAD = [
     ("missing playbook", GOOD.replace("steps:", "setup:\n  - play: nowhere.yml\nsteps:"), 7, "no playbook"),
     ("network constraint template", GOOD + "network_constraints:\n  default_rate: \"{{ bandwidth }}\"\n", 13,
      "'bandwidth'"),
+    ("network constraint value", GOOD + "network_constraints:\n  default_rate: \"{{ rate }}s\"\n", 12,
+     "default_rate"),
     ("YAML syntax", GOOD.replace("clients: [1, 2]", "clients: [1, 2"), 5, "YAML syntax error"),
     ("bad inline reservation", GOOD.replace("reservation: reservation.yaml",
                                             "reservation:\n  provider: local\n  resources: {local: {worker: 0}}"),

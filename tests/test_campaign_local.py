@@ -38,10 +38,12 @@ steps:
   - roles: [worker]
     run: "echo {{{{ size }}}}-{{{{ mode }}}}-{{{{ repeat }}}} >> {count}/$(hostname) && sleep 2 && echo value=$(( {{{{ size }}}} * 10 ))"
     collect: stdout
-  - roles: [worker]
-    run: "echo {{{{ hosts.worker[1].address }}}} > /dev/null"
+  - roles: [worker-1]
+    run: 'echo {{{{ hosts.worker[1].address }}}} > /dev/null && echo "{{\\"half\\": {{{{ size }}}}.5}}" > {count}/out.json'
+    collect: {{files: ["{count}/out.json"]}}
 metrics:
   score: {{regex: "value=([0-9]+)"}}
+  half: {{json: half, from: out.json, scale: 2}}
 monitor: true
 """
 
@@ -116,7 +118,7 @@ def test_kill_9_then_resume_redoes_only_the_run_in_progress(campaign):
     done_before = campaign["done_before_kill"]
     assert len(done_before) == at_kill["done"]
     # count the executions on the hosts themselves: one line per execution, per host file
-    files = sorted(campaign["count"].iterdir())
+    files = sorted(p for p in campaign["count"].iterdir() if p.name.startswith("worker-"))
     assert len(files) == 2
     for f in files:
         lines = f.read_text().split()
@@ -141,12 +143,15 @@ def test_results_csv_has_one_row_per_run_metric_and_host(campaign):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["size", "mode", "repeat", "host", "metric", "value"]
     metrics = {r["metric"] for r in rows}
-    assert {"score", "monitor_cpu_percent", "monitor_mem_used_mib", "monitor_net_rx_bytes",
+    assert {"score", "half", "monitor_cpu_percent", "monitor_mem_used_mib", "monitor_net_rx_bytes",
             "monitor_net_tx_bytes"} <= metrics
     hosts = {r["host"] for r in rows}
     assert len(hosts) == 2
     for metric in metrics:
         for host in hosts:
+            if metric == "half" and host != "worker-1":       # only worker-1 collects out.json
+                assert not [r for r in rows if r["metric"] == metric and r["host"] == host]
+                continue
             mine = [r for r in rows if r["metric"] == metric and r["host"] == host]
             assert len(mine) == len(COMBOS) * REPEAT, (metric, host, len(mine))
             assert {(r["size"], r["mode"], r["repeat"]) for r in mine} == \
@@ -154,6 +159,8 @@ def test_results_csv_has_one_row_per_run_metric_and_host(campaign):
     for r in rows:
         if r["metric"] == "score":
             assert float(r["value"]) == 10 * int(r["size"])
+        if r["metric"] == "half":
+            assert float(r["value"]) == 2 * int(r["size"]) + 1
     run = d / "runs" / "size=1,mode=x" / "1"
     assert json.loads((run / "params.json").read_text()) == {"size": 1, "mode": "x", "repeat": 1}
     timing = json.loads((run / "timing.json").read_text())
@@ -175,7 +182,7 @@ def _png_ok(path: Path):
 def test_figures_are_valid_pngs_with_the_expected_names(campaign):
     figdir = campaign["dir"] / "camp.results" / "figures"
     names = {p.name for p in figdir.glob("*.png")}
-    expected = {f"{m}-vs-{p}.png" for m in ("score", "monitor_cpu_percent", "monitor_mem_used_mib",
+    expected = {f"{m}-vs-{p}.png" for m in ("score", "half", "monitor_cpu_percent", "monitor_mem_used_mib",
                                              "monitor_net_rx_bytes", "monitor_net_tx_bytes")
                 for p in ("size", "mode")}
     assert names == expected

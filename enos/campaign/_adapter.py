@@ -1,5 +1,5 @@
-"""TEMPORARY: what the experiment layer's Env does not have yet on main (play, backup, tc),
-over enos.ansible / scp / a tc command. Deleted as soon as Env.play/backup/tc land."""
+"""TEMPORARY: what the experiment layer's Env does not have yet on main (play, backup),
+over enos.ansible / scp. Deleted as soon as Env.play/backup land."""
 from __future__ import annotations
 
 import subprocess
@@ -27,18 +27,6 @@ class CampaignEnv(Env):
                 for p in paths:
                     subprocess.run(["scp", "-q", "-F", str(self.ssh_config), f"{h.alias}:{p}", str(d) + "/"],
                                    capture_output=True, text=True, timeout=120)
-
-    if not hasattr(Env, "tc"):
-        def tc(self, constraints):
-            rate = constraints.get("default_rate")
-            if rate:
-                self.run("d=$(ip -o -4 addr show scope global | awk '{print $2}' | head -1); "
-                         "tc qdisc del dev $d root 2>/dev/null; tc qdisc add dev $d root handle 1: htb default 10 && "
-                         f"tc class add dev $d parent 1: classid 1:10 htb rate {rate}")
-
-        def tc_reset(self):
-            self.run("d=$(ip -o -4 addr show scope global | awk '{print $2}' | head -1); "
-                     "tc qdisc del dev $d root 2>/dev/null; true")
 
 
 def wrap(env: Env) -> Env:

@@ -70,6 +70,30 @@ def check_reservation(camp: Campaign):
     return task.load_reservation(camp.reservation)
 
 
+def check_network_constraints(camp: Campaign, config) -> None:
+    """Render the campaign's ``network_constraints`` for every combination (those that do
+    not use ``hosts``) and check them against the reservation's groups. Raises ConfigError
+    naming the campaign file and line."""
+    if not camp.network_constraints or config is None:
+        return
+    import jinja2
+    from jinja2 import meta
+    from enos.campaign.file import _strings
+    from enos.reservation.config import constraints_from_data
+    env = jinja2.Environment()
+    for _path, text in _strings(camp.network_constraints, ()):
+        if "hosts" in meta.find_undeclared_variables(env.parse(text)):
+            return
+    line = camp.positions.get(("network_constraints",))
+    source = f"{camp.file}:{line}" if line else camp.file
+    for combo in camp.combinations():
+        rendered = render_data(camp.network_constraints, dict(combo, repeat=1))
+        try:
+            constraints_from_data(rendered, config.constraint_groups(), source=source)
+        except UsageError as e:
+            raise UsageError(f"{e} (with {', '.join(f'{k}={v}' for k, v in combo.items())})") from None
+
+
 def open_env(camp: Campaign, results: Path, env_dir: Optional[str], progress=None, config=None):
     """Return the campaign's environment (an :class:`enos.experiment.env.Env`): ``env_dir``
     if given (it must be up), else the reservation brought up in ``<results>/env`` (an env
@@ -252,12 +276,15 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
     progress = progress or NULL
     camp = source if isinstance(source, Campaign) else load_campaign(source)
     config = None if env else check_reservation(camp)     # ConfigError before anything is taken
+    check_network_constraints(camp, config)
     results = Path(results or camp.default_results()).absolute()
     sweep = Sweep(results, camp.combinations(), camp.repeat)
     with sweep:
         _json(results / "campaign.json", {"file": camp.file, "fingerprint": camp.fingerprint(),
                                           "campaign": camp.raw})
         environment = open_env(camp, results, env, progress, config)
+        if env:
+            check_network_constraints(camp, environment.environment.config)
         for step in camp.setup + camp.steps:
             if step.roles:
                 environment.select(step.roles)     # UsageError naming the known roles
