@@ -166,6 +166,24 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
                  facts, check=True)
 
 
+def _signal_handlers() -> dict:
+    """Return the current SIGINT/SIGTERM handlers (empty outside the main thread, where
+    ansible-runner does not touch them either)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(saved: dict) -> None:
+    """Put back the handlers :func:`_signal_handlers` returned."""
+    import signal
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
 class PlaybookRun:
     """What one ansible-runner run of a playbook gave: ``rc``, ``status``
     (``successful``, ``failed``, ...), ``stats`` (Ansible's per-host counters: ``ok``,
@@ -187,12 +205,21 @@ def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dic
     kwargs = {"fact_cache": str(facts)} if facts is not None else {}  # absolute: shared by a run's playbooks
     with progress.task(f"ansible {pb.name}") as task:
         events = _Events(task, verbose)
-        with scrubbed_environ():   # ansible-runner copies os.environ into its artifacts
-            r = ansible_runner.run(
-                private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory),
-                extravars=str(vars_file), envvars=envvars, forks=forks, tags=tags,
-                limit=limit, quiet=True, event_handler=events, rotate_artifacts=5,
-                project_dir=str(pb.parent), suppress_env_files=True, **kwargs)
+        # ansible-runner replaces the SIGINT/SIGTERM handlers with its own (which only cancel
+        # the run) and never puts ours back: without this, a process that ran one playbook
+        # ignores Ctrl-C for ever after (e.g. 'enos campaign run' after its setup play)
+        saved = _signal_handlers()
+        try:
+            with scrubbed_environ():   # ansible-runner copies os.environ into its artifacts
+                r = ansible_runner.run(
+                    private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory),
+                    extravars=str(vars_file), envvars=envvars, forks=forks, tags=tags,
+                    limit=limit, quiet=True, event_handler=events, rotate_artifacts=5,
+                    project_dir=str(pb.parent), suppress_env_files=True, **kwargs)
+        finally:
+            _restore_signal_handlers(saved)
+        if r.status == "canceled":      # a signal arrived while it ran: it stopped the playbook
+            raise KeyboardInterrupt(f"{pb.name} interrupted")
         if facts is not None:
             _owner_only(facts)          # Ansible's fact cache ignores the umask
         if check and (r.rc != 0 or r.status != "successful"):

@@ -305,3 +305,58 @@ def test_iperf_example_throughput_within_its_rate_limits(tmp_path):
     summary = {f"{k[0]} x{k[1]}": [round(v, 2) for v in vs] for k, vs in table.items()}
     print(f"iperf example: {elapsed:.0f}s; {json.dumps(summary)}")
     assert (results / "figures" / "throughput_mbps-vs-rate.png").exists()
+
+
+SLOW = """\
+parameters:
+  n: [1, 2]
+setup:
+  - play: noop.yml        # ansible-runner in this process first: it replaces the signal handlers
+steps:
+  - run: "echo started-{{ n }}; sleep 120"
+    roles: [worker]
+    timeout: 300
+monitor: true
+"""
+
+
+def test_ctrl_c_exits_130_quickly_and_leaves_no_process(campaign):
+    """SIGINT to the process group of `enos campaign run` (as a terminal's Ctrl-C) in the
+    middle of a run: exit 130 within 2 s, nothing of its group left; the run is redone."""
+    d = campaign["dir"]
+    (d / "slow.yaml").write_text(SLOW)
+    (d / "noop.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")
+    env = str(d / "camp.results" / "env")
+    p = subprocess.Popen([sys.executable, "-m", "enos", "campaign", "run", "slow.yaml", "--env", env],
+                         cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((d / "slow.results" / "runs").glob("*/1/params.json")) or \
+                json.loads(enos(d, "campaign", "status", "slow.yaml", "-o", "json").stdout)["in_progress"] != 1:
+            assert time.monotonic() < deadline and p.poll() is None
+            time.sleep(0.3)
+        time.sleep(2)                        # inside the step's sleep
+        t = time.monotonic()
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        took = time.monotonic() - t
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 130, err
+    assert took < 2.0, took
+    assert "interrupted" in err and "Traceback" not in err
+    # execo's conductor helper (a process execo forks at import) polls its parent once a
+    # second and exits when it is gone: give it that second
+    deadline = time.monotonic() + 5
+    while True:
+        left = subprocess.run(["ps", "-o", "pid=,args=", "-s", str(p.pid)], capture_output=True,
+                              text=True).stdout
+        if not left.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert left.strip() == "", left
+    st = json.loads(enos(d, "campaign", "status", "slow.yaml", "-o", "json").stdout)
+    assert (st["done"], st["in_progress"], st["owner"]) == (0, 1, None)

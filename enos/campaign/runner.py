@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -101,21 +102,20 @@ def open_env(camp: Campaign, results: Path, env_dir: Optional[str], progress=Non
     Raises UsageError when the campaign has no reservation and no env is given, and the
     errors of ``enos up``."""
     from enos import task
-    from enos.campaign._adapter import wrap
     from enos.experiment.env import Env, load
     from enos.state import STATE_FILE, State
     if env_dir:
         env = load(env_dir)
         env.select()            # NoEnvironment if it has no hosts (or is destroyed)
-        return wrap(env)
+        return env
     if camp.reservation is None:
         raise UsageError(f"{camp.file}: the campaign has no 'reservation': give one, or an "
                          f"environment with --env DIR")
     d = results / "env"
     if (d / STATE_FILE).exists() and State.load(d).phase == "ready":
-        return wrap(load(d))
+        return load(d)
     config = config or check_reservation(camp)
-    return wrap(Env(task.up(config, env=str(d), progress=progress), keep=True))
+    return Env(task.up(config, env=str(d), progress=progress), keep=True)
 
 
 def _failure_text(step: Step, cmd: str, results) -> Optional[str]:
@@ -196,7 +196,9 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -
     except EnosError as e:
         error = str(e)
     finally:
-        if monitored:
+        # interrupted (Ctrl-C, SIGTERM): leave at once; the samplers stop by themselves
+        # and the run, still in progress on disk, is redone by the next 'campaign run'
+        if monitored and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
             import enos.campaign.monitor as monitor
             try:
                 rows = monitor.to_rows(monitor.stop(env, token, monitored))
@@ -314,7 +316,7 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
                     if error and stop_on_error:
                         raise CampaignFailed(f"run {label} failed (--stop-on-error): {error}")
         finally:
-            if camp.network_constraints:
+            if camp.network_constraints and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
                 try:
                     environment.tc_reset()
                 except EnosError as e:
