@@ -31,6 +31,9 @@ Cases:
             (``enos.ansible.run_playbooks``) vs a hand-tuned ``ansible-playbook -f N`` with
             pipelining (target: enos no slower, ratio ≤ 1.0) and vs ``ansible_runner.run``
             with its defaults (target: enos ≥ 1.3× faster).
+  vagrant   (only with ``--only vagrant``: needs vagrant + vagrant-libvirt, boots VMs) ``enos up
+            --no-provision`` / ``enos destroy`` of two Vagrant machines vs plain ``vagrant up`` /
+            ``vagrant destroy -f`` on the same Vagrantfile (bench/vagrant_case.py), target ≤ 1.1×.
 """
 from __future__ import annotations
 
@@ -507,7 +510,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="3 hosts, 1 repetition, no EnOSlib: proves the harness works, no meaningful figures")
     ap.add_argument("--enoslib", action="store_true", help="with --quick: include the EnOSlib baseline")
     ap.add_argument("--only", default="startup,updown,run,provision",
-                    help="comma-separated cases to run [startup,updown,run,provision]")
+                    help="comma-separated cases to run [startup,updown,run,provision]; "
+                         "'vagrant' (not in the default: boots VMs, minutes each) is enos vs plain Vagrant")
     ap.add_argument("--save", metavar="FILE", help="also write the results (Markdown) to FILE")
     ap.add_argument("--json", metavar="FILE", help="also write the raw samples (JSON) to FILE")
     a = ap.parse_args(argv)
@@ -534,6 +538,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             for n in counts:
                 log(f"enos up / destroy of {n} hosts x{repeat}")
                 bench_up_down(table, envs, n, repeat)
+        if "vagrant" in only:
+            log(f"enos vs plain vagrant, 2 machines x{repeat}")
+            sys.path.insert(0, str(HERE))
+            from vagrant_case import bench_vagrant
+            bench_vagrant(table, repeat, tmp, ENOS, clean_env, log)
         main_envs: Dict[int, Path] = {}
         for n in counts:
             if only & {"run", "provision", "startup"}:

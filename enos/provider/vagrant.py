@@ -576,28 +576,15 @@ class VagrantProvider(Provider):
                else f"vagrant box add {o['box']} --provider {o['backend']}")
         out.append(Check(f"box {o['box']} ({o['backend']})", d is not None, str(d) if d else "not installed", fix))
         if o["backend"] == "libvirt":
-            from enos.vagrant import libvirt_side
             try:
-                conn = libvirt_side.connect(o["uri"])
-                try:
-                    out.append(Check(f"libvirtd at {o['uri']}", True, f"libvirt {conn.getLibVersion()}"))
-                    try:
-                        libvirt_side.pool(conn, o["pool"])
-                        out.append(Check(f"storage pool {o['pool']}", True))
-                    except EnosError as e:
-                        out.append(Check(f"storage pool {o['pool']}", False, str(e), "see the message"))
-                finally:
-                    conn.close()
-            except ImportError:
+                from enos.libvirt.diagnose import diagnose
+            except ImportError:       # libvirt-python missing
                 out.append(Check("libvirt-python", False, "not installed", "pip install 'enos[libvirt]'"))
-            except EnosError as e:
-                out.append(Check(f"libvirtd at {o['uri']}", False, str(e),
-                                 "apt-get install libvirt-daemon-system && libvirtd -d "
-                                 "(with systemd: systemctl start libvirtd)"))
-            if o["uri"].startswith("qemu:///"):
-                sock = Path("/run/libvirt/virtlogd-sock")
-                out.append(Check("virtlogd", sock.exists(), str(sock) if sock.exists() else "not running",
-                                 "virtlogd -d (with systemd: systemctl start virtlogd)"))
+                return out
+            conn, checks = diagnose(o["uri"], o["pool"])     # libvirtd, virtlogd, pool, network
+            out += checks
+            if conn is not None:
+                conn.close()
         return out
 
     def info(self) -> dict:

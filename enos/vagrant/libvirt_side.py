@@ -64,6 +64,22 @@ def _volume(p, name: str):
         raise
 
 
+def refresh(p, attempts: int = 20) -> None:
+    """Refresh pool ``p``'s volume list; while another client's job runs on the pool
+    (vagrant-libvirt uploading a box: "has asynchronous jobs running") retry for a while,
+    then go on with the list libvirt has."""
+    import time
+    lv = _lv()
+    for _ in range(attempts):
+        try:
+            p.refresh(0)
+            return
+        except lv.libvirtError as e:
+            if "asynchronous jobs" not in str(e):
+                raise
+            time.sleep(0.5)
+
+
 def upload(conn, p, name: str, path: Path) -> str:
     """Create the raw volume ``name`` in pool ``p`` from the local file ``path`` (streamed,
     so a remote libvirtd works too) unless it exists; return its path on the hypervisor."""
@@ -146,7 +162,7 @@ def remove(conn, pool_name: str, plan: dict) -> List[str]:
     except ProviderError:
         p = None
     if p is not None:
-        p.refresh(0)
+        refresh(p)
         for m in plan["machines"]:
             for vol in (f"{m['domain']}.img", m["seed"]):
                 err = _remove_volume(p, vol)
@@ -167,7 +183,7 @@ def leftovers(conn, prefix: str) -> List[str]:
     out += [f"network {n.name()}" for n in conn.listAllNetworks(0) if n.name().startswith(prefix)]
     for p in conn.listAllStoragePools(0):
         if p.isActive():
-            p.refresh(0)
+            refresh(p)
             out += [f"volume {v.name()}" for v in p.listAllVolumes(0) if v.name().startswith(prefix)]
     return out
 
@@ -184,7 +200,7 @@ def sweep(conn, prefix: str) -> Tuple[List[str], List[str]]:
     for p in conn.listAllStoragePools(0):
         if not p.isActive():
             continue
-        p.refresh(0)
+        refresh(p)
         for v in p.listAllVolumes(0):
             if v.name().startswith(prefix):
                 err = _remove_volume(p, v.name())
