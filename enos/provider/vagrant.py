@@ -286,10 +286,11 @@ class VagrantProvider(Provider):
         """Return where the vagrant-libvirt plugin is installed (Debian package or
         ``vagrant plugin install``), or None."""
         from enos.build.vagrant_box import vagrant_home
-        for root in (Path("/usr/share/rubygems-integration/all/gems"), Path("/usr/share/vagrant-plugins"),
-                     vagrant_home() / "gems"):
+        roots = [Path("/usr/share/rubygems-integration/all/gems"), Path("/usr/share/vagrant-plugins")]
+        roots += sorted((vagrant_home() / "gems").glob("*/gems"))      # vagrant plugin install
+        for root in roots:
             if root.is_dir():
-                for p in root.rglob("vagrant-libvirt-*"):
+                for p in root.glob("vagrant-libvirt-*"):
                     if p.is_dir():
                         return str(p)
         return None
