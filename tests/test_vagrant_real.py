@@ -109,8 +109,17 @@ def leftovers(d, run_id: str):
     out += [f"vagrant process {pid}" for pid in marked(run_id)]
     from enos.build.vagrant_box import vagrant_home
     index = vagrant_home() / "data" / "machine-index" / "index"
-    if index.exists():
-        for mid, m in json.loads(index.read_text()).get("machines", {}).items():
+    machines = {}
+    for _ in range(50):             # vagrant rewrites the index in place: retry a torn read
+        try:
+            machines = json.loads(index.read_text()).get("machines", {}) if index.exists() else {}
+            break
+        except ValueError:
+            time.sleep(0.1)
+    else:
+        raise AssertionError(f"{index} stays unreadable")
+    if machines:
+        for mid, m in machines.items():
             if f"enos-{run_id}" in json.dumps(m) or f"/{run_id}" in m.get("vagrantfile_path", ""):
                 out.append(f"vagrant machine {m.get('name')} ({mid})")
     return out
