@@ -89,8 +89,17 @@ def test_failure_carries_every_hosts_result(env):
 
 
 def test_timeout_env_vars_and_sudo(env):
-    res = env.run("sleep 20", roles="compute", timeout=0.5, check=False)
-    assert all(r.rc is None and "timed out" in r.error for r in res)
+    res = env.run("sleep 3143 & sleep 3144", roles="compute", timeout=0.5, check=False)
+    assert all(r.rc is None and r.error == "timed out after 0.5s (killed)" and r.stderr == "" for r in res)
+    # the command does not outlive its timeout on the hosts (they share this PID space)
+    deadline = time.monotonic() + 10
+    while _sleeps("sleep 3143", "sleep 3144") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _sleeps("sleep 3143", "sleep 3144")
+    streamed = []
+    res = env.run("echo out; echo err >&2", roles="control", timeout=30,
+                  on_output=lambda h, s, line: streamed.append((s, line)))
+    assert res["control-1"].stderr == "err\n" and sorted(streamed) == [("stderr", "err"), ("stdout", "out")]
     tricky = "a b 'c' \"d\" $HOME `x`\nline2"
     res = env.run('printf "%s|%s" "$ONE" "$TWO"', env={"ONE": tricky, "TWO": 2}, roles="control")
     assert res["control-1"].stdout == f"{tricky}|2"
@@ -126,7 +135,7 @@ def test_background_wait_and_kill(env):
     bg = env.run("sleep 0.3; hostname", background=True)
     res = bg.wait(timeout=60)
     assert [r.stdout for r in res] == [f"{h.alias}\n" for h in env.hosts]
-    assert all("enos-bg-pid" not in r.stderr for r in res)
+    assert all("enos-pid" not in r.stderr for r in res)
 
     bg = env.run("sleep 300 & sleep 301; echo never", roles="compute", background=True)
     pids = bg.pids()
@@ -573,3 +582,7 @@ def _children(pid: int) -> list:
         if ppid == pid:
             out.append(int(p))
     return out
+
+
+def _sleeps(*cmdlines: str) -> list:
+    return [pid for pid in filter(str.isdigit, os.listdir("/proc")) if _cmdline(pid) in cmdlines]

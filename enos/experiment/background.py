@@ -3,24 +3,22 @@
 
 The sessions go through the env's SSH masters like any ``run``, read by one thread. On the
 host, the session's shell is the leader of its own process group (sshd starts each session
-in a new session): it reports its PID first, on stderr, and ``kill()`` signals that whole
-group (``kill -TERM -- -PID``), so the command's children go with it.
+in a new session): it reports its PID first, on stderr (:func:`~enos.experiment.command.with_pid`;
+the mark is taken out of the output), and ``kill()`` signals that whole group
+(``kill -TERM -- -PID``), so the command's children go with it.
 """
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from typing import Dict, List, Optional
 
 from enos.errors import CommandFailed, Timeout, UsageError
 from enos.experiment.results import Results
-from enos.experiment.command import OutputCallback, wrap_command
+from enos.experiment.command import OutputCallback, with_pid
 from enos.provider.provider import Host
 
-_MARK = "enos-bg-pid"
-_MARK_RE = re.compile(rb"^" + _MARK.encode() + rb" (\d+)\n")
 _NO_STATUS = "enos: the connection master closed the session without an exit status\n"
 _SIGNALS = ("TERM", "KILL", "INT", "HUP", "QUIT", "USR1", "USR2")
 
@@ -43,27 +41,20 @@ class Background:
         self._error: Optional[BaseException] = None
         self._cancel_r, self._cancel_w = os.pipe()
         self._on_output = on_output
-        wrapped = {a: f"printf '{_MARK} %s\\n' \"$$\" >&2\n{c}" for a, c in commands.items()}
+        wrapped = {a: with_pid(c) for a, c in commands.items()}
         self._thread = threading.Thread(target=self._main, args=(wrapped,), daemon=True,
                                         name=f"enos-bg-{command[:20]}")
         self._thread.start()
 
-    def _output(self, host: Host, stream: str, line: str) -> None:
-        if stream == "stderr" and host.alias not in self._pids and line.startswith(_MARK + " "):
-            with self._pid_seen:
-                self._pids[host.alias] = int(line.split()[1])
-                self._pid_seen.notify_all()
-            return
-        if self._on_output is not None:
-            self._on_output(host, stream, line)
-
-    def _strip(self, alias: str, err: bytes) -> bytes:
-        return _MARK_RE.sub(b"", err, count=1)
+    def _pid(self, alias: str, pid: int) -> None:
+        with self._pid_seen:
+            self._pids[alias] = pid
+            self._pid_seen.notify_all()
 
     def _main(self, commands: Dict[str, str]) -> None:
         try:
-            self.results = self.env._run_sessions(self.hosts, self.command, commands, on_output=self._output,
-                                                  cancel_fd=self._cancel_r, strip_stderr=self._strip)
+            self.results = self.env._run_sessions(self.hosts, self.command, commands, on_output=self._on_output,
+                                                  cancel_fd=self._cancel_r, on_pid=self._pid)
         except BaseException as e:  # handed to wait()
             self._error = e
         finally:
@@ -151,14 +142,7 @@ class Background:
     def _signal(self, sig: str) -> List[str]:
         """Send ``sig`` to the command's process group on every host that reported it;
         return their aliases."""
-        pids = self.pids(timeout=5.0)
-        hosts = [h for h in self.hosts if h.alias in pids]
-        if not hosts:
-            return []
-        cmds = {h.alias: wrap_command(f"kill -{sig} -- -{pids[h.alias]} 2>/dev/null; true", sudo=self.sudo,
-                                      user=h.user) for h in hosts}
-        self.env._run_sessions(hosts, f"kill -{sig}", cmds, timeout=30)
-        return [h.alias for h in hosts]
+        return self.env._kill_groups(self.pids(timeout=5.0), sig, sudo=self.sudo)
 
     def __repr__(self) -> str:
         state = "running" if self.running else ("done" if self.results is not None else "failed")

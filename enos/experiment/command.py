@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 from enos.errors import UsageError
 from enos.provider.provider import Host
@@ -33,3 +33,27 @@ def wrap_command(command: str, env: Optional[Mapping[str, Any]] = None, sudo: bo
     if sudo and user != "root":
         text = "sudo -n -- sh -c " + shlex.quote(text)
     return text
+
+
+#: the first line a session prints on stderr when its PID is asked for
+PID_MARK = "enos-pid"
+_PID_RE = re.compile(rb"^" + PID_MARK.encode() + rb" (\d+)\n")
+
+
+def with_pid(command: str) -> str:
+    """Return shell text that first prints ``enos-pid PID`` on stderr — the PID of the
+    session's shell, which sshd made the leader of its own session and process group — then
+    runs ``command`` (already wrapped by :func:`wrap_command`, so the mark comes from the
+    outer shell even with sudo)."""
+    return f"printf '{PID_MARK} %s\\n' \"$$\" >&2\n{command}"
+
+
+def take_pid(stderr: bytes) -> Tuple[Optional[int], bytes]:
+    """Return (the PID of a :func:`with_pid` mark at the start of ``stderr``, the rest)."""
+    m = _PID_RE.match(stderr)
+    return (int(m.group(1)), stderr[m.end():]) if m else (None, stderr)
+
+
+def kill_group(pid: int, signal: str = "TERM") -> str:
+    """Return shell text sending ``signal`` to the process group ``pid`` (quiet if gone)."""
+    return f"kill -{signal} -- -{int(pid)} 2>/dev/null; true"

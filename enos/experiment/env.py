@@ -18,7 +18,8 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional,
 from enos import task
 from enos.errors import CommandFailed, NoEnvironment, UsageError
 from enos.experiment import render
-from enos.experiment.command import OutputCallback, RoleSelector, wrap_command
+from enos.experiment.command import (PID_MARK, OutputCallback, RoleSelector, kill_group, take_pid,
+                                     with_pid, wrap_command)
 from enos.experiment.results import Result, Results
 from enos.provider.provider import Host, IpPool
 
@@ -239,7 +240,8 @@ class Env:
         :class:`Result` per host (successes included), in env order.
 
         ``timeout``: seconds before a host's session is given up (its result then has
-        ``rc`` None, ``error`` "timed out"). ``env``: environment variables set for the
+        ``rc`` None, ``error`` "timed out after Ns (killed)": the command's process group
+        on that host is killed). ``env``: environment variables set for the
         command. ``sudo``: run as root through ``sudo -n`` on hosts whose user is not root.
         ``on_output(host, stream, line)`` is called for each line as it arrives.
         ``background=True`` returns at once a :class:`~enos.experiment.background.Background`
@@ -253,31 +255,62 @@ class Env:
         if background:
             from enos.experiment.background import Background
             return Background(self, hosts, command, commands, sudo=sudo, on_output=on_output)
-        results = self._run_sessions(hosts, command, commands, timeout=timeout, on_output=on_output)
+        if timeout is None:
+            results = self._run_sessions(hosts, command, commands, on_output=on_output)
+        else:
+            # a session given up at the timeout would leave its command running on the host:
+            # each host reports its PID first, and the timed-out ones get their group killed
+            pids: dict = {}
+            results = self._run_sessions(hosts, command, {a: with_pid(c) for a, c in commands.items()},
+                                         timeout=timeout, on_output=on_output, on_pid=pids.__setitem__)
+            late = {r.host.alias: pids[r.host.alias] for r in results
+                    if r.rc is None and r.host.alias in pids and r.error and r.error.startswith("timed out")}
+            for alias in self._kill_groups(late, "KILL", sudo=sudo):
+                results[alias].error += " (killed)"
         if check and results.failed:
             raise CommandFailed(command, results.failed, results)
         return results
 
     def _run_sessions(self, hosts: List[Host], command: str, commands, timeout: Optional[float] = None,
                       on_output: Optional[OutputCallback] = None, stdout_to=None, cancel_fd=None,
-                      strip_stderr: Optional[Callable[[str, bytes], bytes]] = None) -> Results:
+                      on_pid: Optional[Callable[[str, int], None]] = None) -> Results:
         """Run per-host ``commands`` (alias → shell text, or one string) on ``hosts``; return
-        their Results (never raises for a host's failure)."""
+        their Results (never raises for a host's failure). With ``on_pid``, the commands
+        were wrapped by :func:`~enos.experiment.command.with_pid`: ``on_pid(alias, pid)`` is
+        called when a host reports its PID, and the mark is taken out of the output."""
         from enos.ssh.remote import run_sessions
         by_alias = {h.alias: h for h in hosts}
         cb = None
-        if on_output is not None:
+        if on_output is not None or on_pid is not None:
+            marked = set()
+
             def cb(alias: str, stream: str, line: str) -> None:
-                on_output(by_alias[alias], stream, line)
+                if on_pid is not None and stream == "stderr" and alias not in marked:
+                    marked.add(alias)
+                    if line.startswith(PID_MARK + " "):
+                        on_pid(alias, int(line.split()[1]))
+                        return
+                if on_output is not None:
+                    on_output(by_alias[alias], stream, line)
         sessions = run_sessions(self.ssh_config, hosts, commands, timeout=timeout, on_output=cb,
                                 stdout_to=stdout_to, cancel_fd=cancel_fd)
         out = []
         for h in hosts:
             s = sessions[h.alias]
-            err = strip_stderr(h.alias, s.stderr) if strip_stderr else s.stderr
+            err = take_pid(s.stderr)[1] if on_pid is not None else s.stderr
             out.append(Result(h, command, s.exit_code, s.stdout.decode(errors="replace"),
                               err.decode(errors="replace"), s.started, s.ended, s.error))
         return Results(out, command)
+
+    def _kill_groups(self, pids: Mapping[str, int], signal: str = "KILL", sudo: bool = False) -> List[str]:
+        """Send ``signal`` to the process group ``pids[alias]`` on each of those hosts; return
+        the aliases it was sent to (best effort: a host that does not answer is skipped)."""
+        hosts = [h for h in self.hosts if h.alias in pids]
+        if not hosts:
+            return []
+        cmds = {h.alias: wrap_command(kill_group(pids[h.alias], signal), sudo=sudo, user=h.user) for h in hosts}
+        self._run_sessions(hosts, f"kill -{signal}", cmds, timeout=30)
+        return [h.alias for h in hosts]
 
     # --- facts and network constraints -----------------------------------------------------
     def facts(self, refresh: bool = False) -> Dict[str, dict]:
