@@ -95,7 +95,7 @@ def test_the_example_validates():
 
 ORDER = """\
 import sys
-from enos.campaign.sweep import Sweep
+from enos.experiment.sweep import Sweep
 s = Sweep(sys.argv[1], [{"a": a, "b": b} for a in (1, 2, 3) for b in "xyz"], 2).open()
 print([s.next() for _ in range(18)])
 """

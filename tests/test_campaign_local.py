@@ -196,8 +196,12 @@ def test_report_embeds_every_figure(campaign):
     for png in (d / "figures").glob("*.png"):
         assert "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() in html, png.name
     assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:|//|file:)""", html)
-    for words in ("size", "mode", "Reservation", "worker: 2", "enos", "Hosts"):
+    for words in ("size", "mode", "Reservation", "worker: 2", "enos", "Hosts", "provider local"):
         assert words in html
+    env = json.loads((d / "environment.json").read_text())
+    assert len(env["hosts"]) == 2 and all(h["os"] and h["kernel"] for h in env["hosts"]), env
+    for h in env["hosts"]:
+        assert h["os"] in html and h["kernel"] in html
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -360,3 +364,41 @@ def test_ctrl_c_exits_130_quickly_and_leaves_no_process(campaign):
     assert left.strip() == "", left
     st = json.loads(enos(d, "campaign", "status", "slow.yaml", "-o", "json").stdout)
     assert (st["done"], st["in_progress"], st["owner"]) == (0, 1, None)
+
+
+ENV_SWEEP = """\
+import sys
+import enos
+env = enos.load(sys.argv[1])
+results, count = sys.argv[2], sys.argv[3]
+for p in env.sweep({"n": [1, 2, 3, 4]}, results=results):
+    env.run(f"echo {p['n']} >> {count}/sweep-$(hostname)", roles="worker")
+    if p["n"] == 3 and len(sys.argv) > 4:
+        env.run("sleep 60", roles="worker", timeout=120)      # killed -9 here
+"""
+
+
+def test_env_sweep_in_a_script_resumes_after_kill_9(campaign):
+    """`for p in env.sweep(...)` in a user's script, killed -9 inside the third
+    combination: the next run of the script redoes the third and does the fourth only
+    (counted on the hosts)."""
+    d = campaign["dir"]
+    script = d / "sweep_script.py"
+    script.write_text(ENV_SWEEP)
+    env, results, count = str(d / "camp.results" / "env"), str(d / "sweep.results"), campaign["count"]
+    p = subprocess.Popen([sys.executable, str(script), env, results, str(count), "hang"], cwd=d)
+    try:
+        deadline = time.monotonic() + 120
+        while not all("3" in f.read_text().split() for f in count.glob("sweep-*")) or \
+                len(list(count.glob("sweep-*"))) != 2:
+            assert time.monotonic() < deadline and p.poll() is None
+            time.sleep(0.2)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    subprocess.run([sys.executable, str(script), env, results, str(count)], cwd=d, check=True, timeout=300)
+    for f in count.glob("sweep-*"):
+        assert f.read_text().split() == ["1", "2", "3", "3", "4"], (f.name, f.read_text())

@@ -40,19 +40,7 @@ def status(source, results=None) -> Dict[str, Any]:
 
 def sweep(parameters: Dict[str, List[Any]], results, repeat: int = 1,
           exclude: Optional[List[Dict[str, Any]]] = None) -> Iterator[Dict[str, Any]]:
-    """Yield every combination of ``parameters`` × ``repeat`` (key ``repeat``, from 1) not
-    done yet in ``results``, in a fixed order; a combination is done when the loop body
-    returns to the generator. If the script dies (or raises) inside the body, that
-    combination is redone by the next run of the script. Raises UsageError for an empty
-    sweep, CampaignLocked if another live process owns ``results``."""
-    from enos.campaign.file import load_campaign
-    from enos.campaign.sweep import Sweep
-    camp = load_campaign({"parameters": parameters, "exclude": exclude or [], "repeat": repeat,
-                          "steps": [{"run": "true"}]}, file="<sweep>")
-    s = Sweep(results, camp.combinations(), camp.repeat).open()
-    try:
-        for one in s:
-            yield dict(one)
-            s.done(one)
-    finally:
-        s.close()
+    """The persistent sweep of :func:`enos.experiment.sweep.sweep` (also ``env.sweep``):
+    yield each combination × repetition not done yet in ``results``."""
+    from enos.experiment.sweep import sweep as _sweep
+    return _sweep(parameters, results, repeat=repeat, exclude=exclude)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import json
 import os
 import re
@@ -154,13 +153,8 @@ class Campaign:
     def combinations(self) -> List[Dict[str, Any]]:
         """Return every combination of the parameters minus the excluded ones, in the
         order of the file (the first parameter varies slowest)."""
-        names = list(self.parameters)
-        out = []
-        for values in itertools.product(*(self.parameters[n] for n in names)):
-            combo = dict(zip(names, values))
-            if not any(all(combo.get(k) in vs for k, vs in ex.items()) for ex in self.exclude):
-                out.append(combo)
-        return out
+        from enos.experiment.sweep import combinations
+        return combinations(self.parameters, self.exclude)
 
     def varied(self) -> List[str]:
         """Return the parameters that take more than one value."""
@@ -175,13 +169,6 @@ class Campaign:
         """Return a short hash of what defines the sweep (parameters, exclude, repeat)."""
         blob = json.dumps([self.parameters, self.exclude, self.repeat], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def combination_id(combo: Dict[str, Any]) -> str:
-    """Return the directory name of a combination: ``name=value`` pairs joined by ``,``
-    in parameter order, with characters unsafe in a file name replaced by ``_``."""
-    parts = [f"{k}={v}" for k, v in combo.items()]
-    return re.sub(r"[^A-Za-z0-9=,._+-]", "_", ",".join(parts)) or "default"
 
 
 # --- loading ---------------------------------------------------------------------------

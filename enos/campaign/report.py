@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from enos.campaign.file import Campaign, load_campaign
-from enos.campaign.sweep import REPEAT, Sweep, run_key
+from enos.experiment.sweep import REPEAT, Sweep, run_key
 
 log = logging.getLogger("enos.campaign")
 
@@ -220,7 +220,8 @@ def write_html(camp: Campaign, results: Path, rows: List[dict], figures: List[Pa
             + "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul>")
     else:
         parts.append("<p>none</p>")
-    parts.append("<h2>Hosts</h2>")
+    parts.append(f"<h2>Hosts</h2><p>provider {html.escape(str(envinfo.get('provider')))}, "
+                 f"environment {html.escape(str(envinfo.get('env_dir')))} (run {html.escape(str(envinfo.get('run_id')))})</p>")
     parts.append(_table(["host", "address", "roles", "OS", "kernel"],
                         [[h["alias"], h["address"], ",".join(h["roles"]), h.get("os"), h.get("kernel")]
                          for h in envinfo.get("hosts", [])]))

@@ -25,8 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from enos.campaign.file import Campaign, Step, combination_id, load_campaign, render, render_data
-from enos.campaign.sweep import REPEAT, Sweep
+from enos.campaign.file import Campaign, Step, load_campaign, render, render_data
+from enos.experiment.sweep import REPEAT, Sweep, combination_id
 from enos.errors import CampaignFailed, EnosError, UsageError
 
 log = logging.getLogger("enos.campaign")
@@ -245,23 +245,19 @@ def _setup(camp: Campaign, env, results: Path, hosts: dict, progress) -> None:
 
 
 def _describe_env(env, results: Path) -> None:
-    """Save what the report needs about the environment (hosts, roles, OS)."""
-    info = {"env_dir": str(getattr(env, "env_dir", "")), "hosts": []}
+    """Save what the report needs about the environment: hosts, roles, OS and kernel
+    (from the experiment layer's facts; a host whose facts cannot be read is listed
+    without them)."""
     try:
-        res = env.run(". /etc/os-release 2>/dev/null; echo \"${PRETTY_NAME:-unknown}|$(uname -sr)\"",
-                      timeout=30, check=False)
-    except EnosError:
-        res = []
-    os_of = {r.host.alias: (r.stdout or "").strip() for r in res}
-    seen = set()
-    for role, hosts in env.roles.items():
-        for h in hosts:
-            if h.alias in seen:
-                continue
-            seen.add(h.alias)
-            osname, _, kernel = os_of.get(h.alias, "|").partition("|")
-            info["hosts"].append({"alias": h.alias, "address": h.address, "roles": list(h.roles),
-                                  "os": osname, "kernel": kernel})
+        facts = env.facts()
+    except EnosError as e:
+        log.warning("facts: %s", e)
+        facts = {}
+    info = {"env_dir": str(env.env_dir), "run_id": env.run_id, "provider": env.provider,
+            "hosts": [{"alias": h.alias, "address": h.address, "roles": list(h.roles),
+                       "os": (facts.get(h.alias) or {}).get("os") or "",
+                       "kernel": (facts.get(h.alias) or {}).get("kernel") or ""}
+                      for h in env.hosts]}
     _json(results / "environment.json", info)
 
 

@@ -407,6 +407,23 @@ class Env:
         from enos.experiment.backup import backup
         return backup(self, paths, roles=roles, dest=dest, timeout=timeout, sudo=sudo)
 
+    # --- sweeps --------------------------------------------------------------------------
+    def sweep(self, parameters: Mapping[str, Sequence[Any]], results: Union[str, os.PathLike],
+              repeat: int = 1, exclude: Optional[Sequence[Mapping[str, Any]]] = None):
+        """Return a generator of the combinations of ``parameters`` × ``repeat`` not done
+        yet in the directory ``results`` (each a dict, with ``repeat`` from 1), in a fixed
+        order, persisted with execo's ParamSweeper: a combination is done when the loop
+        body returns; killed inside it (kill -9 included), the next run of the script redoes
+        that one and skips the finished ones::
+
+            for p in env.sweep({"size": [1, 2], "mode": ["a", "b"]}, results="out", repeat=3):
+                env.run(f"bench {p['size']} {p['mode']}")
+
+        Raises UsageError (empty or malformed sweep), CampaignLocked (another live process
+        iterates on ``results``)."""
+        from enos.experiment.sweep import sweep
+        return sweep(dict(parameters), results, repeat=repeat, exclude=[dict(e) for e in exclude or ()])
+
     # --- the end -------------------------------------------------------------------------
     def destroy(self, sweep: bool = False) -> "Env":
         """Release everything the env booked (as ``enos destroy``); return self.

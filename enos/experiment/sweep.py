@@ -1,4 +1,5 @@
-"""A persistent, resumable sweep over parameter combinations, on execo's ``ParamSweeper``.
+"""A persistent, resumable sweep over parameter combinations, on execo's ``ParamSweeper``
+(``env.sweep({...}, results=DIR)`` in a script; ``enos campaign`` runs on it too).
 
 Each element is one run: a combination plus its repetition number (``repeat``, from 1).
 The state lives in ``<results>/sweep/`` (execo's pickles: ``done``, ``inprogress``,
@@ -20,20 +21,70 @@ What this adds to execo (measured facts of execo 2.8.2, see docs/campaigns.md):
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from enos.errors import CampaignLocked, StateLocked, UsageError
 
 REPEAT = "repeat"
 
 
+def combination_id(combo: Dict[str, Any]) -> str:
+    """Return the directory name of a combination: ``name=value`` pairs joined by ``,``
+    in parameter order, with characters unsafe in a file name replaced by ``_``."""
+    parts = [f"{k}={v}" for k, v in combo.items()]
+    return re.sub(r"[^A-Za-z0-9=,._+-]", "_", ",".join(parts)) or "default"
+
+
+def combinations(parameters: Dict[str, Sequence[Any]],
+                 exclude: Sequence[Dict[str, Any]] = ()) -> List[Dict[str, Any]]:
+    """Return every combination of ``parameters`` (name → list of values; the first
+    varies slowest) except those matching an ``exclude`` entry (a partial combination,
+    a value or a list of values per name). Raises UsageError for a malformed sweep."""
+    if not isinstance(parameters, dict) or not parameters:
+        raise UsageError("sweep: expected a non-empty mapping of parameter → list of values")
+    for name, values in parameters.items():
+        if not isinstance(name, str) or name == REPEAT:
+            raise UsageError(f"sweep: {name!r} cannot be a parameter name")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise UsageError(f"sweep: parameter '{name}': expected a non-empty list of values")
+    rules = []
+    for ex in exclude or ():
+        if not isinstance(ex, dict) or not set(ex) <= set(parameters):
+            raise UsageError(f"sweep: exclude {ex!r} names no parameter of {', '.join(parameters)}")
+        rules.append({k: v if isinstance(v, (list, tuple)) else [v] for k, v in ex.items()})
+    names = list(parameters)
+    out = []
+    for values in itertools.product(*(parameters[n] for n in names)):
+        combo = dict(zip(names, values))
+        if not any(all(combo[k] in vs for k, vs in rule.items()) for rule in rules):
+            out.append(combo)
+    return out
+
+
+def sweep(parameters: Dict[str, Sequence[Any]], results, repeat: int = 1,
+          exclude: Optional[Sequence[Dict[str, Any]]] = None) -> Iterator[Dict[str, Any]]:
+    """Yield every combination of ``parameters`` × ``repeat`` (key ``repeat``, from 1) not
+    done yet in ``results``, in a fixed order; a combination is done when the loop body
+    returns to the generator. If the script dies (or raises) inside the body, that
+    combination is redone by the next run of the script. Raises UsageError for an empty
+    or malformed sweep, CampaignLocked if another live process owns ``results``."""
+    s = Sweep(results, combinations(parameters, exclude or ()), repeat).open()
+    try:
+        for one in s:
+            yield dict(one)
+            s.done(one)
+    finally:
+        s.close()
+
+
 def run_key(run: Dict[str, Any]) -> str:
-    """Return the file-name key of a run: ``<combination id>/<repeat>`` with '/' → '__'."""
-    from enos.campaign.file import combination_id
+    """Return the file-name key of a run: ``<combination id>__<repeat>``."""
     combo = {k: v for k, v in run.items() if k != REPEAT}
     return f"{combination_id(combo)}__{run[REPEAT]}"
 
