@@ -82,17 +82,28 @@ CMD_DESTROY = """Release everything an environment booked, using only its saved 
 
 Safe to run twice, and after a crash or Ctrl-C at any moment of 'enos up'.
 
+Freeing comes first: on a full or read-only disk the resources are still freed, and
+the record of it is retried (exit 1 if it could not be written: run it again later).
+If the testbed does not answer (e.g. a libvirt URI that is unreachable), destroy says
+what may remain where, exits 1 and stays retryable.
+
 Usage:
   enos destroy [--env DIR] [--sweep]
   enos destroy --sweep --run-id ID [-f FILE]
+  enos destroy --forget [--env DIR]
 
 Options:
   --env DIR    environment directory [default: current]
   --sweep      also find and remove resources tagged with the run id that the state does
                not list (providers with the sweep capability)
-  --run-id ID  sweep the resources of this run id (when the env dir is gone): the full
-               8-character id 'enos info' shows, matched exactly
+  --run-id ID  sweep the resources of this run id (when the env dir is gone or its
+               state.json is damaged): the full 8-character id 'enos info' shows,
+               matched exactly; it is also in the name of the env's local-ID/ dir, in
+               ssh/id_ed25519.pub, and in the error enos printed
   -f FILE      reservation file naming the provider for --run-id [default: reservation.yaml]
+  --forget     free nothing and mark the environment destroyed: for resources you know
+               are gone (a deleted VM host, an expired job). Prints what its journal
+               still listed, so you can check by hand.
 """
 
 CMD_INFO = """Show an environment: phase, hosts and their roles, networks, provider details
@@ -369,8 +380,8 @@ def cmd_destroy(args, g) -> int:
             _out(r)
         return 0
     from enos.experiment.env import destroy
-    env = destroy(_env_arg(args), sweep=args["--sweep"], progress=p)
-    p.info(f"destroyed run {env.run_id} ({env.env_dir})")
+    env = destroy(_env_arg(args), sweep=args["--sweep"], progress=p, forget=args["--forget"])
+    p.info(f"{'forgot' if args['--forget'] else 'destroyed'} run {env.run_id} ({env.env_dir})")
     return 0
 
 
@@ -500,9 +511,11 @@ def _constraints_summary(cfg) -> str:
 
 
 def cmd_validate(args, g) -> int:
+    from enos.provider import load_provider_class
     from enos.task import load_reservation
     fmt = _format(args, ("text", "json"))
     cfg = load_reservation(args["-f"])
+    load_provider_class(cfg.provider_type).preflight(cfg)
     for w in cfg.warnings:
         print(f"warning: {w}", file=sys.stderr)
     hosts = sum(m.count for m in cfg.machines)
@@ -882,6 +895,14 @@ def _main(argv: Optional[List[str]]) -> int:
             log.exception("enos %s failed", cmd)
         print(f"enos {cmd}: error: {e}" if not _is_config_error(e) else f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        import errno
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        if g["verbose"]:
+            log.exception("enos %s failed", cmd)
+        print(f"enos {cmd}: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if g["verbose"]:
             log.exception("interrupted")

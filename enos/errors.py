@@ -90,6 +90,25 @@ class NoEnvironment(StateError):
     exit_code = 2
 
 
+class StateDamaged(StateError):
+    """The state file exists but cannot be used (unreadable, not UTF-8, not JSON, a key
+    missing or of the wrong type). ``path`` is the file; the message says what to do."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(message)
+
+
+class StateUnwritable(StateError):
+    """The env dir cannot be written (disk full, read-only file system, permissions).
+    ``path`` is the file, ``cause`` the OSError."""
+
+    def __init__(self, path: str, cause: Optional[OSError]):
+        self.path, self.cause = path, cause
+        why = (cause.strerror or str(cause)) if cause is not None else "unknown error"
+        super().__init__(f"cannot write {path}: {why}")
+
+
 class StateLocked(StateError):
     """Another enos process holds the environment's lock. ``pid`` is the holder's PID."""
 

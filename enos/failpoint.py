@@ -5,6 +5,8 @@
 
     ENOS_FAILPOINTS="local.bridge_created=kill"        # SIGKILL this process
     ENOS_FAILPOINTS="task.booked=raise,x=interrupt"    # raise FailpointHit / KeyboardInterrupt
+    ENOS_FAILPOINTS="task.booked=stop"                 # SIGSTOP this process (a test then
+                                                       # fills a disk, races it, ... and SIGCONTs it)
 
 A name may end with ``*`` to match a prefix. When ``ENOS_FAILPOINT_LOG`` names a file,
 every checkpoint reached is appended to it (one name per line), so a test can first
@@ -17,7 +19,7 @@ import signal
 
 from enos.errors import FailpointHit
 
-_ACTIONS = ("kill", "raise", "interrupt", "term")
+_ACTIONS = ("kill", "raise", "interrupt", "term", "stop")
 
 
 def _parse(spec: str) -> dict:
@@ -32,7 +34,7 @@ def checkpoint(name: str) -> None:
     """Mark that execution reached ``name``; crash here if a test asked for it.
 
     Returns None. Raises :class:`FailpointHit` (``raise``) or ``KeyboardInterrupt``
-    (``interrupt``); ``kill``/``term`` send SIGKILL/SIGTERM to this process."""
+    (``interrupt``); ``kill``/``term``/``stop`` send SIGKILL/SIGTERM/SIGSTOP to this process."""
     log = os.environ.get("ENOS_FAILPOINT_LOG")
     if log:
         with open(log, "a") as f:
@@ -53,6 +55,8 @@ def checkpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "term":
         os.kill(os.getpid(), signal.SIGTERM)
+    elif action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
     elif action == "interrupt":
         raise KeyboardInterrupt(f"failpoint {name}")
     else:

@@ -17,12 +17,17 @@ import datetime as _dt
 import errno
 import fcntl
 import json
+import logging
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
-from enos.errors import NoEnvironment, StateError, StateLocked
+from enos.errors import NoEnvironment, StateDamaged, StateError, StateLocked, StateUnwritable
+
+log = logging.getLogger("enos.state")
 
 SCHEMA = 1
 STATE_FILE = "state.json"
@@ -82,31 +87,66 @@ class Lock:
         self.fd: Optional[int] = None
 
     def acquire(self) -> "Lock":
-        """Take the lock; return self. Raises :class:`StateLocked` naming the holder."""
-        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                raise
+        """Take the lock; return self. Raises :class:`StateLocked` naming the holder,
+        :class:`NoEnvironment` when the env dir vanished, or :class:`StateError` when the
+        lock file can be neither created nor opened.
+
+        On a read-only or full file system the existing lock file is flock()ed read-only
+        and the holder's PID is not written: the lock still keeps two enos off one env.
+        A lock file unlinked while we waited (its env dir was given up) is not a lock:
+        the file is opened again."""
+        for _ in range(100):
+            fd = self._open()
             try:
-                pid = int(os.read(fd, 32).decode().strip() or 0) or None
-            except ValueError:
-                pid = None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                try:
+                    pid = int(os.read(fd, 32).decode().strip() or 0) or None
+                except ValueError:
+                    pid = None
+                os.close(fd)
+                raise StateLocked(str(self.path.parent), pid) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise StateLocked(str(self.path.parent), pid) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        os.fsync(fd)
+        else:  # pragma: no cover - a lock file replaced 100 times in a row
+            raise StateError(f"{self.path}: the lock file keeps being replaced")
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            os.fsync(fd)
+        except OSError as e:   # full or read-only disk: the flock alone still excludes
+            log.warning("%s: cannot write our PID into the lock file: %s", self.path, e.strerror or e)
         self.fd = fd
         return self
+
+    def _open(self) -> int:
+        try:
+            return os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            raise NoEnvironment(f"{self.path.parent} does not exist (any more)") from None
+        except OSError as e:
+            try:
+                return os.open(str(self.path), os.O_RDONLY)
+            except OSError:
+                raise StateError(f"{self.path}: cannot open the lock file: {e.strerror or e}"
+                                 f" (is {self.path.parent} a writable directory?)") from None
 
     def release(self) -> None:
         """Release the lock (idempotent)."""
         if self.fd is not None:
             try:
-                os.ftruncate(self.fd, 0)
+                try:
+                    os.ftruncate(self.fd, 0)
+                except OSError:
+                    pass
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
             finally:
                 os.close(self.fd)
@@ -151,25 +191,73 @@ class State:
 
     @classmethod
     def load(cls, env_dir: Path) -> "State":
-        """Return the state saved in ``env_dir``. Raises NoEnvironment / StateError."""
-        path = Path(env_dir) / STATE_FILE
+        """Return the state saved in ``env_dir``. Raises NoEnvironment (no state file) or
+        :class:`StateDamaged` (unreadable, not UTF-8, not JSON, unknown schema, a key
+        missing or of the wrong type), whose message names the file and what to do."""
+        env_dir = Path(env_dir)
+        path = env_dir / STATE_FILE
         try:
-            text = path.read_text()
+            blob = path.read_bytes()
         except FileNotFoundError:
+            if os.path.lexists(path):
+                raise damaged(env_dir, f"is a dangling symbolic link (to {os.readlink(path)})") from None
             raise NoEnvironment(f"no enos environment in {env_dir} (no {STATE_FILE})") from None
+        except IsADirectoryError:
+            raise damaged(env_dir, "is a directory, not a state file") from None
+        except OSError as e:
+            raise damaged(env_dir, f"cannot be read: {e.strerror or e}") from None
+        try:
+            text = blob.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise damaged(env_dir, f"is not UTF-8 text (byte 0x{blob[e.start]:02x} at offset {e.start})") from None
         try:
             data = json.loads(text)
         except ValueError as e:
-            raise StateError(f"{path}: unreadable state file: {e}") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise StateError(f"{path}: unknown state schema {data.get('schema') if isinstance(data, dict) else '?'}"
-                             f" (this enos reads schema {SCHEMA})")
+            raise damaged(env_dir, f"is not valid JSON (unreadable state file: {e})") from None
+        if not isinstance(data, dict):
+            raise damaged(env_dir, f"holds a JSON {type(data).__name__}, not an object")
+        if data.get("schema") != SCHEMA:
+            raise damaged(env_dir, f"has an unknown state schema {data.get('schema')!r} "
+                                   f"(this enos reads schema {SCHEMA})")
+        problem = _shape_problem(data)
+        if problem:
+            raise damaged(env_dir, problem)
         return cls(env_dir, data)
 
+    #: when True (``destroy``), a failed write is remembered in :attr:`unsaved` instead of
+    #: raised: freeing resources must not depend on being able to write the state
+    best_effort = False
+    #: the OSError of the last failed best-effort write (None once a write succeeds)
+    unsaved: Optional[OSError] = None
+
     def save(self) -> None:
-        """Persist atomically, incrementing ``serial``."""
+        """Persist atomically, incrementing ``serial``. Raises :class:`StateUnwritable`
+        (disk full, read-only, ...) unless :attr:`best_effort` is set."""
         self.data["serial"] = int(self.data.get("serial", 0)) + 1
-        atomic_write(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        try:
+            atomic_write(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        except OSError as e:
+            if not self.best_effort:
+                raise StateUnwritable(str(self.path), e) from None
+            if self.unsaved is None:
+                log.warning("%s: cannot record the state (%s); going on", self.path, e.strerror or e)
+            self.unsaved = e
+        else:
+            self.unsaved = None
+
+    def save_retrying(self, attempts: int = 5, delay: float = 0.5) -> None:
+        """Persist, retrying ``attempts`` times ``delay`` s apart (disk space may come back).
+        Raises :class:`StateUnwritable` with the last error if every attempt fails."""
+        for i in range(attempts):
+            try:
+                atomic_write(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+                self.unsaved = None
+                return
+            except OSError as e:
+                self.unsaved = e
+                if i + 1 < attempts:
+                    time.sleep(delay)
+        raise StateUnwritable(str(self.path), self.unsaved)
 
     @property
     def run_id(self) -> str:
@@ -193,6 +281,88 @@ class State:
     def journal(self) -> "Journal":
         """The provider's journal, persisted in this state."""
         return Journal(self)
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{8}")
+_TYPES = {"serial": int, "run_id": str, "phase": str, "history": list, "provider": str,
+          "config": dict, "journal": dict}
+
+
+def _shape_problem(data: dict) -> Optional[str]:
+    """Return what is wrong with the keys of a loaded state (None if nothing)."""
+    for key, typ in _TYPES.items():
+        if key not in data:
+            return f"lacks the key '{key}'"
+        if not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
+            return f"has a {type(data[key]).__name__} for '{key}', expected a {typ.__name__}"
+    if data["serial"] < 0:
+        return f"has a negative serial {data['serial']}"
+    if not _RUN_ID.fullmatch(data["run_id"]):
+        return f"has a malformed run_id {data['run_id']!r} (expected 8 hex characters)"
+    if data["phase"] not in PHASES:
+        return f"has an unknown phase {data['phase']!r} (expected one of {', '.join(PHASES)})"
+    cfg = data["config"]
+    if not isinstance(cfg.get("data"), dict) or not isinstance(cfg.get("file"), str):
+        return "has a 'config' without the reservation ('file' and 'data')"
+    if data.get("resources") is not None and not isinstance(data["resources"], dict):
+        return f"has a {type(data['resources']).__name__} for 'resources', expected an object or null"
+    return None
+
+
+def run_id_traces(env_dir: Path) -> List[str]:
+    """Return the run ids an env dir shows without its state file (sorted): the
+    ``local-R/`` and ``libvirt-R``-like dir names, the env key's comment ``enos-R``, the
+    ``run_id`` in a damaged ``state.json`` or its leftover temp files."""
+    env_dir = Path(env_dir)
+    found = set()
+    try:
+        names = os.listdir(env_dir)
+    except OSError:
+        return []
+    for name in names:
+        m = re.fullmatch(r"[a-z]+-([0-9a-f]{8})", name)
+        if m:
+            found.add(m.group(1))
+    candidates = [env_dir / "ssh" / "id_ed25519.pub", env_dir / STATE_FILE, env_dir / "ssh_config"]
+    candidates += [env_dir / n for n in names if n.startswith(f".{STATE_FILE}.")]
+    for f in candidates:
+        try:
+            blob = f.read_bytes()[:1 << 20]
+        except OSError:
+            continue
+        for m in re.finditer(rb'(?:enos-|"run_id":\s*")([0-9a-f]{8})\b', blob):
+            found.add(m.group(1).decode())
+    return sorted(found)
+
+
+#: names an enos run leaves in its env dir besides state.json (traces of a run)
+RUN_TRACES = ("ssh", "ssh_config", "known_hosts", "inventory.yml", "ansible")
+
+
+def previous_run_traces(env_dir: Path) -> List[str]:
+    """Return the names in ``env_dir`` left by an earlier enos run (its key, ssh_config,
+    inventory, a provider's ``<type>-<run id>`` dir); empty for a fresh dir."""
+    try:
+        names = os.listdir(env_dir)
+    except OSError:
+        return []
+    return sorted(n for n in names if n in RUN_TRACES or re.fullmatch(r"[a-z]+-[0-9a-f]{8}", n))
+
+
+def recovery_hint(env_dir: Path) -> str:
+    """Return what a user can do about a damaged env dir: sweep its run id(s) (read from
+    its traces) with the reservation it was booked from, then move the dir away."""
+    ids = run_id_traces(env_dir)
+    sweep = "; ".join(f"enos destroy --sweep --run-id {r} -f RESERVATION.yaml" for r in ids) if ids else \
+        "enos destroy --sweep --run-id RUN_ID -f RESERVATION.yaml (the run id was not found in the dir)"
+    return (f"its resources may still exist: free them with '{sweep}' (the reservation it was booked "
+            f"from), then move {env_dir} away (or restore its state.json from a backup)")
+
+
+def damaged(env_dir: Path, problem: str) -> StateDamaged:
+    """Return (not raise) the StateDamaged error for ``<env_dir>/state.json`` with ``problem``."""
+    path = Path(env_dir) / STATE_FILE
+    return StateDamaged(str(path), f"{path}: {problem}; {recovery_hint(Path(env_dir))}")
 
 
 class Journal:
@@ -252,6 +422,24 @@ class MemoryJournal(Journal):
         super().__init__(self._S())  # type: ignore[arg-type]
 
 
+def claim_env_dir(base: Path) -> Path:
+    """Create and return a new ``<base>/enos_<UTC stamp>[-N]`` dir. ``mkdir`` is the claim:
+    two enos starting in one second get two dirs (the second one a ``-2`` suffix).
+    Raises StateUnwritable when ``base`` is not writable."""
+    base = Path(base)
+    stamp = utc_stamp()
+    for n in range(1, 10000):
+        d = base / (f"enos_{stamp}" if n == 1 else f"enos_{stamp}-{n}")
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise StateUnwritable(str(d), e) from None
+        return d
+    raise StateError(f"{base}: 10000 env dirs for {stamp}; remove some")
+
+
 def set_current(base: Path, env_dir: Path) -> None:
     """Point ``<base>/current`` at ``env_dir`` atomically (symlink + rename)."""
     base, env_dir = Path(base), Path(env_dir)
@@ -267,16 +455,30 @@ def set_current(base: Path, env_dir: Path) -> None:
 
 
 def resolve_env(env: Optional[str], base: Path = Path(".")) -> Path:
-    """Return the env dir named by ``--env`` (or ``<base>/current``). Raises NoEnvironment."""
+    """Return the env dir named by ``--env`` (or ``<base>/current``). Raises NoEnvironment,
+    or StateDamaged (with the run id and the sweep command) for a dir that holds an
+    earlier run's traces but no state file."""
     if env:
         p = Path(env)
-        if (p / STATE_FILE).exists():
+        if os.path.lexists(p / STATE_FILE):
             return p.resolve()
-        if (p / CURRENT / STATE_FILE).exists():
+        if os.path.lexists(p / CURRENT / STATE_FILE):
             return (p / CURRENT).resolve()
+        _refuse_traces(p)
         raise NoEnvironment(f"no enos environment in {p} (no {STATE_FILE}); run 'enos up' first")
     cur = Path(base) / CURRENT
     if cur.exists():
+        if not os.path.lexists(cur / STATE_FILE):
+            _refuse_traces(cur)
         return cur.resolve()
     raise NoEnvironment(f"no current enos environment in {Path(base).resolve()} "
                         f"(no '{CURRENT}' link); run 'enos up' or pass --env DIR")
+
+
+def _refuse_traces(env_dir: Path) -> None:
+    env_dir = Path(env_dir).resolve()
+    traces = previous_run_traces(env_dir)
+    if traces:
+        raise StateDamaged(str(Path(env_dir) / STATE_FILE),
+                           f"{Path(env_dir) / STATE_FILE} is missing but {env_dir} holds traces of an "
+                           f"earlier run ({', '.join(traces)}); {recovery_hint(Path(env_dir))}")

@@ -9,10 +9,16 @@ provider journals its own side effects, so a crash or Ctrl-C anywhere leaves a s
 which ``destroy`` frees everything.
 
 ``destroy``: lock → ``destroying`` → close SSH masters → ``provider.destroy()`` (from the
-journal only) → ``destroyed``. Idempotent.
+journal only) → ``destroyed``. Idempotent. Freeing never depends on being able to write:
+the state is recorded best-effort while freeing, and the final record is retried.
+
+Concurrency: a new env dir is claimed with ``mkdir`` (a suffix on collision); whether an
+env is resumed is decided under its lock; enos removes only an env dir it created itself
+in this process, and only before anything was booked in it.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -20,9 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Union
 
 from enos import failpoint
-from enos.errors import EnosError, NoEnvironment, Unsupported, UsageError
+from enos.errors import (EnosError, NoEnvironment, StateDamaged, StateError, StateUnwritable,
+                         Unsupported, UsageError)
 from enos.provider.provider import Provider, ProviderContext, Resources
-from enos.state import CURRENT, STATE_FILE, Lock, State, set_current, utc_stamp
+from enos.state import (CURRENT, LOCK_FILE, STATE_FILE, Lock, State, claim_env_dir, now_iso,
+                        previous_run_traces, recovery_hint, set_current)
 
 if TYPE_CHECKING:
     from enos.reservation.config import Config
@@ -120,35 +128,81 @@ def reservation_from_data(data: dict, file: str, **kwargs) -> "Config":
     return config_from_data(data, file, provider_loader=load_provider_class, **kwargs)
 
 
-def _new_env_dir(base: Path) -> Path:
-    stamp = utc_stamp()
-    d = base / f"enos_{stamp}"
-    n = 1
-    while d.exists():
-        n += 1
-        d = base / f"enos_{stamp}-{n}"
-    return d
+#: errors of a write that mean "the disk cannot take it", not a bug
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+#: free space (bytes) the env dir needs before SSH files and Ansible's artifacts are written
+MIN_FREE_BYTES = 4 << 20
 
 
-def _pick_env_dir(env: Optional[str], base: Path) -> tuple[Path, bool]:
-    """Return (env dir, resume?) for ``up``."""
+def _claim_env_dir(env: Optional[str], base: Path) -> tuple[Path, bool]:
+    """Return (env dir, created by this process?) for ``up``: ``--env DIR`` (made if
+    missing), ``./current`` if it has a state, else a new ``enos_<stamp>[-N]`` claimed by
+    ``mkdir``. Raises UsageError when ``--env`` is not a directory, StateUnwritable."""
     if env:
         d = Path(env)
-        if (d / STATE_FILE).exists():
-            return d.resolve(), True
         if d.exists() and not d.is_dir():
             raise UsageError(f"--env {env}: not a directory")
-        return d.resolve(), False
+        try:
+            d.mkdir(mode=0o700, parents=True)
+            return d.resolve(), True
+        except FileExistsError:
+            if not d.is_dir():
+                raise UsageError(f"--env {env}: not a directory") from None
+            return d.resolve(), False
+        except OSError as e:
+            raise UsageError(f"cannot create the environment directory {d}: {e.strerror or e}") from None
     cur = base / CURRENT
-    if cur.exists() and (cur / STATE_FILE).exists():
+    if cur.is_dir() and (os.path.lexists(cur / STATE_FILE) or previous_run_traces(cur)):
         # 'enos help up': resume ./current unless destroyed, else a new ./enos_<timestamp>
         try:
             destroyed = State.load(cur).phase == "destroyed"
-        except EnosError:   # an unreadable state is reported by the resume itself
+        except EnosError:   # a damaged state (or traces without one) is refused under the lock
             destroyed = False
         if not destroyed:
-            return cur.resolve(), True
-    return _new_env_dir(base).resolve(), False
+            return cur.resolve(), False
+    return claim_env_dir(base).resolve(), True
+
+
+def _unclaim(env_dir: Path) -> None:
+    """Remove an env dir this process created and booked nothing in: only its lock file
+    and state temp files go, and the dir only if that leaves it empty."""
+    for name in os.listdir(env_dir):
+        if name == LOCK_FILE or name.startswith(f".{STATE_FILE}."):
+            try:
+                os.unlink(env_dir / name)
+            except OSError:
+                pass
+    try:
+        os.rmdir(env_dir)
+    except OSError:
+        pass
+
+
+def _check_free_space(env_dir: Path, what: str) -> None:
+    """Raise StateUnwritable when ``env_dir``'s file system has less than MIN_FREE_BYTES
+    free (SSH sockets, inventory and Ansible's artifacts would fail or hang)."""
+    try:
+        free = shutil.disk_usage(env_dir).free
+    except OSError:
+        return
+    if free < MIN_FREE_BYTES:
+        raise StateUnwritable(str(env_dir), OSError(errno.ENOSPC, f"only {free // 1024} KiB free, "
+                                                                  f"{what} needs at least {MIN_FREE_BYTES >> 20} MiB"))
+
+
+def _resume_or_refuse(env_dir: Path) -> Optional[State]:
+    """Under the lock: return the env's saved state (to resume), None for a fresh dir.
+    Raises StateDamaged for a damaged state file, or for a dir holding an earlier run's
+    traces without its state file (booking again would orphan that run's resources)."""
+    if os.path.lexists(env_dir / STATE_FILE):
+        return State.load(env_dir)
+    traces = previous_run_traces(env_dir)
+    if traces:
+        raise StateDamaged(str(env_dir / STATE_FILE),
+                           f"{env_dir / STATE_FILE} is missing but {env_dir} holds traces of an earlier run "
+                           f"({', '.join(traces)}): booking again would orphan that run; "
+                           f"{recovery_hint(env_dir)}; or use another --env")
+    return None
 
 
 def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base: Path = Path("."),
@@ -158,8 +212,9 @@ def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base:
     an already validated :class:`Config`); return the Environment.
 
     Resumes the current env (or ``env``) if it has not been destroyed: the provider re-finds
-    what it booked instead of booking twice. Raises ConfigError (nothing created),
-    StateLocked, provider errors, SshUnreachable, ProvisionError.
+    what it booked instead of booking twice. Raises ConfigError (nothing created, the
+    provider's preflight included), StateLocked, StateDamaged, StateUnwritable (disk full:
+    the env stays destroyable), provider errors, SshUnreachable, ProvisionError.
 
     The env dir is the owner's only (0700, and everything created in it by enos and its
     children 0600/0700: the umask is 077 for the call)."""
@@ -179,33 +234,23 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
     # may raise: nothing created yet
     config = config_file if isinstance(config_file, Config) else load_reservation(config_file)
     from enos.provider import load_provider_class
-    # missing library, missing image... → error before any env dir
-    load_provider_class(config.provider_type).preflight(config)
+    # a missing library → error before any env dir; the provider's preflight (a missing
+    # image or key file, a subnet in use here) runs for a new env before its state exists
+    cls = load_provider_class(config.provider_type)
 
     for w in config.warnings:
         progress.info(f"warning: {w}")
     if config.variables:
         progress.info(config.variables_summary())
 
-    env_dir, resume = _pick_env_dir(env, base)
-    created = not env_dir.exists()
-    try:
-        env_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the environment directory {env_dir}: {e.strerror or e}") from None
-    if not env_dir.is_dir():
-        raise UsageError(f"{env_dir} is not a directory")
+    env_dir, created = _claim_env_dir(env, base)
     if env_dir.stat().st_uid == os.geteuid():
         env_dir.chmod(0o700)     # private keys, state and logs: the owner's only
     lock = Lock(env_dir)
+    state: Optional[State] = None
+    lock.acquire()     # StateLocked: another enos holds it; the dir is theirs, left alone
     try:
-        lock.acquire()
-    except BaseException:
-        if created:
-            shutil.rmtree(env_dir, ignore_errors=True)
-        raise
-    try:
-        state = State.load(env_dir) if resume else None
+        state = _resume_or_refuse(env_dir)
         if state is not None and state.phase == "destroyed":
             for name in _RUN_FILES:
                 (env_dir / name).unlink(missing_ok=True)
@@ -214,6 +259,7 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
             raise UsageError(f"{env_dir} holds a '{state.data.get('provider')}' environment, not "
                              f"'{config.provider_type}': run 'enos destroy' first or use another --env")
         if state is None:
+            cls.preflight(config)   # this machine's side of the config, before anything is created
             state = State.create(env_dir, config.file, config.raw, config.provider_type,
                                  config_state=config.to_state())
             progress.info(f"environment {env_dir} (run {state.run_id})")
@@ -240,6 +286,7 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
 
         from enos.inventory import write_inventory
         from enos.ssh.client import wait_for_ssh, write_ssh_files
+        _check_free_space(env_dir, "the SSH files and the inventory")
         write_ssh_files(env_dir, resources.hosts, state.run_id)
         write_inventory(env_dir, resources, environment.ssh_config)
         failpoint.checkpoint("task.files_written")
@@ -252,6 +299,7 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
             failpoint.checkpoint("task.before_preinstall")
             if resources.hosts:
                 from enos.ansible import PREINSTALL, run_playbooks
+                _check_free_space(env_dir, "Ansible (its artifacts and fact cache)")
                 extravars = dict(config.variables)
                 extravars.update(enos_env_dir=str(env_dir), enos_run_id=state.run_id)
                 run_playbooks(env_dir, environment.inventory, environment.ssh_config,
@@ -264,24 +312,63 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
         state.set_phase("ready")
         failpoint.checkpoint("task.ready")
         return environment
+    except StateUnwritable as e:
+        raise _unwritable_in_up(e, env_dir, state) from None
+    except OSError as e:
+        if e.errno not in _DISK_ERRNOS:
+            raise
+        raise _unwritable_in_up(StateUnwritable(e.filename or str(env_dir), e), env_dir, state) from None
     finally:
+        if created and not os.path.lexists(env_dir / STATE_FILE):
+            _unclaim(env_dir)      # still under our lock: nobody else can be using it
         lock.release()
 
 
+def _unwritable_in_up(e: StateUnwritable, env_dir: Path, state: Optional[State]) -> StateUnwritable:
+    """Return ``e`` with what to do: nothing booked yet, or free space then destroy/resume."""
+    booked = state is not None and state.phase not in ("new",)
+    if booked:
+        what = (f"; free some space on the disk of {env_dir}, then 'enos destroy --env {env_dir}' "
+                f"(or 'enos up' to resume): the run {state.run_id} is recorded there")
+    else:
+        what = "; nothing was booked"
+    err = StateUnwritable(e.path, e.cause)
+    err.args = (str(e) + what,)
+    return err
+
+
+def _journal_summary(state: State) -> str:
+    """Return what a provider's journal lists, in one line (for "what may remain")."""
+    import json
+    parts = []
+    for key, value in sorted(state.data.get("journal", {}).items()):
+        text = json.dumps(value, sort_keys=True)
+        parts.append(f"{key}: {text if len(text) <= 400 else text[:400] + '...'}")
+    return "; ".join(parts) or "nothing recorded"
+
+
 def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = False,
-            progress=None) -> Environment:
+            progress=None, forget: bool = False) -> Environment:
     """Release everything the env booked, from its saved state only; return the Environment.
 
     Idempotent (a destroyed env is destroyed again harmlessly). With ``sweep``, also asks
-    the provider to remove leftovers tagged with the run id. Raises NoEnvironment,
-    StateLocked, DestroyIncomplete, Unsupported (sweep on a provider that cannot)."""
+    the provider to remove leftovers tagged with the run id. With ``forget``, frees
+    nothing and marks the env destroyed (for resources known to be gone, e.g. a libvirt
+    host that no longer exists). Frees first and records best-effort: a full or
+    read-only disk does not stop the freeing (StateUnwritable afterwards, retryable).
+    Raises NoEnvironment, StateDamaged, StateLocked, DestroyIncomplete, the provider's
+    errors (the env stays ``destroying``: run destroy again), Unsupported (sweep on a
+    provider that cannot), StateUnwritable (freed but not recorded)."""
     from enos.progress import NULL
     from enos.ssh.client import stop_masters
     progress = progress or NULL
     environment = Environment.open(env, base)
     with Lock(environment.env_dir):
         state = State.load(environment.env_dir)      # re-read under the lock
+        state.best_effort = True
         environment.state = state
+        if forget:
+            return _forget(environment, progress)
         provider = environment.provider(progress)
         if sweep and "sweep" not in provider.capabilities:
             raise Unsupported(f"provider '{provider.type}' cannot sweep")
@@ -289,13 +376,57 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
         failpoint.checkpoint("task.destroying")
         stop_masters(state.run_id)
         with progress.task(f"destroying {state.data.get('provider')} resources of run {state.run_id}"):
-            provider.destroy()
-            if sweep:
-                removed: List[str] = provider.sweep()
-                for r in removed:
-                    progress.info(f"swept {r}")
-        state.set_phase("destroyed")
+            try:
+                provider.destroy()
+                if sweep:
+                    removed: List[str] = provider.sweep()
+                    for r in removed:
+                        progress.info(f"swept {r}")
+            except EnosError as e:
+                if isinstance(e, (Unsupported, UsageError)):
+                    raise
+                e.args = (f"{e}\n  may remain (run {state.run_id}, provider {state.data.get('provider')}): "
+                          f"{_journal_summary(state)}\n  the env stays 'destroying': run 'enos destroy' "
+                          f"again once the testbed answers, or 'enos destroy --forget' if these "
+                          f"resources are gone",)
+                _record_best_effort(state)
+                raise
+        state.data["phase"] = "destroyed"
+        state.data["history"].append({"phase": "destroyed", "at": now_iso(), "pid": os.getpid()})
+        _record_final(state, "the resources are freed")
         failpoint.checkpoint("task.destroyed")
+    return environment
+
+
+def _record_best_effort(state: State) -> None:
+    try:
+        state.save_retrying(attempts=2)
+    except StateUnwritable:
+        pass
+
+
+def _record_final(state: State, done: str) -> None:
+    """Record the state, retrying; raise StateUnwritable saying ``done`` and what to do."""
+    try:
+        state.save_retrying()
+    except StateUnwritable as e:
+        err = StateUnwritable(e.path, e.cause)
+        err.args = (f"{e}: {done}, but this could not be recorded; run 'enos destroy' again once "
+                    f"{state.env_dir} is writable (it is idempotent)",)
+        raise err from None
+
+
+def _forget(environment: Environment, progress) -> Environment:
+    """Mark the env destroyed without freeing anything; say what the journal still lists."""
+    state = environment.state
+    left = _journal_summary(state)
+    progress.info(f"forgetting run {state.run_id} without freeing anything; its journal listed: {left}")
+    state.data["forgotten"] = {"at": now_iso(), "journal": state.data.get("journal", {})}
+    state.data["journal"] = {}
+    state.data["phase"] = "destroyed"
+    state.data["history"].append({"phase": "destroyed", "at": now_iso(), "pid": os.getpid(),
+                                  "forgotten": True})
+    _record_final(state, "the env is forgotten")
     return environment
 
 
@@ -326,6 +457,9 @@ def require_env(env: Optional[str], base: Path = Path(".")) -> Environment:
     """Return the env for read-only commands (info, inventory, ssh, run), or raise
     NoEnvironment with a hint when it has no resources yet."""
     e = Environment.open(env, base)
+    if e.state.phase in ("destroying", "destroyed"):
+        raise StateError(f"environment {e.env_dir} is {e.state.phase} (run {e.run_id}): its hosts are "
+                         f"being freed or gone; 'enos up' books new ones")
     if e.resources is None:
         raise NoEnvironment(f"environment {e.env_dir} has no resources yet (phase {e.state.phase}); "
                             f"run 'enos up'")

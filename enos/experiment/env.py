@@ -104,12 +104,15 @@ def load_or_current(env_dir: Optional[str] = None, base: Union[str, os.PathLike]
 
 
 def destroy(env: Optional[str] = None, base: Union[str, os.PathLike] = ".", sweep: bool = False,
-            quiet: bool = False, progress=None) -> "Env":
+            quiet: bool = False, progress=None, forget: bool = False) -> "Env":
     """Release everything the env ``env`` (default ``<base>/current``) booked, from its saved
     state only, as ``enos destroy`` does; return the (destroyed) :class:`Env`. Idempotent.
+    With ``forget``, free nothing and mark it destroyed (resources known to be gone).
 
-    Raises NoEnvironment, StateLocked, DestroyIncomplete, Unsupported (sweep)."""
-    environment = task.destroy(env, base=Path(base), sweep=sweep, progress=_progress(quiet, progress))
+    Raises NoEnvironment, StateDamaged, StateLocked, DestroyIncomplete, Unsupported
+    (sweep), StateUnwritable (freed, but the record could not be written: run it again)."""
+    environment = task.destroy(env, base=Path(base), sweep=sweep, progress=_progress(quiet, progress),
+                               forget=forget)
     return Env(environment, keep=True, quiet=quiet)
 
 

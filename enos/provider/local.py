@@ -251,6 +251,21 @@ class LocalProvider(Provider):
                     raise config.error(f"{m.keypath}.extra_hosts.{name}" if m.keypath else "extra_hosts",
                                        f"expected an IPv4 address, got '{ip}'") from None
 
+    @classmethod
+    def preflight(cls, config) -> None:
+        """Raise ConfigError when the ``subnet`` option overlaps a network already in use
+        on this machine (an address or a route), before anything is created."""
+        wanted = cls._subnet_option(config)
+        if wanted is None:
+            return
+        from pyroute2 import IPRoute
+        with IPRoute() as ipr:
+            clash = [u for u in used_networks(ipr) if u.overlaps(wanted)]
+        if clash:
+            raise config.error("provider.subnet", f"{wanted} overlaps {clash[0]}, already used on this "
+                                                  f"machine; choose another subnet or remove the option "
+                                                  f"to pick a free one")
+
     # ------------------------------------------------------------------ checks
     def check(self) -> List[Check]:
         """Return whether root, sshd, ip, unshare and ssh-keygen are available."""

@@ -338,10 +338,13 @@ class Provider:
 
     @classmethod
     def preflight(cls, config: "Config") -> None:
-        """What ``enos up`` needs locally before anything is created (e.g. an image file):
-        called by the task runner before the env dir exists, not by ``validate`` nor on
-        the saved reservation of ``destroy``. Raise ``config.error(keypath, message)``
-        or another :class:`~enos.errors.UsageError` (exit 2, nothing booked)."""
+        """Checks of ``config`` against this machine that ``enos up`` runs for a new env before
+        anything is booked or recorded (its env dir is removed and ``./current`` left alone
+        if they fail), and ``enos validate`` too: a missing image or key file, a subnet
+        already in use here. Not run on the saved reservation of ``destroy`` nor on a
+        resume (``init`` re-checks what it needs). Raise ``config.error(keypath, message)``
+        or another :class:`~enos.errors.UsageError` (exit 2). Must not book or change
+        anything. Default: nothing."""
 
     def check(self) -> List[Check]:
         """Return what this provider needs on this machine and whether it is there

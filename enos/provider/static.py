@@ -186,7 +186,20 @@ class StaticProvider(Provider):
         hosts = cls._hosts(config)
         cls._pools(config, [h.address for h in hosts])
 
-    def _missing_keyfiles(self, hosts: List[Host]) -> Dict[str, str]:
+    @classmethod
+    def preflight(cls, config) -> None:
+        """Raise ConfigError (naming the machine's ``keyfile`` key) for a key file that does
+        not exist or is not readable."""
+        for m in config.machines:
+            if "keyfile" not in m.options:
+                continue
+            for h in cls._hosts(config):
+                if h.address == str(m.options["address"]) and h.keyfile and not os.access(h.keyfile, os.R_OK):
+                    raise config.error(f"{m.keypath}.keyfile", f"SSH key file {h.keyfile} does not exist "
+                                                               f"or is not readable")
+
+    @staticmethod
+    def _missing_keyfiles(hosts: List[Host]) -> Dict[str, str]:
         """Return {keyfile: alias} for the hosts' key files that are not readable."""
         return {h.keyfile: h.alias for h in hosts if h.keyfile and not os.access(h.keyfile, os.R_OK)}
 
