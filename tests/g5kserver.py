@@ -374,7 +374,7 @@ class FakeG5k:
             d = {"uid": uid, "site_uid": site_uid, "user_uid": user, "environment": spec["environment"],
                  "nodes": nodes, "vlan": spec.get("vlan"), "status": "processing",
                  "created_at": int(now), "updated_at": int(now), "result": {},
-                 "_result": result, "_done": now + self.deploy_s,
+                 "_result": result, "_done": now + self.deploy_s, "_key": spec.get("key"),
                  "links": [{"rel": "self", "href": f"{self.base}/sites/{site_uid}/deployments/{uid}"}]}
             self.deployments[uid] = d
             return 201, _public(d)

@@ -341,7 +341,7 @@ def test_deploy_retries_failed_nodes_and_skips_deployed_ones(server, creds, tmp_
     assert sum(1 for d in deps if d["site_uid"] == "rennes") == 2          # one retry for the failed node
     assert [d["nodes"] for d in deps if d["site_uid"] == "rennes"][1] == ["paravance-2.rennes.grid5000.fr"]
     assert all("deploy" in j["types"] for j in server.active_jobs(p.ctx.run_id))
-    assert p.ctx.ssh_pubkey in deps[0].get("key", "") or True
+    assert all(p.ctx.ssh_pubkey in (d["_key"] or "") for d in deps)    # the env key goes to every node
     n = len(server.deployments)
     provider(env, c, state=State.load(env)).init()       # already deployed → no new deployment
     assert len(server.deployments) == n

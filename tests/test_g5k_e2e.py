@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from prereq import missing
+
 from enos.testing.conformance import ConformanceSuite
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,7 +37,7 @@ NODES = ["paravance-1.rennes.grid5000.fr", "paravance-2.rennes.grid5000.fr", "gr
 def testbed(tmp_path_factory):
     """Namespace hosts (gateway + 3 nodes), an ssh-agent, the API server; torn down after."""
     if not (shutil.which("sshd") or Path("/usr/sbin/sshd").exists()) or not shutil.which("ssh-agent"):
-        pytest.skip("needs sshd and ssh-agent (apt-get install openssh-server openssh-client)")
+        missing("needs sshd and ssh-agent (apt-get install openssh-server openssh-client)")
     work = tmp_path_factory.mktemp("g5k-e2e")
     rnd = random.Random()
     subnet = f"10.{rnd.randint(200, 254)}.{rnd.randint(0, 255)}"

@@ -14,7 +14,9 @@ import subprocess
 
 import pytest
 
-libvirt = pytest.importorskip("libvirt")
+from prereq import need_module  # noqa: E402
+
+libvirt = need_module("libvirt", module_level=True)
 
 from enos.task import reservation_from_data as config_from_data  # noqa: E402
 from enos.errors import ConfigError, DestroyIncomplete, FailpointHit, ProviderError, Unsupported  # noqa: E402

@@ -5,7 +5,9 @@ see it; the in-process suite builds a new provider object from the journal re-re
 disk instead (see enos.testing.conformance.ProviderConformance)."""
 import pytest
 
-pytest.importorskip("libvirt")
+from prereq import need_module  # noqa: E402
+
+need_module("libvirt", module_level=True)
 
 from enos.testing.conformance import ProviderConformance  # noqa: E402
 from test_libvirt import hypervisor, image, make_config, make_provider as _make, ours  # noqa: E402,F401

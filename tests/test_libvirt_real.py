@@ -1,7 +1,7 @@
 """libvirt provider against a real libvirtd + QEMU (TCG), booting two real VMs.
 
 The session fixture installs the apt packages if needed (skips with the reason if it
-cannot), builds (or finds in ~/.cache/enos/images) the image of ``enos build libvirt`` and
+cannot; fails under CI=true), builds (or finds in ~/.cache/enos/images) the image of ``enos build libvirt`` and
 starts a private libvirtd in its own network + mount namespaces (tests/libvirtd_fixture.py);
 everything it started is killed by PID and the namespace deleted at the end, even on
 failure. Measured here: image build ~36 s (cached afterwards), two VMs answering SSH
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prereq import missing, need_module  # noqa: E402
 from libvirtd_fixture import FixtureUnavailable, ensure_packages, leftovers, start_libvirtd  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.libvirtd]
@@ -25,12 +26,12 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.libvirtd]
 @pytest.fixture(scope="session")
 def libvirtd():
     if os.geteuid() != 0:
-        pytest.skip("needs root")
+        missing("needs root")
     try:
         ensure_packages()
     except FixtureUnavailable as e:
-        pytest.skip(f"cannot install libvirtd/QEMU: {e}")
-    pytest.importorskip("libvirt")
+        missing(f"cannot install libvirtd/QEMU: {e}")
+    need_module("libvirt")
     from enos.build.libvirt_image import build_image
     image = build_image()
     d = start_libvirtd()

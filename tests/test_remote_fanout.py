@@ -3,7 +3,6 @@
 keep: per-host stdout/stderr/exit code, late output, timeouts, CommandFailed naming hosts."""
 from __future__ import annotations
 
-import hashlib
 import socket
 import struct
 import subprocess
@@ -11,13 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from prereq import missing
+
 from enos.ssh import mux as sshmux
 from enos.errors import CommandFailed
 
 
 def test_control_path_matches_openssh_hash():
-    h = hashlib.sha1(b"myhost10.0.0.522root").hexdigest()
-    assert sshmux.control_path("/tmp/x/%C", "10.0.0.5", 22, "root", local_host="myhost") == f"/tmp/x/{h}"
+    """Our %C is the one OpenSSH computes itself (``ssh -G`` prints the resolved ControlPath
+    without connecting; it hashes this machine's host name in)."""
+    for host, port, user in (("10.0.0.5", 22, "root"), ("node-7.example", 2222, "alice")):
+        g = subprocess.run(["ssh", "-G", "-F", "/dev/null", "-o", "ControlPath=/tmp/x/%C", "-p", str(port),
+                            "-l", user, host], capture_output=True, text=True, check=True).stdout
+        theirs = next(line.split(None, 1)[1] for line in g.splitlines() if line.startswith("controlpath "))
+        assert sshmux.control_path("/tmp/x/%C", host, port, user, local_host=socket.gethostname()) == theirs
     assert sshmux.control_path("/t/%r@%h:%p%%", "h", 2222, "u", local_host="l") == "/t/u@h:2222%"
     assert sshmux.control_path("/t/%n", "h", 22, "u") is None      # unknown token: let ssh do it
 
@@ -41,7 +47,7 @@ def env3(tmp_path_factory):
     import os
     import sys
     if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
+        missing("needs root (network namespaces)")
     d = tmp_path_factory.mktemp("fanout")
     (d / "r.yaml").write_text("provider:\n  type: local\nresources:\n  local:\n    a: 2\n    b: 1\n")
     cmd = [sys.executable, "-m", "enos", "-q"]

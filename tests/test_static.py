@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from prereq import missing
 import yaml
 
 from enos.task import reservation_from_data as config_from_data
@@ -150,7 +152,7 @@ def local_hosts(tmp_path_factory):
     """Three real SSH hosts (local provider, Python API) for the static provider to use;
     asserts at the end that they still answer (static destroy touched nothing)."""
     if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, bridges); run the suite as root")
+        missing("needs root (network namespaces, bridges); run the suite as root")
     env = tmp_path_factory.mktemp("static-backing") / "env"
     prov = make_provider(env, local_config({"a": 1, "b": 2}))
     try:
@@ -230,6 +232,32 @@ def test_wrong_pinned_host_key_is_refused(tmp_path, local_hosts):
     enos(tmp_path, "destroy", "--env", "env")
 
 
+def ssh_masters_left(run_id: str) -> list:
+    """Return the env's SSH masters still running and its socket dir if it still exists."""
+    import tempfile
+    cdirs = [f"{tempfile.gettempdir()}/enos-ssh-{os.getuid()}/{run_id}"]
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        cdirs.append(f"{os.environ['XDG_RUNTIME_DIR']}/enos-ssh/{run_id}")
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    out = [f"ssh master {line.strip()}" for line in ps.splitlines()
+           if "[mux]" in line and any(f"{d}/" in line for d in cdirs)]
+    for d in cdirs:
+        if os.path.isdir(d) and os.listdir(d):
+            out.append(f"control sockets in {d}: {os.listdir(d)}")
+    return out
+
+
+def test_masters_probe_sees_a_live_master(tmp_path, local_hosts):
+    """The probe above sees a master that enos did not close (the way it would be left if
+    destroy forgot to): one opened by hand with the env's ssh_config, then closed."""
+    r = static_reservation(tmp_path / "static.yaml", local_hosts, merged=False)
+    enos(tmp_path, "up", "-f", str(r), "--env", "env", "--no-provision")
+    rid = json.loads((tmp_path / "env" / "state.json").read_text())["run_id"]
+    assert ssh_masters_left(rid), "up left no master: the probe sees nothing"
+    enos(tmp_path, "destroy", "--env", "env")
+    assert ssh_masters_left(rid) == []
+
+
 @pytest.mark.root
 class TestStaticConformance(ConformanceSuite):
     """The conformance suite on static hosts (the local provider's, made by the fixture)."""
@@ -244,8 +272,10 @@ class TestStaticConformance(ConformanceSuite):
         return static_reservation(tmp_path / "static.yaml", local_hosts, merged=False)
 
     def leftovers(self, run_id: str):
-        # static books nothing: nothing may exist under its run id
-        return leftovers(run_id)
+        # static books no machine; what an env of static hosts holds is its SSH connection
+        # masters (ssh processes titled "ssh: <control dir>/<hash> [mux]") and their socket
+        # dir: found with ps and the file system, not with enos' code
+        return leftovers(run_id) + ssh_masters_left(run_id)
 
 
 def test_static_topology_host_lists(tmp_path):

@@ -53,7 +53,8 @@ resources:
     - address: 192.168.143.10
       alias: control-1           # default: the address
       user: root                 # default: root
-      keyfile: ~/.ssh/id_ed25519 # default: your SSH agent / default keys
+      # keyfile: ~/.ssh/id_ed25519  # default: your SSH agent / default keys (checked
+      #                            # by 'enos validate' when given)
       port: 22
   compute:
     - address: 192.168.143.11
