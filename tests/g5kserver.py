@@ -50,7 +50,9 @@ class Fault:
     """An injected fault: requests whose method matches ``method`` (or ``*``) and whose path
     (after the base) matches the regex ``path`` fail with ``probability``, at most ``times``
     times. ``kind``: ``5xx`` (status ``status``), ``429``, ``slow`` (sleep ``delay`` then
-    answer normally), ``drop`` (close the connection unanswered), ``could_run`` (OAR refusal)."""
+    answer normally), ``drop`` (close the connection unanswered), ``drop_after`` (do what
+    was asked, then close the connection unanswered: the client cannot know it was done),
+    ``could_run`` (OAR refusal)."""
 
     method: str
     path: str
@@ -458,6 +460,15 @@ class _Handler(BaseHTTPRequestHandler):
                 if fault.kind == "slow":
                     time.sleep(fault.delay)
                 elif fault.kind == "drop":
+                    status = 0
+                    self.close_connection = True
+                    return
+                elif fault.kind == "drop_after":
+                    try:
+                        body = json.loads(raw) if raw else {}
+                    except ValueError:
+                        body = {}
+                    self._route(method, path, query, body, user)
                     status = 0
                     self.close_connection = True
                     return

@@ -407,6 +407,32 @@ def test_extend_and_info(server, creds, tmp_path):
     p.destroy()
 
 
+@pytest.mark.parametrize("kind", ["drop_after", "drop", "5xx"])
+def test_extend_whose_answer_is_lost_is_not_granted_twice(server, creds, tmp_path, kind):
+    """The walltime POST fails once: after it was applied (answer lost), before it was
+    applied (connection dropped), or with a 503. Each job gets exactly the +0:30 asked for:
+    enos reads the job's walltime record before posting again."""
+    p = provider(tmp_path / "env", cfg({"walltime": "1:00"}))
+    p.init()
+    server.add_fault("POST", r"/jobs/\d+/walltime$", kind, times=1)
+    out = p.extend("+0:30")
+    assert {v["walltime"] for v in out.values()} == {"1:30:00"}
+    assert {j["walltime"] for j in server.active_jobs(p.ctx.run_id)} == {5400}
+    assert server.faults[-1].hits == 1
+    p.destroy()
+
+
+def test_submit_whose_answer_is_lost_books_one_job(server, creds, tmp_path):
+    """The job POST is applied but its answer is lost (connection closed): one job per
+    site, found by name instead of posted again."""
+    server.add_fault("POST", r"^/sites/rennes/jobs$", "drop_after", times=1)
+    p = provider(tmp_path / "env", cfg())
+    p.init()
+    assert len([j for j in server.active_jobs(p.ctx.run_id) if j["site"] == "rennes"]) == 1
+    assert server.count("POST", r"^/sites/rennes/jobs$") == 1
+    p.destroy()
+
+
 def test_sweep_finds_jobs_by_run_id_without_state(server, creds, tmp_path):
     p = provider(tmp_path / "env", cfg())
     p.init()

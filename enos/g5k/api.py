@@ -198,12 +198,22 @@ class Api:
             raise
 
     def change_walltime(self, site: str, uid: int, delta: str) -> Dict[str, Any]:
-        """Ask for a walltime change (``+H:MM:SS``) of a running job; return the API's answer."""
+        """POST a walltime change (``+H:MM:SS``) of a running job, once (not retried: a
+        change whose answer was lost may have been granted; the caller reads
+        :meth:`walltime` before posting again). Return the API's answer."""
         from grid5000.objects import WallTimeManager
         def post(gk):
             mgr = WallTimeManager(gk, parent=_Parent(site, uid))
             return gk.http_post(mgr.path, post_data={"walltime": delta})
-        return self.call(f"change walltime of job {uid} on {site}", post)
+        return self.call(f"change walltime of job {uid} on {site}", post, retries=False)
+
+    def walltime(self, site: str, uid: int) -> Dict[str, Any]:
+        """Return the job's walltime record (``walltime``, ``granted``, ``pending``)."""
+        from grid5000.objects import WallTimeManager
+        def get(gk):
+            mgr = WallTimeManager(gk, parent=_Parent(site, uid))
+            return gk.http_get(mgr.path)
+        return self.call(f"get walltime of job {uid} on {site}", get)
 
     def deploy(self, site: str, spec: Dict[str, Any]) -> Dict[str, Any]:
         """POST a deployment (not retried blindly: the caller lists deployments first)."""

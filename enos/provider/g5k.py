@@ -648,12 +648,38 @@ resources:
             raise UsageError("this environment has no Grid'5000 job to extend")
         out = {}
         for site, rec in sorted(recorded.items()):
-            answer = self.api.change_walltime(site, rec["uid"], format_extension(delta))
+            answer = self._extend_once(site, rec["uid"], format_extension(delta))
             job = self.api.job(site, rec["uid"])
             out[site] = {"job": rec["uid"], "status": answer.get("status"), "message": answer.get("message"),
                          "walltime": format_walltime(job.get("walltime") or 0),
                          "end": _iso((job.get("started_at") or job.get("scheduled_at") or 0) + (job.get("walltime") or 0))}
         return out
+
+    def _extend_once(self, site: str, uid: int, ext: str) -> dict:
+        """POST the walltime change of job ``uid``; when the answer is lost (a retryable
+        failure), read the job's walltime record and post again only if the change is in
+        neither ``granted`` nor ``pending``. Return the API's answer (or a note that the
+        change was found granted). Raises the API's errors once attempts are exhausted."""
+        from enos.errors import Retryable
+        from enos.retry import retry
+        before = self.api.walltime(site, uid)
+        mark = (before.get("granted"), before.get("pending"), before.get("walltime"))
+
+        def attempt():
+            now = self.api.walltime(site, uid)
+            if (now.get("granted"), now.get("pending"), now.get("walltime")) != mark:
+                return {"status": "Accepted", "message": "the change was granted (its answer had been lost)"}
+            return self.api.change_walltime(site, uid, ext)
+
+        def first():
+            try:
+                return self.api.change_walltime(site, uid, ext)
+            except Retryable as e:
+                self.ctx.log.info("g5k: walltime change of job %s on %s: %s; reading the job before "
+                                  "asking again", uid, site, e)
+                return retry(attempt, attempts=self.api.attempts, base_delay=self.api.base_delay,
+                             max_delay=self.api.max_delay)
+        return first()
 
     def info(self) -> dict:
         """Return ``{"jobs": [...]}``: per recorded job its site, uid, name, state,
