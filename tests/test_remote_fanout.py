@@ -89,6 +89,28 @@ def test_results_per_host(env3, monkeypatch, use_masters):
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("err", ["ENOSYS", "EPERM", "absent"])
+def test_kernel_without_pidfd_open(env3, monkeypatch, err):
+    """On a kernel without pidfd_open (Linux < 5.3: ENOSYS; a seccomp filter: EPERM; a
+    Python without it) the exit of each ssh process is polled: same results. (An older
+    kernel cannot run here: pidfd_open is made to fail as it would there.)"""
+    import errno
+    import os
+    from enos.ssh.remote import run_command
+    if err == "absent":
+        monkeypatch.delattr(os, "pidfd_open")
+    else:
+        def no_pidfd(pid, flags=0):
+            raise OSError(getattr(errno, err), os.strerror(getattr(errno, err)))
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    hosts = env3.resources.hosts
+    res = run_command(env3.ssh_config, hosts, "hostname; exit 3", tolerate_failures=True, use_masters=False)
+    assert [(r.stdout, r.exit_code) for r in res] == [(h.alias + "\n", 3) for h in hosts]
+    late = run_command(env3.ssh_config, hosts, "echo a; (sleep 0.3; echo late) & exit 0", use_masters=False)
+    assert all(r.stdout == "a\nlate\n" for r in late)
+
+
+@pytest.mark.root
 def test_failure_names_hosts_and_big_and_late_output(env3):
     from enos.ssh.remote import run_command
     hosts = env3.resources.hosts

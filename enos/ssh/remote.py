@@ -15,6 +15,7 @@ inherits the pipes can never make the loop wait for EOF.
 """
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import selectors
@@ -116,6 +117,24 @@ def _max_parallel() -> int:
     return max(1, min(MAX_PARALLEL, (soft - 64) // 3))
 
 
+#: how often the exit of an ssh process is polled when the kernel has no pidfd_open
+POLL = 0.05
+
+
+def _open_pidfd(pid: int) -> int:
+    """Return a pidfd for ``pid``, or -1 when this kernel or Python has none (Linux < 5.3
+    answers ENOSYS, a seccomp filter EPERM; the caller then polls the process)."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return -1
+    try:
+        return opener(pid)
+    except OSError as e:
+        if e.errno in (errno.ENOSYS, errno.EPERM, errno.EINVAL):
+            return -1
+        raise
+
+
 def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
              mux: Optional[Dict[str, Tuple[str, str]]] = None,
              on_output: Optional[Callable[[str, str, str], None]] = None,
@@ -156,9 +175,10 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
         proc = subprocess.Popen(argvs[job.alias], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE if sink is None else sink, stderr=subprocess.PIPE)
         job.proc = proc
-        job.pidfd = os.pidfd_open(proc.pid)
+        job.pidfd = _open_pidfd(proc.pid)
         watch(job, proc.stdout.fileno() if sink is None else None, proc.stderr.fileno())
-        sel.register(job.pidfd, selectors.EVENT_READ, (job, PIDFD))
+        if job.pidfd >= 0:
+            sel.register(job.pidfd, selectors.EVENT_READ, (job, PIDFD))
 
     def start() -> None:
         while pending and len(running) < limit:
@@ -299,6 +319,11 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
                             job.proc.kill()
                     finish(job)
                 break
+            polled = [j for j in running.values() if j.proc is not None and j.pidfd < 0 and j.ended is None]
+            for job in polled:              # no pidfd on this kernel: poll the exit
+                code = job.proc.poll()
+                if code is not None:
+                    ended(job, code)
             for job in [j for j in running.values()
                         if j.ended is not None and j.proc is not None and now - j.ended >= GRACE]:
                 finish(job)
@@ -315,6 +340,8 @@ def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
             wakes = [j.ended + GRACE for j in running.values() if j.ended is not None and j.proc is not None]
             if deadline is not None:
                 wakes.append(deadline)
+            if any(j.proc is not None and j.pidfd < 0 and j.ended is None for j in running.values()):
+                wakes.append(now + POLL)
             wait = max(0.0, min(wakes) - now) if wakes else None
             for key, _ in sel.select(wait):
                 job, what = key.data
