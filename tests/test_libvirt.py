@@ -359,3 +359,39 @@ def test_the_env_lives_at_the_uri_it_was_created_at(hypervisor, image, tmp_path)
     assert len(ours(hypervisor)) == 3 + 1 + 9                       # nothing more was booked
     moved.destroy()                                                # frees them where they are
     assert ours(hypervisor) == []
+
+
+def test_two_envs_upload_the_same_base_at_once(hypervisor, tmp_path):
+    """Two envs (two run ids, two threads released together) upload the same base image
+    into one pool at the same moment, 15 times over (a new image name each time): every
+    time both get the base volumes, neither fails the other, one upload each."""
+    import threading
+    failures = []
+    for i in range(15):
+        img = tmp_path / f"img{i}" / f"base{i}.qcow2"
+        img.parent.mkdir()
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), "64M"], check=True)
+        (img.parent / f"base{i}.vmlinuz").write_bytes(b"kernel")
+        (img.parent / f"base{i}.initrd").write_bytes(b"initrd")
+        provs = [make_provider(make_config(img), tmp_path / f"env{i}-{k}", run_id=f"0000{i:02d}0{k}")
+                 for k in range(2)]
+        from enos.build.libvirt_image import image_files
+        files = image_files(img)
+        barrier = threading.Barrier(2)
+        out = [None, None]
+
+        def one(k):
+            try:
+                pool = provs[k]._pool()
+                barrier.wait()
+                out[k] = provs[k]._base_volumes(pool, files)
+            except Exception as e:  # noqa: BLE001 - collected for the assertion
+                out[k] = e
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        if any(isinstance(o, BaseException) or o is None for o in out) or out[0] != out[1]:
+            failures.append(f"round {i}: {out}")
+    assert not failures, "\n".join(failures)

@@ -23,7 +23,9 @@ The base image, the KVM probe and the configuration are documented in
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import secrets
 import time
 import uuid as uuidlib
@@ -95,8 +97,34 @@ def _quiet_libvirt():
 def _code(err) -> int:
     try:
         return int(err.get_error_code())
-    except Exception:   # pragma: no cover - not a libvirtError
+    except (AttributeError, TypeError, ValueError):   # pragma: no cover - not a libvirtError
         return -1
+
+
+@contextlib.contextmanager
+def _upload_lock(key: str):
+    """Hold an exclusive flock named after ``key`` (in /run/enos, else the temp dir) for
+    the duration of the block: envs on this machine upload one base image in turn. The
+    kernel releases it if the holder dies."""
+    import fcntl
+    import hashlib
+    import tempfile
+    name = "libvirt-base-" + hashlib.sha256(key.encode()).hexdigest()[:16] + ".lock"
+    for d in ("/run/enos", os.path.join(tempfile.gettempdir(), f"enos-{os.getuid()}")):
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(d, name), os.O_RDWR | os.O_CREAT, 0o600)
+            break
+        except OSError:
+            continue
+    else:  # pragma: no cover - no writable place at all: upload without turn-taking
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _not_found(err) -> bool:
@@ -310,7 +338,7 @@ class LibvirtProvider(Provider):
         if self._conn is not None:
             try:
                 self._conn.close()
-            except Exception:   # noqa: BLE001 - closing a dead connection is fine
+            except _lv().libvirtError:   # closing a dead connection is fine
                 pass
             self._conn = None
 
@@ -413,13 +441,25 @@ class LibvirtProvider(Provider):
 
     def _base_volumes(self, pool, files: dict) -> dict:
         """Upload the base image files into the pool once (shared by every env); return
-        their paths on the hypervisor: ``{"disk", "kernel", "initrd", "capacity"}``."""
+        their paths on the hypervisor: ``{"disk", "kernel", "initrd", "capacity"}``.
+        Envs uploading the same base at once take turns (a flock per URI, pool and image
+        on this machine); the second finds the first's upload complete."""
         stem = Path(files["disk"]).stem
         marker = f"{stem}.complete"
         wanted = [("disk", files["disk"], ".qcow2")]
         for k in ("kernel", "initrd"):
             if files.get(k):
                 wanted.append((k, files[k], "." + k.replace("kernel", "vmlinuz")))
+        if self._vol(pool, marker) is None:
+            with _upload_lock(f"{self.opts['uri']} {pool.name()} {stem}"):
+                self._upload_base(pool, stem, marker, wanted)
+        out = {k: self._vol(pool, stem + suf).path() for k, _p, suf in wanted}
+        out["capacity"] = _qcow2_virtual_size(Path(files["disk"]))
+        return out
+
+    def _upload_base(self, pool, stem: str, marker: str, wanted: list) -> None:
+        """Under the upload lock: upload the base files unless another env just did."""
+        pool.refresh(0)
         if self._vol(pool, marker) is None:
             with self.ctx.progress.task(f"uploading base image {stem} to pool {pool.name()}",
                                         total=len(wanted)) as t:
@@ -432,9 +472,6 @@ class LibvirtProvider(Provider):
                 from enos.libvirt.xml import volume_xml
                 pool.createXML(volume_xml(marker, 0, fmt="raw", mode="0644"), 0)
             pool.refresh(0)
-        out = {k: self._vol(pool, stem + suf).path() for k, _p, suf in wanted}
-        out["capacity"] = _qcow2_virtual_size(Path(files["disk"]))
-        return out
 
     # ------------------------------------------------------------------ domain type
     def resolve_domain_type(self, kernel_path: Optional[str] = None) -> Tuple[str, str]:
