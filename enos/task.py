@@ -337,13 +337,33 @@ def _unwritable_in_up(e: StateUnwritable, env_dir: Path, state: Optional[State])
     return err
 
 
-def _journal_summary(state: State) -> str:
-    """Return what a provider's journal lists, in one line (for "what may remain")."""
-    import json
+#: journal keys whose values name a resource (shown in "may remain")
+_NAMING_KEYS = ("uri", "site", "uid", "name", "uuid", "bridge", "ns", "namespace", "dir", "subnet", "pool")
+
+
+def _journal_summary(state: State, limit: int = 40) -> str:
+    """Return what a provider's journal names (URIs, sites, job ids, resource names and
+    UUIDs), per journal key, in one line (for "may remain")."""
     parts = []
     for key, value in sorted(state.data.get("journal", {}).items()):
-        text = json.dumps(value, sort_keys=True)
-        parts.append(f"{key}: {text if len(text) <= 400 else text[:400] + '...'}")
+        names: List[str] = []
+
+        def walk(v) -> None:
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    if k in _NAMING_KEYS and isinstance(x, (str, int)) and not isinstance(x, bool):
+                        names.append(f"{k} {x}")
+                    else:
+                        walk(x)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+            elif isinstance(v, str):
+                names.append(v)
+        walk(value)
+        shown = list(dict.fromkeys(names))
+        more = f" and {len(shown) - limit} more" if len(shown) > limit else ""
+        parts.append(f"{key}: " + (", ".join(shown[:limit]) + more if shown else "(recorded)"))
     return "; ".join(parts) or "nothing recorded"
 
 

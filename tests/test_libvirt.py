@@ -395,3 +395,45 @@ def test_two_envs_upload_the_same_base_at_once(hypervisor, tmp_path):
         if any(isinstance(o, BaseException) or o is None for o in out) or out[0] != out[1]:
             failures.append(f"round {i}: {out}")
     assert not failures, "\n".join(failures)
+
+
+def test_unreachable_uri_at_destroy_is_retryable_and_forgettable(hypervisor, image, tmp_path):
+    """The env's libvirt URI stops answering (a closed loopback port) before destroy:
+    ``enos destroy`` names the URI and the domains that may remain, exits 1 and stays
+    retryable (phase 'destroying'); ``enos destroy --forget`` then marks it destroyed,
+    printing what the journal listed, and a later destroy is a no-op."""
+    import json
+    import socket
+    import sys
+    from enos.state import State
+    from enoscli import enos
+    env = tmp_path / "env"
+    env.mkdir()
+    config = make_config(image)
+    st = State.create(env, "reservation.yaml", config.raw, "libvirt", config_state=config.to_state())
+    prov = make_provider(config, env, journal=st.journal, run_id=st.run_id)
+    prov.init()
+    st.set_phase("booked")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                   # nothing listens there: connection refused
+    uri = f"qemu+tcp://127.0.0.1:{port}/system"
+    data = json.loads((env / "state.json").read_text())
+    data["config"]["data"]["provider"]["uri"] = uri
+    (env / "state.json").write_text(json.dumps(data))
+    for _ in range(2):
+        p = enos(tmp_path, "destroy", "--env", "env", check=False, timeout=120)
+        assert p.returncode == 1, p.stderr
+        assert "Traceback" not in p.stderr and uri in p.stderr and "may remain" in p.stderr, p.stderr
+        assert f"enos-{st.run_id}-control-1" in p.stderr and "enos destroy --forget" in p.stderr, p.stderr
+        assert json.loads((env / "state.json").read_text())["phase"] == "destroying"
+    help_text = enos(tmp_path, "help", "destroy").stdout
+    assert "--forget" in help_text
+    f = enos(tmp_path, "destroy", "--forget", "--env", "env", timeout=120)
+    assert f"forgot run {st.run_id}" in f.stderr and f"enos-{st.run_id}-control-1" in f.stderr, f.stderr
+    saved = json.loads((env / "state.json").read_text())
+    assert saved["phase"] == "destroyed" and saved["journal"] == {} and saved["forgotten"]["journal"]["libvirt"]
+    enos(tmp_path, "destroy", "--env", "env", timeout=120)      # nothing left to reach: a no-op
+    prov.destroy()                                              # the test hypervisor's side
+    assert ours(hypervisor) == []
