@@ -500,8 +500,23 @@ def bench_provision(table: Table, env_dir: Path, repeat: int, tmp: Path) -> None
 
 # --------------------------------------------------------------------------- main
 
+def start_network_guard() -> Path:
+    """Install tests/netguard in this process and every Python process the benchmark starts
+    (PYTHONPATH); return its log. The network rule: a benchmark talks only to loopback and
+    to the namespace hosts it created — never to a real Grid'5000 name or another address."""
+    guard = HERE.parent / "tests" / "netguard"
+    fd, log_path = tempfile.mkstemp(prefix="enos-bench-netguard-", suffix=".log")
+    os.close(fd)
+    os.environ.update(ENOS_NETGUARD="1", ENOS_NETGUARD_LOG=log_path,
+                      PYTHONPATH=os.pathsep.join([str(guard)] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]))
+    sys.path.insert(0, str(guard))
+    import sitecustomize  # noqa: F401  (installs the audit hook here too)
+    return Path(log_path)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the benchmark; return 0 when every target passed, 1 otherwise (2 on set-up errors)."""
+    """Run the benchmark; return 0 when every target passed, 1 otherwise (2 on set-up errors
+    or when the network guard refused traffic that would have left the machine)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", default="20,50", help="comma-separated host counts [20,50]")
@@ -526,6 +541,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     desc = machine()
     log(desc)
     WORK.mkdir(parents=True, exist_ok=True)
+    guard_log = start_network_guard()
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
     envs = Envs(tmp)
     table = Table()
@@ -575,6 +591,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(f"WARNING: left alive (see {tmp}): {', '.join(map(str, envs.live))}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    refused = guard_log.read_text().strip() if guard_log.exists() else ""
+    guard_log.unlink(missing_ok=True)
+    if refused:
+        log(f"FAILED: the network guard refused traffic that would have left this machine:\n{refused}")
+        rc, error = 2, f"network guard: {refused}"
     if a.json:
         Path(a.json).write_text(json.dumps({"date": started.isoformat(), "machine": desc, "rows": table.rows,
                                             "notes": table.notes, "run_ids": envs.run_ids, "rc": rc,

@@ -1,9 +1,15 @@
 """The benchmark harness (bench/run.py) works end to end in quick mode: 3 local hosts, one
-repetition of every case, a table with every case, and every host it created destroyed.
-No timing assertion: the figures of a quick run on a busy test machine mean nothing."""
+repetition of every case, a table with every case whose figures are the medians of its
+samples, whose ratios are those medians' ratios and whose verdicts follow from the targets,
+and every host it created destroyed; a broken enos makes it fail (exit 2) instead of
+printing a table. No timing assertion: the figures of a quick run on a busy test machine
+mean nothing, but they must be computed right."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -34,10 +40,14 @@ def test_quick_benchmark_runs_and_cleans_up(tmp_path):
     for c in CASES:
         assert any(x.startswith(c) for x in cases), (c, cases)
     for r in data["rows"]:
-        assert r["enos"] > 0 and r["n"] >= 1
+        assert r["enos"] > 0 and r["n"] == len(r["enos_samples"]) >= 1
+        assert abs(r["enos"] - statistics.median(r["enos_samples"])) < 0.002, r
         assert r["pass"] in (True, False, None)
         if r["baseline"] is not None:
-            assert r["baseline"] > 0 and r["ratio"] > 0
+            assert abs(r["baseline"] - statistics.median(r["baseline_samples"])) < 0.002, r
+            want = r["enos"] / r["baseline"] if r["ratio_kind"] == "enos/base" else r["baseline"] / r["enos"]
+            assert abs(r["ratio"] - want) < 1e-9 * want, r
+        _check_verdict(r)
     assert "| case | enos (s) | baseline (s) | ratio | target | result |" in p.stdout
     # every env it brought up (2: the up/destroy one and the fan-out one) is gone
     assert len(data["run_ids"]) == 2 and data["left_alive"] == []
@@ -46,3 +56,39 @@ def test_quick_benchmark_runs_and_cleans_up(tmp_path):
     for rid in data["run_ids"]:
         assert f"enos-{rid}-" not in netns
         assert f"eb{rid}" not in links
+
+
+def _check_verdict(r: dict) -> None:
+    """The verdict follows from the target: '≤ X s' on the median, '≤ X× ...' / '≥ X× faster'
+    on the ratio."""
+    t = r["target"]
+    m = re.match(r"≤ ([\d.]+) s", t)
+    if m:
+        assert r["pass"] == (r["enos"] <= float(m.group(1))), r
+        return
+    m = re.match(r"≤ ([\d.]+)×", t)
+    if m:
+        assert r["pass"] == (r["ratio"] is not None and r["ratio"] <= float(m.group(1))), r
+        return
+    m = re.match(r"≥ ([\d.]+)× faster", t)
+    if m:
+        assert r["pass"] == (r["ratio"] is not None and r["ratio"] >= float(m.group(1))), r
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_broken_enos_fails_the_benchmark(tmp_path):
+    """enos up failing (a failpoint) makes the benchmark exit 2 naming the failure, with no
+    table and no host left."""
+    out_json = tmp_path / "bench.json"
+    env = dict(os.environ, ENOS_FAILPOINTS="task.ssh_ready=raise")
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--only", "startup",
+                        "--json", str(out_json)], capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    assert p.returncode == 2, p.stdout + p.stderr
+    data = json.loads(out_json.read_text())
+    assert data["rc"] == 2 and "failpoint task.ssh_ready" in data["error"] and data["rows"] == []
+    assert "| case |" not in p.stdout
+    assert data["left_alive"] == []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    for rid in data["run_ids"]:
+        assert f"enos-{rid}-" not in netns

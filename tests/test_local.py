@@ -390,13 +390,14 @@ def test_subnet_option_is_used_and_a_clash_is_a_config_error(tmp_path):
 
 @root
 def test_resume_repicks_a_recorded_subnet_taken_meanwhile(tmp_path, monkeypatch):
-    """Crash after recording the subnet but before the bridge held it; another env takes that
-    subnet; the resumed init picks another one instead of sharing it."""
-    monkeypatch.setenv("ENOS_FAILPOINTS", "local.subnet_picked=raise")
-    prov = make_provider(tmp_path / "env", local_config({"a": 2}))
-    with pytest.raises(FailpointHit):
-        prov.init()
-    monkeypatch.delenv("ENOS_FAILPOINTS")
+    """kill -9 after recording the subnet but before the bridge held it; another env takes
+    that subnet; the resumed init (a new process's journal) picks another one instead of
+    sharing it."""
+    env = tmp_path / "env"
+    p = _init_in_subprocess(env, {"ENOS_FAILPOINTS": "local.subnet_picked=kill"})
+    p.communicate(timeout=60)
+    assert p.returncode == -9
+    prov = make_provider(env, local_config({"a": 1, "b": 2}))
     taken = prov.ctx.journal.get("local")["subnet"]
     squatter = "eb" + os.urandom(4).hex()
     gw = str(next(ipaddress.ip_network(taken).hosts()))
@@ -406,7 +407,7 @@ def test_resume_repicks_a_recorded_subnet_taken_meanwhile(tmp_path, monkeypatch)
         res = prov.init()
         assert res.networks[0].cidr != taken
         assert not ipaddress.ip_network(res.networks[0].cidr).overlaps(ipaddress.ip_network(taken))
-        assert ssh(prov.ctx.ssh_key, res.hosts[1].address, "hostname").stdout.strip() == "a-2"
+        assert ssh(prov.ctx.ssh_key, res.hosts[1].address, "hostname").stdout.strip() == "b-1"
     finally:
         subprocess.run(["ip", "link", "del", squatter], check=False)
         prov.destroy()
