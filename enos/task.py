@@ -478,8 +478,8 @@ def require_env(env: Optional[str], base: Path = Path(".")) -> Environment:
     NoEnvironment with a hint when it has no resources yet."""
     e = Environment.open(env, base)
     if e.state.phase in ("destroying", "destroyed"):
-        raise StateError(f"environment {e.env_dir} is {e.state.phase} (run {e.run_id}): its hosts are "
-                         f"being freed or gone; 'enos up' books new ones")
+        raise NoEnvironment(f"environment {e.env_dir} is {e.state.phase} (run {e.run_id}): its hosts are "
+                            f"being freed or gone; 'enos up' books new ones")
     if e.resources is None:
         raise NoEnvironment(f"environment {e.env_dir} has no resources yet (phase {e.state.phase}); "
                             f"run 'enos up'")

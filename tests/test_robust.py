@@ -147,14 +147,17 @@ def test_racing_ups_on_one_env_never_delete_it(tmp_path, reservation):
 
 
 def test_run_during_destroy_says_so(tmp_path, reservation):
-    """``enos run`` while ``destroy`` is at work: a clear 'is destroying' (exit 1)."""
+    """``enos run`` and ``enos inventory`` while ``destroy`` is at work: a clear 'is
+    destroying' (exit 2, nothing done), no traceback."""
     enos(tmp_path, "up", "-f", "r.yaml", "--no-provision", timeout=300)
     rid = run_id_of(tmp_path / "current")
     d = start(tmp_path, "destroy", env={"ENOS_FAILPOINTS": "task.destroying=stop"})
     try:
         wait_stopped(d)
         r = enos(tmp_path, "run", "hostname", check=False, timeout=120)
-        assert r.returncode == 1 and "is destroying" in r.stderr, r.stderr
+        assert r.returncode == 2 and "is destroying" in r.stderr, r.stderr
+        i = enos(tmp_path, "inventory", check=False, timeout=120)
+        assert i.returncode == 2 and "is destroying" in i.stderr, i.stderr
         no_traceback(r)
     finally:
         d.send_signal(signal.SIGCONT)
@@ -212,11 +215,13 @@ def test_destroy_on_full_disk_frees_first(tmp_path, reservation, small_disk):
     assert json.loads((env / "state.json").read_text())["phase"] == "destroyed"
 
 
-def test_up_when_disk_fills_after_booking(tmp_path, reservation, small_disk):
-    """The disk fills while ``up`` is at 'booked': up stops at once (exit 1, no traceback,
-    says what to do), and destroy frees everything once there is room."""
+@pytest.mark.parametrize("point", ["task.booked", "task.before_preinstall"])
+def test_up_when_disk_fills_after_booking(tmp_path, reservation, small_disk, point):
+    """The disk fills while ``up`` is held after booking (before the SSH files are written,
+    or before Ansible starts): up stops at once (exit 1, no traceback, no Ansible hanging on
+    a full disk, says what to do), and destroy frees everything once there is room."""
     env = small_disk / "env"
-    p = start(tmp_path, "up", "-f", "r.yaml", "--env", str(env), env={"ENOS_FAILPOINTS": "task.booked=stop"})
+    p = start(tmp_path, "up", "-f", "r.yaml", "--env", str(env), env={"ENOS_FAILPOINTS": f"{point}=stop"})
     try:
         wait_stopped(p)
         rid = run_id_of(env)
