@@ -333,7 +333,8 @@ class Table:
             else:
                 ratio = f"{r['ratio']:.2f}×" + (" faster" if r["ratio_kind"] == "base/enos" else "")
             res = {True: "PASS", False: "FAIL", None: "info"}[r["pass"]]
-            out.append(f"| {r['case']} | {r['enos']:.3f} | {base} | {ratio} | {r['target']} | {res} |")
+            enos = f"{r['enos']:.3f}" if r["enos"] >= 0.01 else f"{r['enos']:.5f}"   # e.g. `import enos`
+            out.append(f"| {r['case']} | {enos} | {base} | {ratio} | {r['target']} | {res} |")
         return "\n".join(out)
 
 
