@@ -586,3 +586,36 @@ def _children(pid: int) -> list:
 
 def _sleeps(*cmdlines: str) -> list:
     return [pid for pid in filter(str.isdigit, os.listdir("/proc")) if _cmdline(pid) in cmdlines]
+
+
+ATEXIT_SCRIPT = """\
+import sys, enos
+from enos.ssh.client import stop_masters
+env = enos.load(sys.argv[1])
+stop_masters(env.run_id)                 # no master: every session is an ssh process
+bg = env.run("sleep 3145", roles="compute", background=True)
+print(sorted(bg.pids().items()), flush=True)
+"""
+
+
+def test_background_left_running_at_exit_leaves_no_ssh_process(env, tmp_path):
+    """A script that ends while a background run (here through ssh processes: masters
+    closed) is still going: its sessions are dropped at exit, no ssh process is orphaned."""
+    import subprocess
+    import sys
+    (tmp_path / "s.py").write_text(ATEXIT_SCRIPT)
+    p = subprocess.run([sys.executable, "s.py", str(env.env_dir)], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    import ast
+    import signal
+    pids = dict(ast.literal_eval(p.stdout))
+    assert p.returncode == 0 and sorted(pids) == ["compute-1", "compute-2"], p.stdout + p.stderr
+    time.sleep(0.5)
+    orphans = [pid for pid in filter(str.isdigit, os.listdir("/proc"))
+               if _cmdline(pid).startswith("ssh ") and "sleep 3145" in _cmdline(pid)]
+    for pid in pids.values():     # the remote commands keep running (documented): end them by PID
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert orphans == [], [_cmdline(x) for x in orphans]

@@ -9,9 +9,11 @@ the mark is taken out of the output), and ``kill()`` signals that whole group
 """
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
+import weakref
 from typing import Dict, List, Optional
 
 from enos.errors import CommandFailed, Timeout, UsageError
@@ -21,6 +23,17 @@ from enos.provider.provider import Host
 
 _NO_STATUS = "enos: the connection master closed the session without an exit status\n"
 _SIGNALS = ("TERM", "KILL", "INT", "HUP", "QUIT", "USR1", "USR2")
+
+
+#: the Background runs still going: ended (sessions dropped) when the interpreter exits, so
+#: no ``ssh`` process of a fallback session outlives the script
+_LIVE: "weakref.WeakSet[Background]" = weakref.WeakSet()
+
+
+@atexit.register
+def _end_all() -> None:
+    for bg in list(_LIVE):
+        bg._cancel()
 
 
 class Background:
@@ -45,6 +58,7 @@ class Background:
         self._thread = threading.Thread(target=self._main, args=(wrapped,), daemon=True,
                                         name=f"enos-bg-{command[:20]}")
         self._thread.start()
+        _LIVE.add(self)
 
     def _pid(self, alias: str, pid: int) -> None:
         with self._pid_seen:
@@ -60,6 +74,16 @@ class Background:
         finally:
             with self._pid_seen:
                 self._pid_seen.notify_all()
+
+    def _cancel(self, wait: float = 5.0) -> None:
+        """Drop every session still open (their ``ssh`` processes are killed) and wait up to
+        ``wait`` seconds for the reading thread to end."""
+        if self.running and self._cancel_w >= 0:
+            try:
+                os.write(self._cancel_w, b"x")
+            except OSError:
+                pass
+            self._thread.join(wait)
 
     def _close(self) -> None:
         """Close the cancel pipe (only once the thread has ended)."""
@@ -123,11 +147,7 @@ class Background:
                 sent[alias] = s
             self._thread.join(grace)
         if self.running:        # the hosts do not answer: drop the sessions
-            try:
-                os.write(self._cancel_w, b"x")
-            except OSError:
-                pass
-            self._thread.join()
+            self._cancel()
         results = self.wait(check=False)
         import signal as signals
         for r in results:
