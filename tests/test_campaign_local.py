@@ -112,6 +112,9 @@ def _done_runs(d: Path):
 
 def test_kill_9_then_resume_redoes_only_the_run_in_progress(campaign):
     at_kill, final = campaign["at_kill"], campaign["final"]
+    print(f"reduced campaign (4 combinations x 2 repetitions, 2 hosts): {campaign['total_seconds']:.1f}s "
+          f"in all (hosts up, killed -9 after {at_kill['done']} runs, resumed in "
+          f"{campaign['resume_seconds']:.1f}s)")
     assert at_kill["done"] >= 3 and at_kill["in_progress"] == 1 and at_kill["owner"] is None
     assert {k: final[k] for k in ("done", "remaining", "in_progress", "failed", "total")} == \
         {"done": 8, "remaining": 0, "in_progress": 0, "failed": 0, "total": 8}
@@ -291,11 +294,15 @@ def test_iperf_example_throughput_within_its_rate_limits(tmp_path):
     results = tmp_path / "iperf.results"
     try:
         t0 = time.monotonic()
-        enos(tmp_path, "campaign", "run", str(example), "--results", str(results), timeout=1800)
+        enos(tmp_path, "campaign", "run", str(example), "--results", str(results), "--destroy", timeout=1800)
         elapsed = time.monotonic() - t0
+        state = json.loads((results / "env" / "state.json").read_text())
+        assert state["phase"] == "destroyed"          # --destroy gave the hosts back
+        from localhosts import leftovers
+        assert leftovers(state["run_id"]) == []
         enos(tmp_path, "campaign", "report", str(example), "--results", str(results), timeout=300)
     finally:
-        if (results / "env" / "state.json").exists():
+        if (results / "env" / "state.json").exists():    # idempotent: frees what a failure left
             enos(tmp_path, "destroy", "--env", str(results / "env"), check=False, timeout=300)
     with open(results / "results.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["metric"] == "throughput_mbps"]

@@ -193,6 +193,7 @@ def write_html(camp: Campaign, results: Path, rows: List[dict], figures: List[Pa
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)} — enos campaign</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>Campaign {html.escape(title)}</h1>",
+             f"<p>{html.escape(str(camp.raw.get('description') or ''))}</p>",
              f"<p>{stats['done']} of {stats['total']} run(s) done, {stats['failed']} failed, "
              f"{stats['in_progress']} in progress; {stats['elapsed']:.0f} s of runs. "
              f"Campaign file: <code>{html.escape(str(camp.file))}</code>; results: <code>{html.escape(str(results))}</code>.</p>",
