@@ -140,10 +140,11 @@ def build_box(name: str = BOX_NAME, cache_dir: Optional[Path] = None, force: boo
             shutil.copy2(files["kernel"], work / "vmlinuz")
             shutil.copy2(files["initrd"], work / "initrd")
             tarball = out_dir / f"{manifest['name']}.box"
-            with tarfile.open(str(tarball) + ".tmp", "w") as tar:
+            tmp_tar = Path(f"{tarball}.{os.getpid()}.tmp")     # concurrent builds: one file each
+            with tarfile.open(tmp_tar, "w") as tar:
                 for f in ("metadata.json", BOX_FILE, "vmlinuz", "initrd", "box.img"):
                     tar.add(work / f, arcname=f)
-            os.replace(str(tarball) + ".tmp", tarball)
+            os.replace(tmp_tar, tarball)
             task.advance()
             if add:
                 task.update(f"vagrant box add {name}")
