@@ -22,6 +22,12 @@ def check_resources(resources: dict, machines: Iterable, capabilities: Iterable[
     got_roles = {r for h in hosts for r in h["roles"]}
     assert asked_roles <= got_roles, f"roles missing: {asked_roles - got_roles}"
     addrs = {h["address"] for h in hosts}
+    ip_addrs = set()
+    for a in addrs:   # a host may be reached by name (Grid'5000 nodes): only IPs can collide
+        try:
+            ip_addrs.add(ipaddress.ip_address(a))
+        except ValueError:
+            pass
     for pool in resources["networks"]:
         net = ipaddress.ip_network(pool["cidr"], strict=False)
         ranges = [(ipaddress.ip_address(a), ipaddress.ip_address(b)) for a, b in pool["ranges"]]
@@ -29,7 +35,7 @@ def check_resources(resources: dict, machines: Iterable, capabilities: Iterable[
         assert all(b1 < a2 for (_, b1), (a2, _) in zip(ranges, ranges[1:])), "IP pool ranges overlap or unsorted"
         assert all(a in net and b in net for a, b in ranges), "IP pool outside its CIDR"
         inside = lambda x: any(a <= ipaddress.ip_address(x) <= b for a, b in ranges)  # noqa: E731
-        assert not any(inside(h) for h in addrs), "IP pool overlaps host addresses"
+        assert not any(inside(h) for h in ip_addrs), "IP pool overlaps host addresses"
         if pool.get("gateway"):
             assert not inside(pool["gateway"]), "gateway in the IP pool"
         assert pool.get("size") == sum(int(b) - int(a) + 1 for a, b in ranges), "IP pool size wrong"
