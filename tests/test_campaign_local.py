@@ -409,3 +409,39 @@ def test_env_sweep_in_a_script_resumes_after_kill_9(campaign):
     subprocess.run([sys.executable, str(script), env, results, str(count)], cwd=d, check=True, timeout=300)
     for f in count.glob("sweep-*"):
         assert f.read_text().split() == ["1", "2", "3", "3", "4"], (f.name, f.read_text())
+
+
+UNREACHABLE = """\
+parameters:
+  n: [1, 2]
+steps:
+  - run: "echo hello {{ n }}"
+    timeout: 8
+"""
+
+
+def test_unreachable_host_fails_the_run_and_the_campaign_goes_on(campaign):
+    """One host's namespace loses its link (packets dropped): each run fails with that
+    host named and the error recorded, the campaign goes through every run."""
+    d = campaign["dir"]
+    env_dir = d / "camp.results" / "env"
+    hosts = json.loads((env_dir / "state.json").read_text())["resources"]["hosts"]
+    victim = [h for h in hosts if h["alias"] == "worker-2"][0]
+    ns = victim["extra"]["enos_netns"]
+    links = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True, check=True).stdout
+    dev = [l.split(":")[1].strip().split("@")[0] for l in links.splitlines() if ": lo:" not in l][0]
+    (d / "unreachable.yaml").write_text(UNREACHABLE)
+    subprocess.run(["ip", "-n", ns, "link", "set", dev, "down"], check=True)
+    try:
+        p = enos(d, "campaign", "run", "unreachable.yaml", "--env", str(env_dir), check=False, timeout=300)
+    finally:
+        subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
+    assert p.returncode == 1 and "2 run(s) failed" in p.stderr, (p.stdout, p.stderr)
+    st = json.loads(enos(d, "campaign", "status", "unreachable.yaml", "-o", "json").stdout)
+    assert (st["done"], st["failed"], st["total"]) == (0, 2, 2)
+    for f in st["failures"]:
+        assert "worker-2" in f["error"] and "worker-1" not in f["error"], f
+    # worker-1 did its part of each run
+    for n in (1, 2):
+        out = d / "unreachable.results" / "runs" / f"n={n}" / "1" / "worker-1" / "1.stdout"
+        assert out.read_text() == f"hello {n}\n"
