@@ -51,6 +51,32 @@ def _state(env: Path) -> dict:
     return json.loads((env / "state.json").read_text())
 
 
+def test_destroy_removes_the_trees_first(tmp_path):
+    """'enos destroy' removes enos' tc trees before freeing the machines (static hosts and
+    testbed nodes outlive the env): here observed by the record and the hosts' qdiscs
+    right before the provider frees them (a failpoint kills destroy just after)."""
+    (tmp_path / "reservation.yaml").write_text("""provider: local
+resources:
+  local:
+    a: 1
+    b: 1
+network_constraints:
+  enable: true
+  default_rate: 5mbit
+""")
+    env = tmp_path / "env"
+    enos(tmp_path, "up", "--no-provision", "--env", str(env))
+    st = _state(env)
+    assert set(st["tc"]["hosts"]) == {"a-1", "b-1"}
+    p = enos(tmp_path, "destroy", "--env", str(env), env={"ENOS_FAILPOINTS": "task.destroying=kill"}, check=False)
+    assert p.returncode == -9, p.stderr
+    assert _state(env)["tc"]["hosts"] == {}
+    for a in ("a-1", "b-1"):
+        assert "htb" not in _tc(_ns(st, a), "qdisc", "show", "dev", "eth0")
+    enos(tmp_path, "destroy", "--env", str(env))
+    assert leftovers(st["run_id"]) == []
+
+
 @pytest.fixture
 def env3(tmp_path):
     """A local env: client ×1, server ×2 with a 10mbit default rate between the roles,

@@ -111,9 +111,37 @@ def destroy(env: Optional[str] = None, base: Union[str, os.PathLike] = ".", swee
 
     Raises NoEnvironment, StateDamaged, StateLocked, DestroyIncomplete, Unsupported
     (sweep), StateUnwritable (freed, but the record could not be written: run it again)."""
-    environment = task.destroy(env, base=Path(base), sweep=sweep, progress=_progress(quiet, progress),
-                               forget=forget)
+    p = _progress(quiet, progress)
+    if not forget:
+        _remove_tc_of(env, Path(base), p)
+    environment = task.destroy(env, base=Path(base), sweep=sweep, progress=p, forget=forget)
     return Env(environment, keep=True, quiet=quiet)
+
+
+def _remove_tc_of(env: Optional[str], base: Path, progress) -> None:
+    """:func:`_remove_tc` for the env dir ``env`` (or ``base/current``); nothing when its
+    state cannot be read (destroy then says why)."""
+    from enos.errors import EnosError
+    try:
+        environment = task.Environment.open(env, base)
+    except EnosError:
+        return
+    _remove_tc(environment, progress)
+
+
+def _remove_tc(environment: "task.Environment", progress) -> None:
+    """Before a destroy: remove the tc trees enos applied (machines a provider does not
+    wipe — static hosts, Grid'5000 nodes without redeploy — would keep them). Best effort,
+    short: an unreachable host only gets a warning, the destroy goes on."""
+    from enos.errors import EnosError
+    rec = environment.state.data.get("tc") or {}
+    if not rec.get("hosts") or environment.resources is None or environment.state.phase == "destroyed":
+        return
+    from enos.experiment import tc
+    try:
+        tc.reset(environment, timeout=15.0)
+    except EnosError as e:
+        progress.info(f"warning: the network constraints could not all be removed before destroy: {e}")
 
 
 class Env:
@@ -431,6 +459,7 @@ class Env:
     def destroy(self, sweep: bool = False) -> "Env":
         """Release everything the env booked (as ``enos destroy``); return self.
         Idempotent. Raises StateLocked, DestroyIncomplete, Unsupported (sweep)."""
+        _remove_tc(self._environment, self._progress())
         self._environment = task.destroy(str(self.env_dir), sweep=sweep, progress=self._progress())
         return self
 
