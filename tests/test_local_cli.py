@@ -104,15 +104,13 @@ def test_two_envs_at_once_and_the_env_lock(tmp_path):
     deadline = time.monotonic() + 60
     while not (tmp_path / "env0" / "state.json").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    t = time.monotonic()
     busy = enos(tmp_path, "up", "-f", "r.yaml", "--env", "env0", check=False)
-    elapsed = time.monotonic() - t
     run_ids = []
     try:
         # env0's up provisions (several seconds): it still holds the lock
         assert procs[0].poll() is None, "the first 'enos up' ended before the second one started"
         assert busy.returncode != 0 and "locked by process" in busy.stderr, busy.stderr
-        assert str(procs[0].pid) in busy.stderr and elapsed < 5
+        assert str(procs[0].pid) in busy.stderr   # at once: procs[0] still runs (no timing assertion)
         for p in procs:
             out, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
