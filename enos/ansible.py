@@ -134,11 +134,17 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     """Run ``playbooks`` in order; return None when every one succeeded.
 
     Raises :class:`ProvisionError` (host, task, message of each failure) on the first
-    failed playbook, :class:`EnosError` when ansible-playbook cannot be found.
+    failed playbook, :class:`EnosError` when ansible-playbook cannot be found,
+    KeyboardInterrupt within ~1 s of SIGINT/SIGTERM (the playbook and all it started ended).
 
     No secret leaves the process: ``extravars`` are written to ``<env>/ansible/
     extravars.json`` (0600) and given as ``-e @FILE``; the playbook (and ansible-runner's
-    ``command`` artifact) gets only the environment :mod:`enos.environ` keeps."""
+    ``command`` artifact) gets only the environment :mod:`enos.environ` keeps.
+
+    ``ansible-playbook`` runs through a wrapper that records it in ``<env>/children/``
+    before it starts (:mod:`enos.children`), so a killed enos leaves nothing that
+    ``enos destroy`` cannot end; enos keeps its own signal handlers during the run
+    (ansible-runner would install its own and never restore ours)."""
     from enos.progress import NULL
     progress = progress or NULL
     forks = max(1, min(MAX_FORKS, host_count))
@@ -166,24 +172,6 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
                  facts, check=True)
 
 
-def _signal_handlers() -> dict:
-    """Return the current SIGINT/SIGTERM handlers (empty outside the main thread, where
-    ansible-runner does not touch them either)."""
-    import signal
-    import threading
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _restore_signal_handlers(saved: dict) -> None:
-    """Put back the handlers :func:`_signal_handlers` returned."""
-    import signal
-    for sig, handler in saved.items():
-        if handler is not None:
-            signal.signal(sig, handler)
-
-
 class PlaybookRun:
     """What one ansible-runner run of a playbook gave: ``rc``, ``status``
     (``successful``, ``failed``, ...), ``stats`` (Ansible's per-host counters: ``ok``,
@@ -199,26 +187,43 @@ def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dic
              facts: Optional[Path], check: bool = False) -> PlaybookRun:
     """Run one playbook (extra vars from the 0600 ``vars_file``); return its PlaybookRun.
     With ``check``, raise ProvisionError when it failed (inside the progress task, which
-    then shows the failure)."""
+    then shows the failure). KeyboardInterrupt on SIGINT/SIGTERM: the playbook is cancelled
+    (ansible-runner polls :data:`enos.signals.STOP` every 0.2 s) and everything it started
+    ended (:func:`enos.children.end_recorded`)."""
     import ansible_runner
+
+    from enos import children, signals
     pb = pb.resolve()
+    env_dir = pdd.parent
+    envvars = dict(envvars, **{children.PARENT_ENV: str(os.getpid())})
+    binary = children.write_wrapper(pdd / "enos-ansible-playbook", env_dir, "ansible-playbook",
+                                    "ansible-playbook")
+    # ansible-runner reads its settings from env/settings only (with suppress_env_files, a
+    # settings= argument is dropped): poll the cancel callback every 0.2 s, not every 5 s
+    (pdd / "env").mkdir(mode=0o700, exist_ok=True)
+    atomic_write(pdd / "env" / "settings", json.dumps({"pexpect_timeout": 0.2}), mode=0o600)
     kwargs = {"fact_cache": str(facts)} if facts is not None else {}  # absolute: shared by a run's playbooks
     with progress.task(f"ansible {pb.name}") as task:
         events = _Events(task, verbose)
-        # ansible-runner replaces the SIGINT/SIGTERM handlers with its own (which only cancel
-        # the run) and never puts ours back: without this, a process that ran one playbook
-        # ignores Ctrl-C for ever after (e.g. 'enos campaign run' after its setup play)
-        saved = _signal_handlers()
-        try:
-            with scrubbed_environ():   # ansible-runner copies os.environ into its artifacts
+        # a signal cancels the run; ansible-runner copies os.environ into its artifacts
+        with signals.flag_only(), scrubbed_environ():
+            ended = False
+            try:
                 r = ansible_runner.run(
                     private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory),
                     extravars=str(vars_file), envvars=envvars, forks=forks, tags=tags,
                     limit=limit, quiet=True, event_handler=events, rotate_artifacts=5,
-                    project_dir=str(pb.parent), suppress_env_files=True, **kwargs)
-        finally:
-            _restore_signal_handlers(saved)
-        if r.status == "canceled":      # a signal arrived while it ran: it stopped the playbook
+                    project_dir=str(pb.parent), suppress_env_files=True,
+                    # the wrapper runs ansible-playbook "raw": the playbook goes first
+                    binary=str(binary), cmdline=shlex.quote(str(pb)),
+                    cancel_callback=signals.STOP.is_set, **kwargs)
+                ended = r.status in ("successful", "failed")
+            finally:
+                if ended:             # ran to its end: the record only is left
+                    children.forget_finished(env_dir)
+                else:                 # canceled, timed out, enos failed: nothing outlives it
+                    children.end_recorded(env_dir)
+        if r.status == "canceled":      # a signal stopped the playbook (outside the main thread)
             raise KeyboardInterrupt(f"{pb.name} interrupted")
         if facts is not None:
             _owner_only(facts)          # Ansible's fact cache ignores the umask

@@ -48,7 +48,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -838,10 +837,6 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
                         stream=sys.stderr)
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the enos CLI; return the exit code (0, 1, 2 or 130, see ``enos --help``)."""
     try:
@@ -886,23 +881,25 @@ def _main(argv: Optional[List[str]]) -> int:
         print(f"enos {cmd}: invalid arguments {' '.join(rest) or '(none)'}\n{usage}", file=sys.stderr)
         return 2
     _setup_logging(g["verbose"], g["quiet"])
-    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    from enos import signals
+    old = signals.install()       # SIGINT and SIGTERM: KeyboardInterrupt, exit 130
     from enos.errors import EnosError
     try:
-        return HANDLERS[cmd](args, g)
-    except EnosError as e:
-        if g["verbose"]:
-            log.exception("enos %s failed", cmd)
-        print(f"enos {cmd}: error: {e}" if not _is_config_error(e) else f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:
-        import errno
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
-            raise
-        if g["verbose"]:
-            log.exception("enos %s failed", cmd)
-        print(f"enos {cmd}: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
-        return 1
+        try:
+            return HANDLERS[cmd](args, g)
+        except EnosError as e:
+            if g["verbose"]:
+                log.exception("enos %s failed", cmd)
+            print(f"enos {cmd}: error: {e}" if not _is_config_error(e) else f"error: {e}", file=sys.stderr)
+            return e.exit_code
+        except OSError as e:
+            import errno
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            if g["verbose"]:
+                log.exception("enos %s failed", cmd)
+            print(f"enos {cmd}: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
         if g["verbose"]:
             log.exception("interrupted")
@@ -914,7 +911,7 @@ def _main(argv: Optional[List[str]]) -> int:
         print(f"enos {cmd}: interrupted{hint}", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, old)
+        signals.restore(old)
 
 
 def _is_config_error(e) -> bool:

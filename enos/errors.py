@@ -109,6 +109,13 @@ class StateUnwritable(StateError):
         super().__init__(f"cannot write {path}: {why}")
 
 
+class EnvDestroyed(NoEnvironment):
+    """The environment was destroyed: its hosts are gone. A run-time state, not a usage
+    error: exit 1."""
+
+    exit_code = 1
+
+
 class StateLocked(StateError):
     """Another enos process holds the environment's lock. ``pid`` is the holder's PID."""
 

@@ -8,7 +8,7 @@ wait for SSH → ``before_preinstall`` → preinstall + user playbooks → ``aft
 provider journals its own side effects, so a crash or Ctrl-C anywhere leaves a state from
 which ``destroy`` frees everything.
 
-``destroy``: lock → ``destroying`` → close SSH masters → ``provider.destroy()`` (from the
+``destroy``: lock → ``destroying`` → end the recorded children, close SSH masters → ``provider.destroy()`` (from the
 journal only) → ``destroyed``. Idempotent. Freeing never depends on being able to write:
 the state is recorded best-effort while freeing, and the final record is retried.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Union
 
 from enos import failpoint
-from enos.errors import (EnosError, NoEnvironment, StateDamaged, StateError, StateUnwritable,
+from enos.errors import (DestroyIncomplete, EnosError, EnvDestroyed, NoEnvironment, StateDamaged, StateError, StateUnwritable,
                          Unsupported, UsageError)
 from enos.provider.provider import Provider, ProviderContext, Resources
 from enos.state import (CURRENT, LOCK_FILE, STATE_FILE, Lock, State, claim_env_dir, now_iso,
@@ -248,6 +248,7 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
         env_dir.chmod(0o700)     # private keys, state and logs: the owner's only
     lock = Lock(env_dir)
     state: Optional[State] = None
+    done = False
     lock.acquire()     # StateLocked: another enos holds it; the dir is theirs, left alone
     try:
         state = _resume_or_refuse(env_dir)
@@ -311,6 +312,7 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
             failpoint.checkpoint("task.provisioned")
         state.set_phase("ready")
         failpoint.checkpoint("task.ready")
+        done = True
         return environment
     except StateUnwritable as e:
         raise _unwritable_in_up(e, env_dir, state) from None
@@ -319,9 +321,24 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
             raise
         raise _unwritable_in_up(StateUnwritable(e.filename or str(env_dir), e), env_dir, state) from None
     finally:
+        if not done and state is not None:
+            # interrupted or failed: no process of this run outlives the command (the hosts
+            # stay booked, for 'enos destroy' or a resumed 'enos up')
+            end_processes(env_dir, state.run_id)
         if created and not os.path.lexists(env_dir / STATE_FILE):
             _unclaim(env_dir)      # still under our lock: nobody else can be using it
         lock.release()
+
+
+def end_processes(env_dir: Path, run_id: str) -> List[str]:
+    """End the env's recorded children (:mod:`enos.children`: a playbook and all it
+    started) and close its SSH connection masters (removing their socket dir); return
+    what is still alive (normally []). Raises nothing."""
+    from enos import children
+    from enos.ssh.client import stop_masters
+    left = children.end_recorded(env_dir)
+    stop_masters(run_id)
+    return left
 
 
 def _unwritable_in_up(e: StateUnwritable, env_dir: Path, state: Optional[State]) -> StateUnwritable:
@@ -380,7 +397,6 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
     errors (the env stays ``destroying``: run destroy again), Unsupported (sweep on a
     provider that cannot), StateUnwritable (freed but not recorded)."""
     from enos.progress import NULL
-    from enos.ssh.client import stop_masters
     progress = progress or NULL
     environment = Environment.open(env, base)
     with Lock(environment.env_dir):
@@ -394,7 +410,7 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
             raise Unsupported(f"provider '{provider.type}' cannot sweep")
         state.set_phase("destroying")
         failpoint.checkpoint("task.destroying")
-        stop_masters(state.run_id)
+        strays = end_processes(environment.env_dir, state.run_id)
         with progress.task(f"destroying {state.data.get('provider')} resources of run {state.run_id}"):
             try:
                 provider.destroy()
@@ -411,6 +427,9 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
                           f"resources are gone",)
                 _record_best_effort(state)
                 raise
+        if strays:                  # recorded children that would not die: retry later
+            _record_best_effort(state)
+            raise DestroyIncomplete(strays)
         state.data["phase"] = "destroyed"
         state.data["history"].append({"phase": "destroyed", "at": now_iso(), "pid": os.getpid()})
         _record_final(state, "the resources are freed")
@@ -477,7 +496,10 @@ def require_env(env: Optional[str], base: Path = Path(".")) -> Environment:
     """Return the env for read-only commands (info, inventory, ssh, run), or raise
     NoEnvironment with a hint when it has no resources yet."""
     e = Environment.open(env, base)
-    if e.state.phase in ("destroying", "destroyed"):
+    if e.state.phase == "destroyed":
+        raise EnvDestroyed(f"environment {e.env_dir} (run {e.run_id}) is destroyed: its hosts are "
+                           f"gone; 'enos up' books new ones")
+    if e.state.phase == "destroying":
         raise NoEnvironment(f"environment {e.env_dir} is {e.state.phase} (run {e.run_id}): its hosts are "
                             f"being freed or gone; 'enos up' books new ones")
     if e.resources is None:

@@ -62,3 +62,17 @@ def sshd_available():
     """Skip (fail under CI=true) unless an sshd binary is installed."""
     if not (shutil.which("sshd") or Path("/usr/sbin/sshd").exists()):
         missing("sshd not installed (apt-get install openssh-server)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def local_range_kept_local():
+    """Install the policy rules that make the local provider's address range unreachable
+    except through live environments' bridges (enos.local.guard), as 'enos up' does: no
+    test packet for a 10.2xx address ever leaves the machine, even from a stray process."""
+    if not IS_ROOT or not shutil.which("ip"):
+        yield
+        return
+    from enos.local import guard
+    guard.ensure_rules()
+    assert not guard.missing_rules()
+    yield

@@ -284,7 +284,26 @@ class LocalProvider(Provider):
         out.append(Check("network namespaces", ns_ok,
                          "kernel supports them" if ns_ok else "/proc/self/ns/net is missing",
                          "use a kernel with CONFIG_NET_NS"))
+        out.append(self._guard_check())
         return out
+
+    @staticmethod
+    def _guard_check() -> Check:
+        """Whether the policy rules keeping the range's packets on this machine are there
+        (``enos up`` installs them; information only, never a reason to refuse)."""
+        from enos.local import guard
+        try:
+            missing = guard.missing_rules()
+        except (OSError, subprocess.SubprocessError) as e:
+            return Check("address range kept local", True, f"cannot read the policy rules ({e}); "
+                         f"'enos up' installs them", "")
+        if not missing:
+            return Check("address range kept local", True,
+                         f"policy rules installed: {guard.RANGE_TEXT} unreachable except through live "
+                         f"environments' bridges (priorities {guard.PRIO_MAIN}, {guard.PRIO_UNREACHABLE})")
+        return Check("address range kept local", True,
+                     f"{len(missing)} policy rule(s) not installed yet ('enos up' adds them): "
+                     + "; ".join(missing))
 
     def _preflight(self) -> str:
         if os.geteuid() != 0:
@@ -595,6 +614,14 @@ Subsystem sftp internal-sftp
         sshd = self._preflight()
         from pyroute2 import IPRoute
         from enos.local import netns
+        from enos.local import guard
+        with _subnet_lock():
+            try:
+                added = guard.ensure_rules()
+            except (OSError, subprocess.SubprocessError) as e:
+                raise ProviderError(f"cannot keep {guard.RANGE_TEXT} local (policy rules): {e}") from None
+        for rule in added:
+            self.ctx.log.info("installed %s", rule)
 
         pubkey = self.ctx.ssh_pubkey
         rec = self.ctx.journal.get(JOURNAL_KEY) or {}

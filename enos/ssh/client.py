@@ -184,15 +184,34 @@ def ssh_argv(ssh_config: Path, alias: str, *command: str) -> List[str]:
     return ["ssh", "-F", str(ssh_config), alias, *command]
 
 
-def _probe(ssh_config: Path, alias: str, timeout: float) -> Optional[str]:
+def _probe(ssh_config: Path, alias: str, timeout: float, stop: threading.Event) -> Optional[str]:
+    """Run ``ssh ALIAS true`` once; return None on success, else the last error line.
+    Kills the ssh and returns "interrupted" as soon as ``stop`` is set."""
     try:
-        p = subprocess.run(ssh_argv(ssh_config, alias, "true"), stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return f"no answer within {timeout:.0f}s"
+        p = subprocess.Popen(ssh_argv(ssh_config, alias, "true"), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as e:
+        return f"cannot run ssh: {e}"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                p.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if stop.is_set():
+                    return "interrupted"
+                if time.monotonic() >= deadline:
+                    return f"no answer within {timeout:.0f}s"
+        err = p.stderr.read().decode(errors="replace")
+    finally:
+        if p.returncode is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
     if p.returncode == 0:
         return None
-    return (p.stderr.strip().splitlines() or [f"ssh exited with {p.returncode}"])[-1]
+    return (err.strip().splitlines() or [f"ssh exited with {p.returncode}"])[-1]
 
 
 def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.0,
@@ -200,32 +219,57 @@ def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.
     """Wait until every alias runs ``true`` over SSH (which also opens its connection master),
     shown as ``description`` on the progress display.
 
-    Returns None. Raises :class:`SshUnreachable` naming the late hosts and their last error."""
+    Returns None. Raises :class:`SshUnreachable` naming the late hosts and their last error;
+    KeyboardInterrupt within ~0.1 s of SIGINT/SIGTERM (every probing ssh killed)."""
+    from enos import signals
     from enos.progress import NULL
     progress = progress or NULL
     pending: Dict[str, str] = {a: "not tried yet" for a in aliases}
     deadline = time.monotonic() + timeout
     lock = threading.Lock()
-    with progress.task(description, total=len(aliases)) as task, \
-            ThreadPoolExecutor(max_workers=max(1, min(64, len(aliases)))) as pool:
-        def one(alias: str) -> None:
-            delay = interval
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
+    stop = threading.Event()      # set when the main thread stops waiting (signal, error)
+
+    def stopped() -> bool:
+        if signals.STOP.is_set():
+            stop.set()
+        return stop.is_set()
+
+    def one(alias: str, task) -> None:
+        delay = interval
+        while not stopped():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            err = _probe(ssh_config, alias, min(20.0, max(left, 1.0)), stop)
+            with lock:
+                if err is None:
+                    pending.pop(alias, None)
+                    task.update(f"{len(pending)} left" if pending else "")
+                    task.advance()
                     return
-                err = _probe(ssh_config, alias, min(20.0, max(left, 1.0)))
-                with lock:
-                    if err is None:
-                        pending.pop(alias, None)
-                        task.update(f"{len(pending)} left" if pending else "")
-                        task.advance()
-                        return
-                    pending[alias] = err
-                    task.update(f"{len(pending)} left, e.g. {alias}: {err}")
-                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 1.5, 5.0)
-        list(pool.map(one, aliases))
+                if stopped():
+                    return
+                pending[alias] = err
+                task.update(f"{len(pending)} left, e.g. {alias}: {err}")
+            if stop.wait(min(delay, max(0.0, deadline - time.monotonic()))) or stopped():
+                return
+            delay = min(delay * 1.5, 5.0)
+
+    with progress.task(description, total=len(aliases)) as task:
+        pool = ThreadPoolExecutor(max_workers=max(1, min(64, len(aliases))))
+        try:
+            futures = [pool.submit(one, a, task) for a in aliases]
+            for f in futures:
+                f.result()
+        except BaseException:
+            # interrupted (the main thread got KeyboardInterrupt): the workers see STOP,
+            # kill their ssh and return within ~0.1 s; do not wait for them here
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    if signals.STOP.is_set():
+        signals.check()
     if pending:
         raise SshUnreachable(pending, timeout)
 
