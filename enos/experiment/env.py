@@ -16,7 +16,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional,
                     Union)
 
 from enos import task
-from enos.errors import CommandFailed, NoEnvironment, UsageError
+from enos.errors import CommandFailed, EnvDestroyed, NoEnvironment, UsageError
 from enos.experiment import render
 from enos.experiment.command import (PID_MARK, OutputCallback, RoleSelector, kill_group, take_pid,
                                      with_pid, wrap_command)
@@ -227,7 +227,7 @@ class Env:
         """Return the hosts named by ``roles``: None (all hosts), a role or alias, a
         comma-separated string of them, a Host, or a list of any of these; in env order.
 
-        Raises NoEnvironment (nothing booked yet, or destroyed), UsageError (unknown role
+        Raises NoEnvironment (nothing booked yet, or being destroyed), EnvDestroyed (destroyed: exit 1), UsageError (unknown role
         or alias, naming the known roles)."""
         self._require_hosts()
         hosts = self.hosts
@@ -254,12 +254,15 @@ class Env:
         return [h for h in hosts if h.alias in wanted or wanted & set(h.roles)]
 
     def _require_hosts(self) -> None:
+        if self.phase == "destroyed":
+            raise EnvDestroyed(f"environment {self.env_dir} (run {self.run_id}) is destroyed: its "
+                               f"hosts are gone; run enos.up / 'enos up' to book new ones")
+        if self.phase == "destroying":
+            raise NoEnvironment(f"environment {self.env_dir} is destroying (run {self.run_id}): its hosts "
+                                f"are being freed; run enos.up / 'enos up' to book new ones")
         if self._environment.resources is None:
             raise NoEnvironment(f"environment {self.env_dir} has no resources yet (phase {self.phase}); "
                                 f"run enos.up / 'enos up'")
-        if self.phase in ("destroying", "destroyed"):
-            raise NoEnvironment(f"environment {self.env_dir} is {self.phase}; run enos.up / 'enos up' "
-                                f"to book it again")
 
     # --- commands ------------------------------------------------------------------------
     def run(self, command: str, roles: RoleSelector = None, *, timeout: Optional[float] = None,
