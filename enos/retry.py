@@ -28,19 +28,22 @@ def backoff_delays(attempts: int, base_delay: float, max_delay: float,
 def retry(fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 0.5,
           max_delay: float = 30.0, retry_on: Tuple[Type[BaseException], ...] = (Retryable,),
           on_retry: Optional[Callable[[int, BaseException, float], None]] = None,
-          sleep: Callable[[float], None] = time.sleep, deadline: Optional[float] = None) -> T:
+          sleep: Optional[Callable[[float], None]] = None, deadline: Optional[float] = None) -> T:
     """Call ``fn()`` until it returns, at most ``attempts`` times; return its result.
 
     Between attempts sleeps with exponential backoff (see :func:`backoff_delays`); an
     exception carrying a ``retry_after`` attribute (seconds, e.g. from HTTP 429) makes the
     wait at least that long (still capped by ``max_delay``). ``on_retry(attempt, exc, delay)``
     is called before each wait. ``deadline`` (a ``time.monotonic()`` value) stops retrying
-    once the next wait would pass it.
+    once the next wait would pass it. ``sleep`` defaults to a sleep that a SIGINT/SIGTERM
+    cuts short with KeyboardInterrupt, in worker threads too (:mod:`enos.signals`).
 
     Raises the last exception when attempts run out, at once any exception not in
     ``retry_on``; ``ValueError`` if ``attempts < 1``."""
     if attempts < 1:
         raise ValueError("attempts must be ≥ 1")
+    if sleep is None:
+        from enos.signals import interruptible_sleep as sleep
     delays = backoff_delays(attempts, base_delay, max_delay)
     attempt = 0
     while True:

@@ -77,6 +77,13 @@ def sleep(seconds: float) -> bool:
     return STOP.wait(max(0.0, seconds))
 
 
+def interruptible_sleep(seconds: float) -> None:
+    """Sleep up to ``seconds``; raise KeyboardInterrupt as soon as a signal is received
+    (in any thread: for waits in worker threads, which never get the handler's exception)."""
+    if STOP.wait(max(0.0, seconds)):
+        raise KeyboardInterrupt(signal.Signals(_received).name if _received else "interrupted")
+
+
 def check() -> None:
     """Raise KeyboardInterrupt if a signal was received and not yet raised (for loops of
     the main thread that ran under :func:`flag_only`)."""

@@ -481,3 +481,64 @@ def test_records_match_pid_and_start_time(tmp_path):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+# --------------------------------------------------------------------------- Grid'5000
+
+@pytest.fixture
+def g5k(tmp_path):
+    """The local Grid'5000 API server (jobs wait 600 s unless a test says otherwise)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from g5kserver import FakeG5k
+    server = FakeG5k(sites={"rennes": {"paravance": 2}}, users={"alice": "pw-signals"},
+                     waiting_s=600, launching_s=0.05, deploy_s=600)
+    server.start()
+    creds = tmp_path / "g5k.yaml"
+    creds.write_text(f"username: alice\npassword: pw-signals\nuri: {server.url}\n")
+    creds.chmod(0o600)
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    yield server, {"G5K_CREDENTIALS_FILE": str(creds)}, key
+    server.stop()
+
+
+def _g5k_yaml(path: Path, key: Path, extra: str = "") -> None:
+    path.write_text(f"""provider:
+  type: g5k
+  job_name: signals
+  walltime: "1:00:00"
+  gateway: root@127.0.0.1
+  key: {key}.pub
+  poll_interval: 0.5
+  poll_max_interval: 30
+{extra}resources:
+  paravance:
+    node: 2
+""")
+
+
+@pytest.mark.parametrize("phase", ["oar", "deploy"])
+@pytest.mark.parametrize("how", ["int", "term"])
+def test_signal_during_g5k_waits(tmp_path, g5k, phase, how):
+    """OAR polling (a job that waits 600 s) and a kadeploy deployment (600 s), the latter
+    polled from a worker thread: the signal ends `enos up` within 2 s with 130; the job
+    stays recorded and `enos destroy` deletes it."""
+    server, env, key = g5k
+    if phase == "deploy":
+        server.waiting_s = 0.05
+    _g5k_yaml(tmp_path / "r.yaml", key, extra="  env_name: debian12-min\n" if phase == "deploy" else "")
+    w = Watched(tmp_path, "up", "-f", "r.yaml", "--env", "env", env=env)
+    try:
+        pattern = "deployments" if phase == "deploy" else "jobs"
+        _wait_for(lambda: server.count("POST", pattern) >= 1, 60, f"the {phase} wait", w)
+        time.sleep(1.0)       # inside the poll loop (polls back off to 30 s)
+        _interrupt(w, how, f"SIG{how.upper()} during g5k {'deployment' if phase == 'deploy' else 'OAR polling'}")
+        w.stop_watching()
+        assert w.alive() == []
+        st = _state(tmp_path / "env")
+        assert st["phase"] == "booking"
+        assert len(server.active_jobs(st["run_id"])) == 1
+        enos(tmp_path, "destroy", "--env", "env", env=env)
+        assert server.active_jobs(st["run_id"]) == []
+    finally:
+        w.kill()

@@ -23,8 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from enos import failpoint
-from enos import names
+from enos import failpoint, names, signals
 from enos.errors import (AuthError, DestroyIncomplete, EnosError, ProviderError, Retryable,
                          UsageError)
 from enos.provider.provider import (ADVANCE_RESERVATION, DEPLOY_OS, DESTROY, EXTEND_WALLTIME, IP_POOL,
@@ -335,6 +334,8 @@ resources:
             for site, f in futs.items():
                 try:
                     jobs[site] = f.result()
+                except KeyboardInterrupt:
+                    raise               # a signal: the journal lets destroy free what was booked
                 except BaseException as e:  # noqa: B902 - collected and re-raised below
                     errors.append((site, e))
         if errors:
@@ -393,7 +394,7 @@ resources:
                 if limit and time.monotonic() - started > float(limit):
                     raise Timeout(f"Grid'5000 jobs not running after {float(limit):.0f}s (they are kept: "
                                   f"'enos up' again waits for them, 'enos destroy' deletes them)")
-                time.sleep(delay)
+                signals.interruptible_sleep(delay)
                 delay = min(cap, delay * 1.5)
                 for site in [s for s, j in jobs.items() if j.get("state") != "running"]:
                     jobs[site] = self.api.job(site, jobs[site]["uid"])
@@ -439,6 +440,8 @@ resources:
             for (site, _), f in futs.items():
                 try:
                     f.result()
+                except KeyboardInterrupt:
+                    raise               # a signal: the workers stop at their next poll
                 except BaseException as e:  # noqa: B902
                     errors.append((site, e))
         if errors:
@@ -511,7 +514,7 @@ resources:
         with self.ctx.progress.task(f"deploying {self.opt('env_name')} on {n} node(s) of {site}") as t:
             while dep.get("status") == "processing" or dep.get("status") == "waiting":
                 t.update(f"deployment {dep['uid']}: {dep.get('status')}")
-                time.sleep(delay)
+                signals.interruptible_sleep(delay)   # in a worker thread: wakes on a signal
                 delay = min(cap, delay * 1.5)
                 dep = self.api.deployment(site, dep["uid"])
         if dep.get("status") not in ("terminated",):
