@@ -61,11 +61,11 @@ SLOW_PLAYBOOK = """\
 class Watched:
     """A real ``enos`` subprocess in its own session, and every process it gave rise to."""
 
-    def __init__(self, cwd: Path, *args: str, env: Optional[dict] = None):
+    def __init__(self, cwd: Path, *args: str, env: Optional[dict] = None, argv: Optional[List[str]] = None):
         e = {k: v for k, v in os.environ.items() if not k.startswith("ENOS_FAILPOINT")}
         e.update(env or {})
         self.started = children.proc_stat(os.getpid()).start  # ticks; everything after is new
-        self.proc = subprocess.Popen([sys.executable, "-m", "enos", *args], cwd=str(cwd), env=e,
+        self.proc = subprocess.Popen(argv or [sys.executable, "-m", "enos", *args], cwd=str(cwd), env=e,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.pid = self.proc.pid
@@ -540,5 +540,36 @@ def test_signal_during_g5k_waits(tmp_path, g5k, phase, how):
         assert len(server.active_jobs(st["run_id"])) == 1
         enos(tmp_path, "destroy", "--env", "env", env=env)
         assert server.active_jobs(st["run_id"]) == []
+    finally:
+        w.kill()
+
+
+# --------------------------------------------------------------------------- image builds
+
+BUILD_STEP = """\
+import sys
+from enos import signals
+from enos.build.libvirt_image import _run
+signals.install()
+try:
+    _run(["sh", "-c", "sleep 300 & sleep 300 & echo started > " + sys.argv[1] + "; wait"], "a build step")
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("how", ["int", "term"])
+def test_signal_during_image_build_step(tmp_path, how):
+    """A build tool (here a shell with two background children, standing for mmdebstrap
+    and its apt/dpkg) run by the image builder's runner: SIGTERM to enos' pid alone (no
+    terminal to signal the group) still ends the tool's whole process group."""
+    marker = tmp_path / "started"
+    w = Watched(tmp_path, argv=[sys.executable, "-c", BUILD_STEP, str(marker)])
+    try:
+        _wait_for(marker.exists, 30, "the build step", w)
+        time.sleep(0.3)
+        _interrupt(w, how, f"SIG{how.upper()} during an image build step")
+        w.stop_watching()
+        assert w.alive() == []
     finally:
         w.kill()

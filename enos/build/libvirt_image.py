@@ -235,12 +235,44 @@ def _need(tool: str, package: str) -> str:
 
 
 def _run(cmd: List[str], what: str, **kw: Any) -> subprocess.CompletedProcess:
+    """Run a build tool in a process group of its own; return its CompletedProcess. Raises
+    ImageBuildError (exit status and the end of its output). Interrupted (SIGINT/SIGTERM),
+    the whole group (mmdebstrap's apt, dpkg, ...) is ended before KeyboardInterrupt goes on."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL, start_new_session=True, **kw)
     try:
-        return subprocess.run(cmd, check=True, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, **kw)
-    except subprocess.CalledProcessError as e:
-        tail = "\n".join((e.stderr or e.stdout or "").strip().splitlines()[-15:])
-        raise ImageBuildError(f"{what} failed (exit {e.returncode}):\n{tail}") from None
+        out, err = p.communicate()
+    except BaseException:
+        _end_group(p)
+        raise
+    if p.returncode != 0:
+        tail = "\n".join((err or out or "").strip().splitlines()[-15:])
+        raise ImageBuildError(f"{what} failed (exit {p.returncode}):\n{tail}")
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+def _end_group(p: subprocess.Popen, grace: float = 1.0) -> None:
+    """SIGTERM the process group led by ``p`` (cleanly unmounting tools get ``grace``
+    seconds), then SIGKILL it; reap ``p``. Returns None."""
+    import signal
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            p.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:                       # the leader is gone; the rest of its group too?
+            os.killpg(p.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    try:
+        p.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _customize(root: Path, kernel: str) -> None:
