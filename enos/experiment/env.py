@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
-                    Union)
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence,
+                    Union, overload)
 
 from enos import task
 from enos.errors import CommandFailed, EnvDestroyed, NoEnvironment, UsageError
@@ -265,6 +265,16 @@ class Env:
                                 f"run enos.up / 'enos up'")
 
     # --- commands ------------------------------------------------------------------------
+    @overload
+    def run(self, command: str, roles: RoleSelector = None, *, timeout: Optional[float] = None,
+            check: bool = True, env: Optional[Mapping[str, Any]] = None, sudo: bool = False,
+            background: Literal[False] = False, on_output: Optional[OutputCallback] = None) -> Results: ...
+
+    @overload
+    def run(self, command: str, roles: RoleSelector = None, *, timeout: Optional[float] = None,
+            check: bool = True, env: Optional[Mapping[str, Any]] = None, sudo: bool = False,
+            background: Literal[True], on_output: Optional[OutputCallback] = None) -> "Background": ...
+
     def run(self, command: str, roles: RoleSelector = None, *, timeout: Optional[float] = None,
             check: bool = True, env: Optional[Mapping[str, Any]] = None, sudo: bool = False,
             background: bool = False, on_output: Optional[OutputCallback] = None
