@@ -576,3 +576,65 @@ def test_signal_during_image_build_step(tmp_path, how):
     finally:
         w.kill()
 
+
+# --------------------------------------------------------------------------- libvirt
+
+@pytest.fixture(scope="module")
+def libvirtd():
+    """A private libvirtd (tests/libvirtd_fixture.py) and the cached enos image."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from libvirtd_fixture import FixtureUnavailable, ensure_packages, start_libvirtd
+    try:
+        ensure_packages()
+        import libvirt  # noqa: F401
+    except (FixtureUnavailable, ImportError) as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"libvirtd/QEMU unavailable: {e}")
+        pytest.skip(f"libvirtd/QEMU unavailable: {e}")
+    from enos.build.libvirt_image import build_image
+    image = build_image()
+    d = start_libvirtd()
+    d.image = image
+    try:
+        yield d
+    finally:
+        problems = d.stop()
+        assert not problems, problems
+
+
+@pytest.mark.slow
+@pytest.mark.libvirtd
+def test_signal_during_libvirt_dhcp_wait(tmp_path, libvirtd):
+    """A real VM booting under TCG: SIGTERM while enos waits for its DHCP lease ends `enos up`
+    within 2 s with 130; `enos destroy` then removes the domain, networks and volumes."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from libvirtd_fixture import leftovers as lv_leftovers
+    d = libvirtd
+    (tmp_path / "r.yaml").write_text(f"""provider:
+  type: libvirt
+  uri: "{d.uri}"
+  image: {d.image}
+  jump: {d.jump}
+  boot_timeout: 420
+resources:
+  tiny:
+    node: 1
+""")
+    log = tmp_path / "points.log"
+    w = Watched(tmp_path, "up", "-f", "r.yaml", "--env", "env", env={**d.env, "ENOS_FAILPOINT_LOG": str(log)})
+    run_id = None
+    try:
+        _wait_for(lambda: log.exists() and "libvirt.domains_started" in log.read_text(), 300,
+                  "the DHCP lease wait", w)
+        run_id = _state(tmp_path / "env")["run_id"]
+        time.sleep(1.0)
+        _interrupt(w, "term", "SIGTERM during the libvirt DHCP-lease wait")
+        w.stop_watching()
+        assert lv_leftovers(d.uri, run_id), "nothing booked when the signal came"
+        p = subprocess.run([sys.executable, "-m", "enos", "destroy", "--env", "env"], cwd=str(tmp_path),
+                           env={**os.environ, **d.env}, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert lv_leftovers(d.uri, run_id) == []
+        assert w.alive() == []
+    finally:
+        w.kill()
