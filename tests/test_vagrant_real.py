@@ -254,6 +254,7 @@ class TestVagrantConformance(ConformanceSuite):
     boot of two VMs under TCG: several minutes here)."""
 
     crash_points = ("vagrant.seed_created", "vagrant.vagrantfile", "vagrant.up_done")
+    min_crash_points = 3
     command_timeout = 1800.0
 
     @pytest.fixture
