@@ -130,8 +130,10 @@ class _Events:
 
 def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: Sequence[Path],
                   host_count: int, extravars: Optional[dict] = None, tags: Optional[str] = None,
-                  progress=None, verbose: bool = False, limit: Optional[str] = None) -> None:
-    """Run ``playbooks`` in order; return None when every one succeeded.
+                  progress=None, verbose: bool = False, limit: Optional[str] = None,
+                  run_id: Optional[str] = None) -> None:
+    """Run ``playbooks`` in order; return None when every one succeeded. ``run_id`` tags
+    ansible-playbook and everything it starts (``ENOS_RUN_ID``) for ``destroy --sweep``.
 
     Raises :class:`ProvisionError` (host, task, message of each failure) on the first
     failed playbook, :class:`EnosError` when ansible-playbook cannot be found,
@@ -169,7 +171,7 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     atomic_write(vars_file, json.dumps(extravars), mode=0o600)
     for pb in playbooks:
         _run_one(pdd, Path(pb), inventory, vars_file, envvars, forks, tags, limit, progress, verbose,
-                 facts, check=True)
+                 facts, check=True, run_id=run_id)
 
 
 class PlaybookRun:
@@ -184,7 +186,7 @@ class PlaybookRun:
 
 def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dict, forks: int,
              tags: Optional[str], limit: Optional[str], progress, verbose: bool,
-             facts: Optional[Path], check: bool = False) -> PlaybookRun:
+             facts: Optional[Path], check: bool = False, run_id: Optional[str] = None) -> PlaybookRun:
     """Run one playbook (extra vars from the 0600 ``vars_file``); return its PlaybookRun.
     With ``check``, raise ProvisionError when it failed (inside the progress task, which
     then shows the failure). KeyboardInterrupt on SIGINT/SIGTERM: the playbook is cancelled
@@ -196,6 +198,8 @@ def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dic
     pb = pb.resolve()
     env_dir = pdd.parent
     envvars = dict(envvars, **{children.PARENT_ENV: str(os.getpid())})
+    if run_id:
+        envvars[children.RUN_ENV] = run_id
     binary = children.write_wrapper(pdd / "enos-ansible-playbook", env_dir, "ansible-playbook",
                                     "ansible-playbook")
     # ansible-runner reads its settings from env/settings only (with suppress_env_files, a
@@ -234,7 +238,7 @@ def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dic
 
 def run_playbook(env_dir: Path, inventory: Path, ssh_config: Path, playbook: Path, host_count: int,
                  extravars: Optional[dict] = None, tags: Optional[str] = None, limit: Optional[str] = None,
-                 progress=None, verbose: bool = False) -> PlaybookRun:
+                 progress=None, verbose: bool = False, run_id: Optional[str] = None) -> PlaybookRun:
     """Run one playbook on an env (Ansible gathers facts itself; nothing of an earlier run
     is reused); return its :class:`PlaybookRun` whatever the outcome (failed hosts are in
     it, not raised). Extra vars go through an owner-only file, as for :func:`run_playbooks`.
@@ -252,4 +256,4 @@ def run_playbook(env_dir: Path, inventory: Path, ssh_config: Path, playbook: Pat
     vars_file = pdd / "play-extravars.json"
     atomic_write(vars_file, json.dumps(dict(extravars or {})), mode=0o600)
     return _run_one(pdd, Path(playbook), inventory, vars_file, envvars, forks, tags, limit,
-                    progress, verbose, None)
+                    progress, verbose, None, run_id=run_id)

@@ -15,6 +15,10 @@ tag (``ENOS_CHILD_TAG=<pid>-<start>`` in its environment, set before the exec an
 inherited by every descendant: Ansible's workers each call ``setsid()`` and are orphaned
 when ``ansible-playbook`` dies, so neither the session nor the parent chain finds them).
 Never by name or command line, so a recycled pid is never hit.
+
+Every recorded child and its descendants also carry ``ENOS_RUN_ID=<run id>``: when the env
+dir (and so the records) is gone, ``enos destroy --sweep --run-id R`` ends the processes
+whose environment holds exactly that entry (:func:`end_run`).
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ CHILDREN_DIR = "children"
 PARENT_ENV = "ENOS_PARENT_PID"
 #: environment variable tagging a recorded child and all its descendants
 TAG_ENV = "ENOS_CHILD_TAG"
+#: environment variable naming the run a recorded child (and its descendants) works for
+RUN_ENV = "ENOS_RUN_ID"
 PR_SET_PDEATHSIG = 1
 
 
@@ -165,6 +171,28 @@ def _members(rec: ChildRecord, procs: Dict[int, ProcStat]) -> List[int]:
         elif (st.session == rec.pid and not recycled) or _tagged(st.pid, rec.tag):
             out.append(st.pid)
     return out
+
+
+def end_run(run_id: str, timeout: float = 1.5) -> List[int]:
+    """End (SIGKILL) every process whose environment holds exactly ``ENOS_RUN_ID=<run_id>``:
+    the recorded children of that run and everything they started, found without the env
+    dir (for ``destroy --sweep``). Return the pids that were ended; raises nothing."""
+    tag = f"{RUN_ENV}={run_id}".encode()
+    ended: List[int] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [p for p, st in all_procs().items()
+                if st.alive and p != os.getpid() and _tagged(p, tag)]
+        if not pids or time.monotonic() >= deadline:
+            return sorted(set(ended))
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+                ended.append(p)
+            except (ProcessLookupError, PermissionError):
+                pass
+        _reap(pids)
+        time.sleep(0.02)
 
 
 def _reap(pids: Sequence[int]) -> None:

@@ -305,7 +305,8 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
                 extravars.update(enos_env_dir=str(env_dir), enos_run_id=state.run_id)
                 run_playbooks(env_dir, environment.inventory, environment.ssh_config,
                               [PREINSTALL, *config.provision], len(resources.hosts),
-                              extravars=extravars, tags=tags, progress=progress, verbose=verbose)
+                              extravars=extravars, tags=tags, progress=progress, verbose=verbose,
+                              run_id=state.run_id)
             failpoint.checkpoint("task.preinstalled")
             provider.after_preinstall(environment)
             state.set_phase("provisioned")
@@ -486,10 +487,12 @@ def sweep_run(config_file: str, run_id: str, progress=None) -> List[str]:
     cls = load_provider_class(config.provider_type)
     if "sweep" not in cls.capabilities:
         raise Unsupported(f"provider '{cls.type}' cannot sweep")
+    from enos import children
+    ended = [f"process {p}" for p in children.end_run(run_id)]  # orphaned playbooks of the run
     with tempfile.TemporaryDirectory(prefix="enos-sweep-") as tmp:
         ctx = ProviderContext(config=config, journal=MemoryJournal(), env_dir=Path(tmp),
                               run_id=run_id, progress=progress)
-        return cls(ctx).sweep()
+        return ended + cls(ctx).sweep()
 
 
 def require_env(env: Optional[str], base: Path = Path(".")) -> Environment:

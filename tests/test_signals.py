@@ -391,6 +391,49 @@ def test_kill_9_during_ansible_then_destroy(tmp_path):
     assert orphaned >= frozen >= 1, "no orphan: the destroy path was not exercised"
 
 
+def test_sweep_with_the_env_dir_gone_ends_the_orphaned_playbook(tmp_path):
+    """kill -9 of `enos up` in the middle of a playbook whose processes are frozen (so the
+    parent-death signal cannot end them), then the env dir is deleted: the records are
+    gone with it, and `enos destroy --sweep --run-id R` still ends ansible-playbook, its
+    workers and their ssh — found by the exact ``ENOS_RUN_ID=R`` entry of their
+    environment, never by name — and frees the hosts."""
+    import shutil
+    _slow_env(tmp_path)
+    env_dir = tmp_path / "env"
+    log = tmp_path / "points.log"
+    w = Watched(tmp_path, "up", "-f", "r.yaml", "--env", env_dir.name, env={"ENOS_FAILPOINT_LOG": str(log)})
+    run_id = None
+    try:
+        _wait_for(lambda: log.exists() and "task.before_preinstall" in log.read_text(), 300, "the Ansible phase", w)
+        run_id = _state(env_dir)["run_id"]
+        _wait_for(lambda: _busy(env_dir), 300, "the slow task", w)
+        recs = children.records(env_dir)
+        assert recs, "ansible-playbook was not recorded"
+        # the playbook and the workers of its long task (each in a session of its own)
+        _wait_for(lambda: len(children._members(recs[0], children.all_procs())) > 2, 60, "the task's workers", w)
+        members = children._members(recs[0], children.all_procs())
+        for pid in members:
+            os.kill(pid, signal.SIGSTOP)
+        os.kill(w.pid, signal.SIGKILL)
+        w.wait(30)
+        time.sleep(0.3)
+        w.stop_watching()
+        orphans = w.alive(exclude_netns=(f"enos-{run_id}-",))
+        assert orphans, "nothing was orphaned: the sweep path is not exercised"
+        shutil.rmtree(env_dir)
+        out = enos(tmp_path, "destroy", "--sweep", "--run-id", run_id, "-f", "r.yaml")
+        assert w.alive() == [], f"left after the sweep: {w.alive()}\n{out.stdout}{out.stderr}"
+        assert leftovers(run_id) == []
+        print(f"\nFIGURE sweep without env dir: {len(orphans)} orphaned process(es) of the playbook ended",
+              file=sys.stderr)
+    finally:
+        w.kill()
+        if run_id:
+            children.end_run(run_id)         # whatever the sweep left (exact environment tag)
+            if leftovers(run_id):
+                enos(tmp_path, "destroy", "--sweep", "--run-id", run_id, "-f", "r.yaml", check=False)
+
+
 # --------------------------------------------------------------------------- enos run
 
 def test_signal_during_run_and_destroyed_env(tmp_path):

@@ -125,7 +125,7 @@ def run_play(env, playbook: Union[str, os.PathLike], extra_vars: Optional[Mappin
     extravars.update(enos_env_dir=str(env.env_dir), enos_run_id=env.run_id)
     extravars.update(dict(extra_vars or {}))
     run = run_playbook(env.env_dir, env.inventory, env.ssh_config, pb, len(hosts), extravars=extravars,
-                       tags=tags, limit=pattern, progress=env._progress())
+                       tags=tags, limit=pattern, progress=env._progress(), run_id=env.run_id)
     st = run.stats or {}
     names = set()
     for key in ("ok", "changed", "failures", "dark", "skipped", "processed"):
