@@ -9,7 +9,6 @@ from there, never copied into the project.
   ones, whose provider has its own test;
 * each file of ``reject/`` is genuinely broken and must be rejected for its real defect.
 """
-import csv
 import os
 import subprocess
 import sys
@@ -21,31 +20,15 @@ import pytest
 from enos.errors import ConfigError, EnosError
 from enos.provider import available_providers
 from enos.task import load_reservation
+from corpus import corpus_dir, manifest_rows
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _corpus_dir():
-    if os.environ.get("EXTERNAL_CORPUS"):
-        return Path(os.environ["EXTERNAL_CORPUS"])
-    for parent in REPO.parents:
-        d = parent / "shared" / "corpus" / "reservations"
-        if (d / "MANIFEST.tsv").is_file():
-            return d
-    return None
+CORPUS = corpus_dir()
 
 
-CORPUS = _corpus_dir()
-
-
-def _rows():
-    if CORPUS is None:
-        return []
-    with open(CORPUS / "MANIFEST.tsv", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
-
-
-ROWS = _rows()
+ROWS = manifest_rows(CORPUS)
 ACCEPT = [r for r in ROWS if r["set"] == "accept" and r["provider"] != "vagrant"]
 REJECT = [r for r in ROWS if r["set"] == "reject"]
 

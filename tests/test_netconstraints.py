@@ -5,23 +5,21 @@ commands generated from (recorded) facts."""
 from __future__ import annotations
 
 import glob
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from enos.errors import ConfigError
+
 from enos.experiment import tc
 from enos.experiment.facts import parse_facts
 from enos.provider.provider import Host, IpPool
 from enos.reservation.netconstraints import parse_delay, parse_loss, parse_rate
 from enos.task import reservation_from_data
 from enoscli import enos
+from corpus import corpus_dir
 
-CORPUS = Path(__file__).resolve().parent.parent.parent.parent / "shared" / "corpus" / "reservations" / "accept"
-if not CORPUS.is_dir():      # CI: a fresh clone with shared/ beside it
-    CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "reservations" / "accept"
+CORPUS = (corpus_dir() or Path("/nonexistent")) / "accept"
 
 
 def _files():

@@ -4,43 +4,21 @@ They are read from ``<repo>/../shared/corpus/reservations/`` (``MANIFEST.tsv`` l
 they are data from public repositories and are not copied into the project). Without that
 directory the test skips, except with ``CI=true`` where it fails.
 """
-import csv
 import os
 from pathlib import Path
 
+import jinja2  # noqa: F401  (the vagrant extra: a missing prerequisite fails, never skips)
 import pytest
 
-pytest.importorskip("jinja2")
+from corpus import corpus_dir, manifest_rows
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _corpus_dir() -> Path:
-    """``$EXTERNAL_CORPUS``, else the first ``shared/corpus/reservations`` above the
-    repository (as tests/test_corpus.py finds it)."""
-    if os.environ.get("EXTERNAL_CORPUS"):
-        return Path(os.environ["EXTERNAL_CORPUS"])
-    for parent in REPO.parents:
-        d = parent / "shared" / "corpus" / "reservations"
-        if (d / "MANIFEST.tsv").is_file():
-            return d
-    return REPO.parent / "shared" / "corpus" / "reservations"
-
-
-CORPUS = _corpus_dir()
+CORPUS = corpus_dir() or REPO.parent / "shared" / "corpus" / "reservations"
 EXPECTED = 43
-
-
-def _vagrant_files():
-    manifest = CORPUS / "MANIFEST.tsv"
-    if not manifest.exists():
-        return []
-    with open(manifest, newline="") as f:
-        return [CORPUS / row["file"] for row in csv.DictReader(f, delimiter="\t")
-                if row["set"] == "accept" and row["provider"] == "vagrant"]
-
-
-FILES = _vagrant_files()
+FILES = [CORPUS / row["file"] for row in manifest_rows(CORPUS)
+         if row["set"] == "accept" and row["provider"] == "vagrant"]
 
 
 def _need_corpus():
