@@ -21,6 +21,7 @@ from enos.errors import ConfigError, EnosError
 from enos.provider import available_providers
 from enos.task import load_reservation
 from corpus import corpus_dir, manifest_rows
+from prereq import missing
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,7 +92,7 @@ def test_rejected_file_for_its_real_defect(row):
 def test_counts_per_provider():
     """The figure of the closing note: accepted/total per provider (Vagrant excluded)."""
     if CORPUS is None:
-        pytest.skip("no corpus")
+        missing("no shared/corpus/reservations above the repository (and no EXTERNAL_CORPUS)")
     total, ok = Counter(), Counter()
     for r in ACCEPT:
         total[r["provider"]] += 1

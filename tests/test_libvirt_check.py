@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from prereq import need_module
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from libvirtd_fixture import FixtureUnavailable, start_libvirtd  # noqa: E402
 
@@ -31,7 +33,7 @@ def _image():
 def _daemon(**kw):
     if os.geteuid() != 0:
         pytest.fail("needs root") if os.environ.get("CI") == "true" else pytest.skip("needs root")
-    pytest.importorskip("libvirt")
+    need_module("libvirt")
     try:
         return start_libvirtd(**kw)
     except FixtureUnavailable as e:

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-pytest.importorskip("jinja2")
+from prereq import need_module
+
+need_module("jinja2", module_level=True)
 
 from enos.errors import ConfigError  # noqa: E402
 from enos.task import load_reservation  # noqa: E402
