@@ -33,8 +33,13 @@ def _state(d: Path) -> dict:
 
 
 def _progress_lies(text: str) -> list:
-    """Lines that say something false or twice: "N/N k left", "0/None"."""
-    bad = [ln for ln in text.splitlines() if re.search(r"\b(\d+)/\1\b.*\b\d+ left", ln)]
+    """Lines that say something false: a count and a 'left' that do not add up ("N/N 1 left",
+    "0/4 3 left"), "0/None"."""
+    bad = []
+    for ln in text.splitlines():
+        m = re.search(r"\b(\d+)/(\d+) (\d+) left\b", ln)
+        if m and int(m[1]) + int(m[3]) != int(m[2]):
+            bad.append(ln)
     bad += [ln for ln in text.splitlines() if "/None" in ln]
     return bad
 

@@ -244,8 +244,8 @@ def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.
             with lock:
                 if err is None:
                     pending.pop(alias, None)
-                    task.update(f"{len(pending)} left" if pending else "")
-                    task.advance()
+                    # count and status in one update: never "0/4 3 left"
+                    task.update(f"{len(pending)} left" if pending else "", completed=task.completed + 1)
                     return
                 if stopped():
                     return
