@@ -140,7 +140,9 @@ def test_up_on_a_destroyed_current_env_creates_a_new_one_as_help_says(tmp_path):
 def test_install_says_no_setuptools_warning_and_ships_the_playbook(tmp_path):
     """Building enos' wheel (what pip install does) warns about no absent package or
     missing data, and the wheel holds the preinstall playbook."""
-    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+    # offline: the build tools of the venv (pyproject's setuptools + wheel, installed by
+    # setup.sh's test extra), no index — a test sends nothing off this machine
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                         "-w", str(tmp_path), "-v", str(REPO)], capture_output=True, text=True, timeout=600,
                        stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr[-3000:]
