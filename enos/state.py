@@ -43,9 +43,9 @@ def utc_stamp() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def now_iso() -> str:
-    """Return the current UTC time in ISO 8601."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def now_iso(timespec: str = "seconds") -> str:
+    """Return the current UTC time in ISO 8601, to ``timespec`` (as datetime.isoformat)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec=timespec)
 
 
 def new_run_id() -> str:

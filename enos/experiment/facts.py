@@ -201,7 +201,7 @@ def gather_facts(env: "Environment", refresh: bool = False, timeout: float = 120
             failed[r.host] = str(e)
     if failed:
         raise FactsError(failed)
-    stamp = now_iso()
+    stamp = now_iso("microseconds")   # a refresh within the same second is still a new gathering
     for f in found.values():
         f["gathered"] = stamp
     with Lock(env.env_dir):
