@@ -179,8 +179,8 @@ def test_destroy_survives_resources_already_gone(hypervisor, image, tmp_path):
 def test_destroy_reports_what_resists(hypervisor, image, tmp_path, monkeypatch):
     j = MemoryJournal()
     make_provider(make_config(image), tmp_path, journal=j).init()
-    monkeypatch.setattr(LibvirtProvider, "_remove_network",
-                        lambda self, conn, name: f"network {name}: busy")
+    import enos.provider.libvirt as provider_module
+    monkeypatch.setattr(provider_module, "remove_network", lambda conn, name: f"network {name}: busy")
     with pytest.raises(DestroyIncomplete) as e:
         make_provider(make_config(image), tmp_path, journal=j).destroy()
     assert e.value.leftovers == [f"network enos-{RUN}-net0: busy"]

@@ -38,6 +38,7 @@ from enos import names
 from enos.errors import (AuthError, ConfigError, DestroyIncomplete, EnosError, ProviderError,
                          Timeout, Unavailable, UsageError)
 from enos.failpoint import checkpoint
+from enos.libvirt.cleanup import not_found, remove_network, remove_volume
 from enos.provider.provider import (DESTROY, IP_POOL, RESERVE, SWEEP, Check, Host, IpPool,
                                     Provider, Resources)
 
@@ -125,12 +126,6 @@ def _upload_lock(key: str):
         yield
     finally:
         os.close(fd)
-
-
-def _not_found(err) -> bool:
-    lv = _lv()
-    return _code(err) in (lv.VIR_ERR_NO_DOMAIN, lv.VIR_ERR_NO_NETWORK, lv.VIR_ERR_NO_STORAGE_VOL,
-                          lv.VIR_ERR_NO_STORAGE_POOL)
 
 
 def _mac() -> str:
@@ -354,7 +349,7 @@ class LibvirtProvider(Provider):
             try:
                 pool = conn.storagePoolLookupByName(n)
             except lv.libvirtError as e:
-                if _not_found(e):
+                if not_found(e):
                     continue
                 raise ProviderError(f"storage pool {n}: {e}") from None
             if not pool.isActive():
@@ -435,7 +430,7 @@ class LibvirtProvider(Provider):
         try:
             return pool.storageVolLookupByName(name)
         except lv.libvirtError as e:
-            if _not_found(e):
+            if not_found(e):
                 return None
             raise
 
@@ -602,7 +597,7 @@ class LibvirtProvider(Provider):
             try:
                 n = conn.networkLookupByName(net["name"])
             except lv.libvirtError as e:
-                if not _not_found(e):
+                if not not_found(e):
                     raise ProviderError(f"network {net['name']}: {e}") from None
                 n = conn.networkDefineXML(network_xml(net["name"], net["bridge"], net["cidr"],
                                                       self.ctx.run_id, nat=net["nat"], dhcp=net["dhcp"]))
@@ -653,7 +648,7 @@ class LibvirtProvider(Provider):
             conn.lookupByUUIDString(vm["uuid"])
             return
         except lv.libvirtError as e:
-            if not _not_found(e):
+            if not not_found(e):
                 raise ProviderError(f"domain {vm['name']}: {e}") from None
         nets = {n["key"]: n["name"] for n in rec["networks"]}
         xml = domain_xml(name=vm["name"], uuid=vm["uuid"], run_id=self.ctx.run_id, alias=vm["alias"],
@@ -816,16 +811,16 @@ class LibvirtProvider(Provider):
             try:
                 pool = conn.storagePoolLookupByName(rec["pool"])
             except lv.libvirtError as e:
-                if not _not_found(e):
+                if not not_found(e):
                     left.append(f"pool {rec['pool']}: {e}")
         if pool is not None:
             for vm in rec.get("vms", []):
                 for name in (vm["overlay"], vm["seed"], *self._console_volumes(pool, vm.get("console"))):
-                    err = self._remove_volume(pool, name)
+                    err = remove_volume(pool, name)
                     if err:
                         left.append(err)
         for net in rec.get("networks", []):
-            err = self._remove_network(conn, net["name"])
+            err = remove_network(conn, net["name"])
             if err:
                 left.append(err)
         self._remove_qemu_logs([vm["name"] for vm in rec.get("vms", [])])
@@ -841,7 +836,7 @@ class LibvirtProvider(Provider):
                 try:
                     dom = conn.lookupByUUIDString(uuid)
                 except lv.libvirtError as e:
-                    if not _not_found(e) or not name:
+                    if not not_found(e) or not name:
                         raise
                     dom = conn.lookupByName(name)
             if dom.isActive():
@@ -854,7 +849,7 @@ class LibvirtProvider(Provider):
                 dom.undefine()
             return None
         except lv.libvirtError as e:
-            if _not_found(e):
+            if not_found(e):
                 return None
             return f"domain {name or uuid}: {e}"
 
@@ -875,25 +870,6 @@ class LibvirtProvider(Provider):
         from enos.libvirt.logs import remove_domain_logs
         for problem in remove_domain_logs(self.opts["uri"], domains):
             self.ctx.progress.info(f"libvirt: could not remove {problem}")
-
-    def _remove_volume(self, pool, name: str) -> Optional[str]:
-        lv = _lv()
-        try:
-            pool.storageVolLookupByName(name).delete(0)
-            return None
-        except lv.libvirtError as e:
-            return None if _not_found(e) else f"volume {name}: {e}"
-
-    def _remove_network(self, conn, name: str) -> Optional[str]:
-        lv = _lv()
-        try:
-            n = conn.networkLookupByName(name)
-            if n.isActive():
-                n.destroy()
-            n.undefine()
-            return None
-        except lv.libvirtError as e:
-            return None if _not_found(e) else f"network {name}: {e}"
 
     # ------------------------------------------------------------------ sweep
     def sweep(self) -> List[str]:
@@ -917,11 +893,11 @@ class LibvirtProvider(Provider):
         for pool in conn.listAllStoragePools(lv.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
             for vol in pool.listAllVolumes(0):
                 if vol.name().startswith(f"enos-{run}-"):
-                    err = self._remove_volume(pool, vol.name())
+                    err = remove_volume(pool, vol.name())
                     (left if err else removed).append(err or f"volume {vol.name()}")
         for net in conn.listAllNetworks(0):
             if run_id_of(net.XMLDesc(0)) == run:
-                err = self._remove_network(conn, net.name())
+                err = remove_network(conn, net.name())
                 (left if err else removed).append(err or f"network {net.name()}")
         self._remove_qemu_logs(swept_domains)
         if left:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from enos.errors import ProviderError, Unavailable
+from enos.libvirt.cleanup import not_found, remove_network, remove_volume
 
 
 def _lv():
@@ -22,9 +23,6 @@ def _lv():
     return libvirt
 
 
-def _not_found(lv, err) -> bool:
-    return err.get_error_code() in (lv.VIR_ERR_NO_DOMAIN, lv.VIR_ERR_NO_NETWORK,
-                                    lv.VIR_ERR_NO_STORAGE_VOL, lv.VIR_ERR_NO_STORAGE_POOL)
 
 
 def connect(uri: str):
@@ -59,7 +57,7 @@ def _volume(p, name: str):
     try:
         return p.storageVolLookupByName(name)
     except lv.libvirtError as e:
-        if _not_found(lv, e):
+        if not_found(e):
             return None
         raise
 
@@ -129,28 +127,7 @@ def _remove_domain(conn, name: str) -> Optional[str]:
             dom.undefine()
         return None
     except lv.libvirtError as e:
-        return None if _not_found(lv, e) else f"domain {name}: {e}"
-
-
-def _remove_volume(p, name: str) -> Optional[str]:
-    lv = _lv()
-    try:
-        p.storageVolLookupByName(name).delete(0)
-        return None
-    except lv.libvirtError as e:
-        return None if _not_found(lv, e) else f"volume {name}: {e}"
-
-
-def _remove_network(conn, name: str) -> Optional[str]:
-    lv = _lv()
-    try:
-        n = conn.networkLookupByName(name)
-        if n.isActive():
-            n.destroy()
-        n.undefine()
-        return None
-    except lv.libvirtError as e:
-        return None if _not_found(lv, e) else f"network {name}: {e}"
+        return None if not_found(e) else f"domain {name}: {e}"
 
 
 def remove(conn, pool_name: str, plan: dict) -> List[str]:
@@ -165,11 +142,11 @@ def remove(conn, pool_name: str, plan: dict) -> List[str]:
         refresh(p)
         for m in plan["machines"]:
             for vol in (f"{m['domain']}.img", m["seed"]):
-                err = _remove_volume(p, vol)
+                err = remove_volume(p, vol)
                 if err:
                     left.append(err)
     for n in [plan["mgmt"]] + list(plan["networks"]):
-        err = _remove_network(conn, n["name"])
+        err = remove_network(conn, n["name"])
         if err:
             left.append(err)
     return left
@@ -203,10 +180,10 @@ def sweep(conn, prefix: str) -> Tuple[List[str], List[str]]:
         refresh(p)
         for v in p.listAllVolumes(0):
             if v.name().startswith(prefix):
-                err = _remove_volume(p, v.name())
+                err = remove_volume(p, v.name())
                 (left if err else removed).append(err or f"volume {v.name()}")
     for n in conn.listAllNetworks(0):
         if n.name().startswith(prefix):
-            err = _remove_network(conn, n.name())
+            err = remove_network(conn, n.name())
             (left if err else removed).append(err or f"network {n.name()}")
     return removed, left
