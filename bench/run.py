@@ -525,6 +525,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="3 hosts, 1 repetition, no EnOSlib: proves the harness works, no meaningful figures")
     ap.add_argument("--enoslib", action="store_true", help="with --quick: include the EnOSlib baseline")
+    ap.add_argument("--no-enoslib", action="store_true",
+                    help="leave the EnOSlib baseline out (enos vs plain ssh only: e.g. before/after a change)")
     ap.add_argument("--only", default="startup,updown,run,provision",
                     help="comma-separated cases to run [startup,updown,run,provision]; "
                          "'vagrant' (not in the default: boots VMs, minutes each) is enos vs plain Vagrant")
@@ -537,7 +539,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     counts = [3] if a.quick else [int(x) for x in a.hosts.split(",") if x.strip()]
     repeat = 1 if a.quick else max(1, a.repeat)
     only = set(a.only.split(","))
-    use_enoslib = (not a.quick or a.enoslib) and bool(only & {"run", "startup"})
+    use_enoslib = (not a.quick or a.enoslib) and not a.no_enoslib and bool(only & {"run", "startup"})
     started = datetime.datetime.now(datetime.timezone.utc)
     desc = machine()
     log(desc)

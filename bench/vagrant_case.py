@@ -52,7 +52,7 @@ def _warm_pool(uri: str, box: dict) -> None:
     box.img>_box.img``) and the kernel/initrd volumes enos uploads."""
     import os
     from enos.libvirt.xml import volume_xml
-    from enos.build.vagrant_box import box_manifest
+    from enos.vagrant.box import box_manifest
     from enos.vagrant import libvirt_side
     d = Path(box["dir"])
     img = d / "box.img"
@@ -82,7 +82,7 @@ def bench_vagrant(table, repeat: int, tmp: Path, enos: List[str], clean_env: Cal
     """Add the rows ``enos up`` / ``enos destroy`` of 2 Vagrant machines vs plain vagrant."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from libvirtd_fixture import start_libvirtd
-    from enos.build.vagrant_box import build_box
+    from enos.vagrant.box import build_box
     from enos.vagrant import libvirt_side
     box = build_box()
     d = start_libvirtd()

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _API = {"up": "enos.experiment.env", "load": "enos.experiment.env", "current": "enos.experiment.env",
         "destroy": "enos.experiment.env", "Env": "enos.experiment.env",
-        "Results": "enos.experiment.results", "Result": "enos.experiment.results",
+        "Results": "enos.results", "Result": "enos.results",
         "CommandFailed": "enos.errors", "EnosError": "enos.errors"}
 #: submodules reachable as attributes without an import of their own (``enos.errors.X``)
 _SUBMODULES = ("errors",)

@@ -144,7 +144,7 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     ``command`` artifact) gets only the environment :mod:`enos.environ` keeps.
 
     ``ansible-playbook`` runs through a wrapper that records it in ``<env>/children/``
-    before it starts (:mod:`enos.children`), so a killed enos leaves nothing that
+    before it starts (:mod:`enos.process`), so a killed enos leaves nothing that
     ``enos destroy`` cannot end; enos keeps its own signal handlers during the run
     (ansible-runner would install its own and never restore ours)."""
     from enos.progress import NULL
@@ -191,16 +191,16 @@ def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dic
     With ``check``, raise ProvisionError when it failed (inside the progress task, which
     then shows the failure). KeyboardInterrupt on SIGINT/SIGTERM: the playbook is cancelled
     (ansible-runner polls :data:`enos.signals.STOP` every 0.2 s) and everything it started
-    ended (:func:`enos.children.end_recorded`)."""
+    ended (:func:`enos.process.end_recorded`)."""
     import ansible_runner
 
-    from enos import children, signals
+    from enos import process, signals
     pb = pb.resolve()
     env_dir = pdd.parent
-    envvars = dict(envvars, **{children.PARENT_ENV: str(os.getpid())})
+    envvars = dict(envvars, **{process.PARENT_ENV: str(os.getpid())})
     if run_id:
-        envvars[children.RUN_ENV] = run_id
-    binary = children.write_wrapper(pdd / "enos-ansible-playbook", env_dir, "ansible-playbook",
+        envvars[process.RUN_ENV] = run_id
+    binary = process.write_wrapper(pdd / "enos-ansible-playbook", env_dir, "ansible-playbook",
                                     "ansible-playbook")
     # ansible-runner reads its settings from env/settings only (with suppress_env_files, a
     # settings= argument is dropped): poll the cancel callback every 0.2 s, not every 5 s
@@ -224,9 +224,9 @@ def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dic
                 ended = r.status in ("successful", "failed")
             finally:
                 if ended:             # ran to its end: the record only is left
-                    children.forget_finished(env_dir)
+                    process.forget_finished(env_dir)
                 else:                 # canceled, timed out, enos failed: nothing outlives it
-                    children.end_recorded(env_dir)
+                    process.end_recorded(env_dir)
         if r.status == "canceled":      # a signal stopped the playbook (outside the main thread)
             raise KeyboardInterrupt(f"{pb.name} interrupted")
         if facts is not None:

@@ -572,7 +572,7 @@ def cmd_new(args, g) -> int:
 
 def _core_checks() -> list:
     import shutil as sh
-    from enos.provider.provider import Check
+    from enos.model import Check
     venv_bin = str(Path(sys.executable).parent)
     ap = sh.which("ansible-playbook", path=venv_bin + os.pathsep + os.environ.get("PATH", ""))
     return [
@@ -605,7 +605,7 @@ def cmd_check(args, g) -> int:
     checks = _core_checks()
     from enos.errors import MissingDependency
     from enos.provider import check_requirements
-    from enos.provider.provider import Check
+    from enos.model import Check
     try:
         check_requirements(cls)
         lib_ok = True
@@ -720,11 +720,11 @@ def cmd_extend(args, g) -> int:
 def cmd_build(args, g) -> int:
     cache = Path(os.path.expanduser(args["--cache"]))
     if args["vagrant"]:
-        from enos.build.vagrant_box import build_box
+        from enos.vagrant.box import build_box
         box = build_box(name=args["--box"], cache_dir=cache, force=args["--force"], progress=_progress(g["quiet"]))
         _out(f"{box['name']}: {box['dir']}")
         return 0
-    from enos.build.libvirt_image import build_image
+    from enos.libvirt.image import build_image
     out = build_image(output_dir=Path(args["--output"]) if args["--output"] else None,
                       cache_dir=cache, force=args["--force"], progress=_progress(g["quiet"]))
     _out(str(out))

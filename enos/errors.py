@@ -205,7 +205,7 @@ class ProvisionError(EnosError):
 class CommandFailed(EnosError):
     """A remote command failed on some hosts. ``results`` holds every host's result (the
     successful ones too: with the Python API, the whole
-    :class:`~enos.experiment.results.Results`); ``failed`` the failed ones."""
+    :class:`~enos.results.Results`); ``failed`` the failed ones."""
 
     def __init__(self, command: str, failed: Sequence, results: Sequence):
         self.command, self.failed = command, failed if hasattr(failed, "by_role") else list(failed)

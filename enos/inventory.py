@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Optional
 
-from enos.provider.provider import Resources
+from enos.model import Resources
 from enos.state import atomic_write
 
 

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, List, Optional, Union
 from enos import failpoint
 from enos.errors import (DestroyIncomplete, EnosError, EnvDestroyed, NoEnvironment, StateDamaged, StateError, StateUnwritable,
                          Unsupported, UsageError)
-from enos.provider.provider import Provider, ProviderContext, Resources
+from enos.model import Resources
+from enos.provider.provider import Provider, ProviderContext
 from enos.state import (CURRENT, LOCK_FILE, STATE_FILE, Lock, State, claim_env_dir, now_iso,
                         previous_run_traces, recovery_hint, set_current)
 
@@ -332,12 +333,12 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
 
 
 def end_processes(env_dir: Path, run_id: str) -> List[str]:
-    """End the env's recorded children (:mod:`enos.children`: a playbook and all it
+    """End the env's recorded children (:mod:`enos.process`: a playbook and all it
     started) and close its SSH connection masters (removing their socket dir); return
     what is still alive (normally []). Raises nothing."""
-    from enos import children
+    from enos import process
     from enos.ssh.client import stop_masters
-    left = children.end_recorded(env_dir)
+    left = process.end_recorded(env_dir)
     stop_masters(run_id)
     return left
 
@@ -487,8 +488,8 @@ def sweep_run(config_file: str, run_id: str, progress=None) -> List[str]:
     cls = load_provider_class(config.provider_type)
     if "sweep" not in cls.capabilities:
         raise Unsupported(f"provider '{cls.type}' cannot sweep")
-    from enos import children
-    ended = [f"process {p}" for p in children.end_run(run_id)]  # orphaned playbooks of the run
+    from enos import process
+    ended = [f"process {p}" for p in process.end_run(run_id)]  # orphaned playbooks of the run
     with tempfile.TemporaryDirectory(prefix="enos-sweep-") as tmp:
         ctx = ProviderContext(config=config, journal=MemoryJournal(), env_dir=Path(tmp),
                               run_id=run_id, progress=progress)

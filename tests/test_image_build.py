@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from enos.build import initramfs, libvirt_image
-from enos.build.libvirt_image import ImageBuildError
+from enos.libvirt import image as libvirt_image, initramfs
+from enos.libvirt.image import ImageBuildError
 
 
 def _unpack(data: bytes) -> dict:

@@ -375,7 +375,7 @@ def test_two_envs_upload_the_same_base_at_once(hypervisor, tmp_path):
         (img.parent / f"base{i}.initrd").write_bytes(b"initrd")
         provs = [make_provider(make_config(img), tmp_path / f"env{i}-{k}", run_id=f"0000{i:02d}0{k}")
                  for k in range(2)]
-        from enos.build.libvirt_image import image_files
+        from enos.libvirt.image import image_files
         files = image_files(img)
         barrier = threading.Barrier(2)
         out = [None, None]

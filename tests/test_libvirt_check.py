@@ -22,10 +22,10 @@ pytestmark = [pytest.mark.root, pytest.mark.libvirtd]
 
 
 def _image():
-    from enos.build.libvirt_image import find_cached_image
+    from enos.libvirt.image import find_cached_image
     img = find_cached_image()
     if img is None:
-        from enos.build.libvirt_image import build_image
+        from enos.libvirt.image import build_image
         img = build_image()
     return img
 

@@ -32,7 +32,7 @@ def libvirtd():
     except FixtureUnavailable as e:
         missing(f"cannot install libvirtd/QEMU: {e}")
     need_module("libvirt")
-    from enos.build.libvirt_image import build_image
+    from enos.libvirt.image import build_image
     image = build_image()
     d = start_libvirtd()
     d.image = image

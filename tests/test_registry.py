@@ -70,31 +70,55 @@ def test_builtin_providers_import_without_their_library(name):
     assert out[0] == name and out[1].strip() == "[]", out
 
 
-def test_layers_have_no_import_circle():
-    """Every enos module imports, at load time and in its lazy imports, only modules of its
-    own or a lower layer: the reservation layer never loads providers (the task runner
-    hands it the registry), the SSH layer knows no provider module, and no two modules
-    import each other (directly or through others)."""
-    import ast
+def _layout():
+    """scripts/layout.py: the layer table and the import graph of enos (also a script)."""
+    import importlib.util
     from pathlib import Path
-    root = Path(__file__).resolve().parent.parent / "enos"
-    graph = {}
-    for path in root.rglob("*.py"):
-        mod = ".".join(("enos",) + path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("enos"):
-                deps.add(node.module)
-                deps.update(f"{node.module}.{a.name}" for a in node.names)
-            elif isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names if a.name.startswith("enos"))
-        graph[mod] = deps
-    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
-    for low, high in (("enos.reservation", "enos.provider"), ("enos.reservation", "enos.task"),
-                      ("enos.ssh", "enos.provider."), ("enos.ssh", "enos.task"), ("enos.state", "enos.provider")):
-        bad = {m: sorted(d for d in deps if d.startswith(high) and d != "enos.provider.provider")
-               for m, deps in graph.items() if m.startswith(low)}
-        assert not any(bad.values()), f"{low} imports {high}: {bad}"
+    path = Path(__file__).resolve().parent.parent / "scripts" / "layout.py"
+    spec = importlib.util.spec_from_file_location("enos_layout", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_import_follows_the_layer_table():
+    """Every enos module belongs to a unit of the layer table (scripts/layout.py), and
+    every import it makes — at load time or inside a function — goes to its own unit, a
+    unit of a lower layer or a declared peer: the SSH layer and the state know no provider,
+    the reservation layer never loads providers, testbed packages and providers do not
+    import each other (vagrant's libvirt backend aside). No exemption by module name."""
+    layout = _layout()
+    assert layout.unlisted_units() == []
+    bad = [f"{m}:{line} -> {t}" for m, t, line in layout.arrows_against_layers()]
+    assert bad == [], "imports against the layer table:\n" + "\n".join(bad)
+
+
+def test_layer_table_catches_an_upward_import(tmp_path):
+    """The check can fail: a model module importing the SSH layer is reported."""
+    layout = _layout()
+    mods = layout.modules()
+    fake = tmp_path / "enos" / "model.py"
+    fake.parent.mkdir()
+    fake.write_text("from enos.ssh.client import control_dir\n")
+    bad = layout.arrows_against_layers({**mods, "enos.model": fake})
+    assert [(m, t) for m, t, _ in bad] == [("enos.model", "enos.ssh.client")]
+
+
+def test_shared_types_are_reexported_by_the_contract():
+    """Third-party providers import Host, IpPool, Resources, Check from the contract module."""
+    import enos.model
+    import enos.provider.provider as contract
+    for name in ("Host", "IpPool", "Resources", "Check"):
+        assert getattr(contract, name) is getattr(enos.model, name)
+
+
+def test_layers_have_no_import_circle():
+    """No two modules import each other, directly or through others."""
+    layout = _layout()
+    mods = layout.modules()
+    graph = {m: set() for m in mods}
+    for m, t, _line, _local in layout.imports(mods):
+        graph[m].add(t)
 
     def reaches(start, target, seen):
         for d in graph[start]:
@@ -105,7 +129,6 @@ def test_layers_have_no_import_circle():
                 if reaches(d, target, seen):
                     return True
         return False
-    packages = {m for m in graph if (root / m.removeprefix("enos.").replace(".", "/") / "__init__.py").exists()
-                or m == "enos"}
+    packages = {m for m, p in mods.items() if p.name == "__init__.py"}
     circles = [m for m in graph if m not in packages and reaches(m, m, set())]
     assert not circles, f"import circles through: {circles}"

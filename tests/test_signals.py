@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
 
-from enos import children
+from enos import process
 from enoscli import enos
 from localhosts import leftovers
 
@@ -66,7 +66,7 @@ class Watched:
     def __init__(self, cwd: Path, *args: str, env: Optional[dict] = None, argv: Optional[List[str]] = None):
         e = {k: v for k, v in os.environ.items() if not k.startswith("ENOS_FAILPOINT")}
         e.update(env or {})
-        self.started = children.proc_stat(os.getpid()).start  # ticks; everything after is new
+        self.started = process.proc_stat(os.getpid()).start  # ticks; everything after is new
         self.proc = subprocess.Popen(argv or [sys.executable, "-m", "enos", *args], cwd=str(cwd), env=e,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -86,7 +86,7 @@ class Watched:
 
     def scan(self) -> None:
         """Add the current descendants of enos to :attr:`seen`."""
-        procs = children.all_procs()
+        procs = process.all_procs()
         ours = {self.pid}
         changed = True
         while changed:
@@ -130,7 +130,7 @@ class Watched:
                     except OSError:
                         pass
         out = []
-        for st in children.all_procs().values():
+        for st in process.all_procs().values():
             if not st.alive or st.pid == os.getpid():
                 continue
             if (st.pid, st.start) not in self.seen and not (st.session in self.sessions and st.start >= self.started):
@@ -287,13 +287,13 @@ def test_signal_during_ansible(tmp_path, how):
     try:
         _wait_for(lambda: _busy(env_dir), 300, "the playbook to be busy on every host", w)
         run_id = _state(env_dir)["run_id"]
-        recs = children.records(env_dir)
+        recs = process.records(env_dir)
         assert [r.what for r in recs] == ["ansible-playbook"], recs
         time.sleep(0.5)
         _interrupt(w, how, f"SIG{how.upper()} during Ansible")
         w.stop_watching()
-        assert children.records(env_dir) == []
-        assert children.proc_stat(recs[0].pid) is None or not children.proc_stat(recs[0].pid).alive
+        assert process.records(env_dir) == []
+        assert process.proc_stat(recs[0].pid) is None or not process.proc_stat(recs[0].pid).alive
         assert w.alive(exclude_netns=(f"enos-{run_id}-",)) == []
         assert _state(env_dir)["phase"] == "booked"
         enos(tmp_path, "destroy", "--env", "env")
@@ -361,11 +361,11 @@ def test_kill_9_during_ansible_then_destroy(tmp_path):
             else:           # anywhere: preinstall, between playbooks, the slow playbook
                 time.sleep(rng.uniform(0.0, 8.0))
             assert w.proc.poll() is None, w.proc.communicate()
-            recs = children.records(env_dir)
+            recs = process.records(env_dir)
             if i % 2 and recs:
                 # freeze the playbook and its workers: the pty hang-up and the parent-death
                 # signal then wake and end the playbook only, its workers stay orphaned
-                members = children._members(recs[0], children.all_procs())
+                members = process._members(recs[0], process.all_procs())
                 for pid in members:
                     os.kill(pid, signal.SIGSTOP)
                 frozen += len(members) > 1      # workers were there (not between two tasks)
@@ -380,7 +380,7 @@ def test_kill_9_during_ansible_then_destroy(tmp_path):
             left = w.alive()
             assert left == [], f"kill {i}: left after destroy: {left}"
             assert leftovers(run_id) == []
-            assert children.records(env_dir) == []
+            assert process.records(env_dir) == []
         finally:
             w.kill()
             if run_id and leftovers(run_id):
@@ -407,11 +407,11 @@ def test_sweep_with_the_env_dir_gone_ends_the_orphaned_playbook(tmp_path):
         _wait_for(lambda: log.exists() and "task.before_preinstall" in log.read_text(), 300, "the Ansible phase", w)
         run_id = _state(env_dir)["run_id"]
         _wait_for(lambda: _busy(env_dir), 300, "the slow task", w)
-        recs = children.records(env_dir)
+        recs = process.records(env_dir)
         assert recs, "ansible-playbook was not recorded"
         # the playbook and the workers of its long task (each in a session of its own)
-        _wait_for(lambda: len(children._members(recs[0], children.all_procs())) > 2, 60, "the task's workers", w)
-        members = children._members(recs[0], children.all_procs())
+        _wait_for(lambda: len(process._members(recs[0], process.all_procs())) > 2, 60, "the task's workers", w)
+        members = process._members(recs[0], process.all_procs())
         for pid in members:
             os.kill(pid, signal.SIGSTOP)
         os.kill(w.pid, signal.SIGKILL)
@@ -510,18 +510,18 @@ def test_records_match_pid_and_start_time(tmp_path):
     a matching one ends the process and every member of its session."""
     p = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
     try:
-        _wait_for(lambda: len([s for s in children.all_procs().values() if s.session == p.pid]) >= 3, 10,
+        _wait_for(lambda: len([s for s in process.all_procs().values() if s.session == p.pid]) >= 3, 10,
                   "the session")
-        st = children.proc_stat(p.pid)
+        st = process.proc_stat(p.pid)
         stale = children.ChildRecord(pid=p.pid, start=st.start - 1, what="stale")
         assert children.end_recorded(tmp_path, only=[stale]) == []
         assert p.poll() is None, "a record with another start time killed the process"
         rec = children.record_process(tmp_path, p.pid, "sh")
-        assert children.records(tmp_path) == [rec]
+        assert process.records(tmp_path) == [rec]
         assert children.end_recorded(tmp_path) == []
         p.wait(5)
-        assert [s for s in children.all_procs().values() if s.session == p.pid and s.alive] == []
-        assert children.records(tmp_path) == []
+        assert [s for s in process.all_procs().values() if s.session == p.pid and s.alive] == []
+        assert process.records(tmp_path) == []
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
@@ -594,7 +594,7 @@ def test_signal_during_g5k_waits(tmp_path, g5k, phase, how):
 BUILD_STEP = """\
 import sys
 from enos import signals
-from enos.build.libvirt_image import _run
+from enos.libvirt.image import _run
 signals.install()
 try:
     _run(["sh", "-c", "sleep 300 & sleep 300 & echo started > " + sys.argv[1] + "; wait"], "a build step")
@@ -634,7 +634,7 @@ def libvirtd():
         if os.environ.get("CI") == "true":
             pytest.fail(f"libvirtd/QEMU unavailable: {e}")
         pytest.skip(f"libvirtd/QEMU unavailable: {e}")
-    from enos.build.libvirt_image import build_image
+    from enos.libvirt.image import build_image
     image = build_image()
     d = start_libvirtd()
     d.image = image

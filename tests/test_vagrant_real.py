@@ -55,7 +55,7 @@ def lvd():
         import vagrant  # noqa: F401
     except ImportError as e:
         _missing(f"python library missing: {e}")
-    from enos.build.vagrant_box import build_box
+    from enos.vagrant.box import build_box
     build_box()
     d = start_libvirtd()
     try:
@@ -107,7 +107,7 @@ def leftovers(d, run_id: str):
     finally:
         conn.close()
     out += [f"vagrant process {pid}" for pid in marked(run_id)]
-    from enos.build.vagrant_box import vagrant_home
+    from enos.vagrant.box import vagrant_home
     index = vagrant_home() / "data" / "machine-index" / "index"
     machines = {}
     for _ in range(50):             # vagrant rewrites the index in place: retry a torn read

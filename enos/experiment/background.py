@@ -17,9 +17,9 @@ import weakref
 from typing import Dict, List, Optional
 
 from enos.errors import CommandFailed, Timeout, UsageError
-from enos.experiment.results import Results
 from enos.experiment.command import OutputCallback, with_pid
-from enos.provider.provider import Host
+from enos.model import Host
+from enos.results import Results
 
 _NO_STATUS = "enos: the connection master closed the session without an exit status\n"
 _SIGNALS = ("TERM", "KILL", "INT", "HUP", "QUIT", "USR1", "USR2")

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Dict, List, Optional, Sequence, Union
 
+from enos import render
 from enos.errors import UsageError
-from enos.experiment import render
 from enos.experiment.command import RoleSelector, wrap_command
 
 _MISSING = "enos-backup-missing"

@@ -7,7 +7,7 @@ import shlex
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 from enos.errors import UsageError
-from enos.provider.provider import Host
+from enos.model import Host
 
 #: what ``roles=`` accepts: a role or alias, comma-separated names, a list of them, Host(s)
 RoleSelector = Union[None, str, Host, Sequence[Union[str, Host]]]

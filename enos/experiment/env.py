@@ -16,12 +16,12 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, 
                     Union, overload)
 
 from enos import task
+from enos import render
 from enos.errors import CommandFailed, EnvDestroyed, NoEnvironment, UsageError
-from enos.experiment import render
 from enos.experiment.command import (PID_MARK, OutputCallback, RoleSelector, kill_group, take_pid,
                                      with_pid, wrap_command)
-from enos.experiment.results import Result, Results
-from enos.provider.provider import Host, IpPool
+from enos.model import Host, IpPool
+from enos.results import Result, Results
 
 if TYPE_CHECKING:  # pragma: no cover
     from enos.experiment.background import Background

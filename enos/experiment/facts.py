@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 from enos.errors import CommandFailed, EnosError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from enos.provider.provider import Host, IpPool
+    from enos.model import Host, IpPool
     from enos.task import Environment
 
 FACTS_KEY = "facts"

@@ -32,7 +32,7 @@ from enos.errors import EnosError
 from enos.reservation.netconstraints import format_delay, format_rate
 
 if TYPE_CHECKING:  # pragma: no cover
-    from enos.provider.provider import Host
+    from enos.model import Host
     from enos.reservation.netconstraints import NetworkConstraints
     from enos.task import Environment
 

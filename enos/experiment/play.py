@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+from enos import render
 from enos.errors import ProvisionError, UsageError
-from enos.experiment import render
 from enos.experiment.command import RoleSelector
 
 

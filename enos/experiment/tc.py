@@ -35,7 +35,7 @@ from enos.errors import EnosError, Unsupported, UsageError
 from enos.reservation.netconstraints import Rule, format_delay, format_rate
 
 if TYPE_CHECKING:  # pragma: no cover
-    from enos.provider.provider import Host
+    from enos.model import Host
     from enos.reservation.netconstraints import NetworkConstraints
     from enos.ssh.remote import Session
     from enos.task import Environment

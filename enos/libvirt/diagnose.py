@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import parse_qs, urlparse
 
-from enos.provider.provider import Check
+from enos.model import Check
 
 #: where libvirt's packages put the daemons (Debian/Ubuntu/Fedora alike)
 DAEMON_PACKAGES = "libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils"

@@ -2,7 +2,7 @@
 ``mkfs.ext2 -d``, no mounting) holding ``authorized_keys`` (the env's public key),
 ``hostname``, ``resolv.conf`` (the nameserver of the VM's network) and the VM's own
 ``ssh_host_ed25519_key[.pub]``. The image's
-``enos-seed.service`` installs them before sshd starts (see :mod:`enos.build.libvirt_image`).
+``enos-seed.service`` installs them before sshd starts (see :mod:`enos.libvirt.image`).
 Every VM gets its own host key, returned as ``Host.host_key`` and pinned in the env's
 known_hosts (clones of one image would otherwise share the image's host keys).
 """

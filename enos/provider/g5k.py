@@ -26,8 +26,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from enos import failpoint, names, signals
 from enos.errors import (AuthError, DestroyIncomplete, EnosError, ProviderError, Retryable,
                          UsageError)
-from enos.provider.provider import (ADVANCE_RESERVATION, DEPLOY_OS, DESTROY, EXTEND_WALLTIME, IP_POOL,
-                                    RESERVE, SWEEP, Check, Host, IpPool, Provider, Resources)
+from enos.model import Check, Host, IpPool, Resources
+from enos.provider.provider import (ADVANCE_RESERVATION, DEPLOY_OS, DESTROY, EXTEND_WALLTIME, IP_POOL, RESERVE,
+                                    SWEEP, Provider)
 
 WALLTIME_PATTERN = r"^\d+:[0-5]?\d(:[0-5]?\d)?$"
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"

@@ -39,8 +39,8 @@ from enos.errors import (AuthError, ConfigError, DestroyIncomplete, EnosError, P
                          Timeout, Unavailable, UsageError)
 from enos.failpoint import checkpoint
 from enos.libvirt.cleanup import not_found, remove_network, remove_volume
-from enos.provider.provider import (DESTROY, IP_POOL, RESERVE, SWEEP, Check, Host, IpPool,
-                                    Provider, Resources)
+from enos.model import Check, Host, IpPool, Resources
+from enos.provider.provider import DESTROY, IP_POOL, RESERVE, SWEEP, Provider
 
 JOURNAL_KEY = "libvirt"
 DEFAULT_URI = "qemu:///system"
@@ -302,7 +302,7 @@ class LibvirtProvider(Provider):
                 raise config.error("provider.image", f"image {p} not found; build one with "
                                                      f"'enos build libvirt --output DIR'")
             return
-        from enos.build.libvirt_image import find_cached_image
+        from enos.libvirt.image import find_cached_image
         try:
             cached = find_cached_image()
         except EnosError:
@@ -369,7 +369,7 @@ class LibvirtProvider(Provider):
     def image_files(self) -> dict:
         """Return the local files of the base image (``disk``, ``kernel``, ``initrd``,
         ``manifest``). Raises ProviderError if there is none (with the command to build it)."""
-        from enos.build.libvirt_image import find_cached_image, image_files
+        from enos.libvirt.image import find_cached_image, image_files
         img = self.opts.get("image")
         if img:
             p = Path(img).expanduser()
@@ -397,7 +397,7 @@ class LibvirtProvider(Provider):
             if m.get("arch"):
                 return m["arch"], m.get("machine")
         import os
-        from enos.build.libvirt_image import ARCHES
+        from enos.libvirt.image import ARCHES
         a = ARCHES.get(os.uname().machine)
         return (a["libvirt_arch"], a["machine"]) if a else (os.uname().machine, None)
 

@@ -44,8 +44,8 @@ from enos import names
 from enos.environ import child_environ
 from enos.errors import ConfigError, DestroyIncomplete, NotRoot, ProviderError
 from enos.failpoint import checkpoint
-from enos.provider.provider import (DESTROY, IP_POOL, RESERVE, SWEEP, Check, Host, IpPool,
-                                    Provider, Resources)
+from enos.model import Check, Host, IpPool, Resources
+from enos.provider.provider import DESTROY, IP_POOL, RESERVE, SWEEP, Provider
 
 JOURNAL_KEY = "local"
 LOCK_PATH = "/run/enos/local-subnets.lock"

@@ -29,7 +29,8 @@ from typing import Dict, List
 
 from enos import names
 from enos.errors import ConfigError
-from enos.provider.provider import DESTROY, IP_POOL, Check, Host, IpPool, Provider, Resources
+from enos.model import Check, Host, IpPool, Resources
+from enos.provider.provider import DESTROY, IP_POOL, Provider
 
 JOURNAL_KEY = "static"
 _IPV4 = {"type": "string", "pattern": r"^\d{1,3}(\.\d{1,3}){3}$", "x-expected": "an IPv4 address like 10.0.0.1"}

@@ -32,8 +32,8 @@ from typing import Any, Dict, List, Optional
 
 from enos.errors import DestroyIncomplete, EnosError, ProviderError, UsageError
 from enos.failpoint import checkpoint
-from enos.provider.provider import (DESTROY, IP_POOL, RESERVE, SWEEP, Check, Host, IpPool,
-                                    Provider, Resources)
+from enos.model import Check, Host, IpPool, Resources
+from enos.provider.provider import DESTROY, IP_POOL, RESERVE, SWEEP, Provider
 from enos.vagrant.flavours import DEFAULT_FLAVOUR, FLAVOURS, describe, flavour_names
 
 JOURNAL_KEY = "vagrant"
@@ -285,7 +285,7 @@ class VagrantProvider(Provider):
     def _libvirt_plugin() -> Optional[str]:
         """Return where the vagrant-libvirt plugin is installed (Debian package or
         ``vagrant plugin install``), or None."""
-        from enos.build.vagrant_box import vagrant_home
+        from enos.vagrant.box import vagrant_home
         roots = [Path("/usr/share/rubygems-integration/all/gems"), Path("/usr/share/vagrant-plugins")]
         roots += sorted((vagrant_home() / "gems").glob("*/gems"))      # vagrant plugin install
         for root in roots:
@@ -338,7 +338,7 @@ class VagrantProvider(Provider):
     def _prepare_backend(self, rec: dict) -> dict:
         """libvirt + enos box: upload kernel/initrd and the seeds; return the boot settings
         for the template (``enos_box``, ``kernel``, ``initrd``, ``cmdline``)."""
-        from enos.build.vagrant_box import box_manifest
+        from enos.vagrant.box import box_manifest
         if rec["backend"] != "libvirt":
             return {"enos_box": False}
         manifest = box_manifest(rec["box"])
@@ -552,7 +552,7 @@ class VagrantProvider(Provider):
     def check(self) -> List[Check]:
         """Return the checks of ``enos check``: vagrant, the backend (vagrant-libvirt or
         VirtualBox), the box, and for libvirt libvirtd and virtlogd. Books nothing."""
-        from enos.build.vagrant_box import box_dir
+        from enos.vagrant.box import box_dir
         o = self.opts
         out: List[Check] = []
         vagrant = shutil.which("vagrant")

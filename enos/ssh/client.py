@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from enos.errors import SshUnreachable, UnsafeValue
-from enos.provider.provider import Host
+from enos.model import Host
 from enos.state import atomic_write
 
 CONTROL_PERSIST = "15m"

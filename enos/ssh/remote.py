@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from enos.errors import CommandFailed
-from enos.provider.provider import Host
+from enos.model import Host
 
 #: at most this many ssh processes at once (each holds 3 file descriptors)
 MAX_PARALLEL = 256

@@ -5,7 +5,7 @@ mirror): a bookworm ``minbase`` root filesystem (mmdebstrap) with systemd, udev,
 openssh-server, python3, iproute2; ``mkfs.ext4 -d`` turns it into a filesystem image
 without mounting anything and ``qemu-img convert`` into a qcow2. The guest boots by
 direct kernel boot: the kernel of this machine's ``linux-image-<arch>`` package (its
-modules copied into the image) and a ~2 MB busybox initramfs (:mod:`enos.build.initramfs`).
+modules copied into the image) and a ~2 MB busybox initramfs (:mod:`enos.libvirt.initramfs`).
 The image is for this machine's architecture (:data:`ARCHES`: x86_64, aarch64); on any
 other, the build refuses with the reason.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from enos.errors import EnosError, NotRoot
-from enos.build.initramfs import build_initramfs
+from enos.libvirt.initramfs import build_initramfs
 
 RECIPE_VERSION = 2
 SUITE = "bookworm"

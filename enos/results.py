@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Union, overload
 
-from enos.experiment import render
-from enos.provider.provider import Host
+from enos import render
+from enos.model import Host
 
 
 @dataclass

@@ -27,7 +27,7 @@ import tarfile
 from pathlib import Path
 from typing import Any, Optional
 
-from enos.build.libvirt_image import ImageBuildError, _need, _run, build_image, image_files
+from enos.libvirt.image import ImageBuildError, _need, _run, build_image, image_files
 
 BOX_NAME = "enos/debian12"
 BOX_FILE = "enos-box.json"

@@ -282,7 +282,7 @@ def write_wrapper(path: Path, env_dir: Path, program: str, what: str) -> Path:
             "# written by enos: records this process in the env dir, then becomes the program\n"
             "import sys\n"
             f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
-            "from enos.children import exec_recorded\n"
+            "from enos.process import exec_recorded\n"
             f"exec_recorded({str(env_dir)!r}, {what!r}, [{program!r}] + sys.argv[1:])\n")
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")

@@ -1,1 +1,0 @@
-"""Image builders behind ``enos build <provider>`` (e.g. :mod:`enos.build.libvirt_image`)."""
