@@ -1,11 +1,23 @@
-"""Long-lived child processes of enos, recorded in the env dir before they start work.
+"""The processes of enos: one /proc reader, one run tag, one way to end them.
 
-Some children outlive the call that starts them unless someone ends them: ansible-runner
-starts ``ansible-playbook`` in a session of its own with SIGHUP ignored, so a kill -9 of
-``enos up`` orphans it (and its workers and their ``ssh``), and nothing else would ever
-stop it. Each such child records itself (:func:`exec_recorded`: pid and the start time
-the kernel gives in ``/proc/PID/stat``) in ``<env>/children/`` *before* it execs the real
-program, so the record exists before the program does any work, whatever happens to enos.
+Every process enos looks for is found here, by what the kernel says about it — never by
+name: :func:`proc_stat` / :func:`all_procs` (state, parent, group, session, start time),
+:func:`start_time`, :func:`pids_tagged` (an exact ``NAME=VALUE`` entry of the environment),
+:func:`pids_in_netns` (the network namespace), :func:`pids_with_arg` (one whole argument).
+A pid plus its start time names one process for good, even after the pid is reused.
+
+**One tag.** Every child enos starts that may outlive the call (ansible-playbook, vagrant)
+gets ``ENOS_RUN_ID=<run id>`` in its environment (:func:`run_environ`), inherited by every
+descendant: when the env dir is gone, ``enos destroy --sweep --run-id R`` ends the processes
+carrying it (:func:`end_run`). Envs made before this module also tagged vagrant with
+``ENOS_VAGRANT_RUN``: that tag is still recognised when reading.
+
+**Recorded children.** Some children outlive the call that starts them unless someone ends
+them: ansible-runner starts ``ansible-playbook`` in a session of its own with SIGHUP
+ignored, so a kill -9 of ``enos up`` orphans it (and its workers and their ``ssh``), and
+nothing else would ever stop it. Each such child records itself (:func:`exec_recorded`: pid
+and start time) in ``<env>/children/`` *before* it execs the real program, so the record
+exists before the program does any work, whatever happens to enos.
 
 :func:`end_recorded` (called by an interrupted enos, by ``enos destroy`` and by
 ``destroy --sweep``) ends every recorded child and everything it started: a process is
@@ -14,11 +26,9 @@ recorded child and either belongs to the session that child leads or carries the
 tag (``ENOS_CHILD_TAG=<pid>-<start>`` in its environment, set before the exec and
 inherited by every descendant: Ansible's workers each call ``setsid()`` and are orphaned
 when ``ansible-playbook`` dies, so neither the session nor the parent chain finds them).
-Never by name or command line, so a recycled pid is never hit.
 
-Every recorded child and its descendants also carry ``ENOS_RUN_ID=<run id>``: when the env
-dir (and so the records) is gone, ``enos destroy --sweep --run-id R`` ends the processes
-whose environment holds exactly that entry (:func:`end_run`).
+**Ending.** :func:`end_pids` (SIGTERM, a grace period, SIGKILL, reaping our own children),
+:func:`end_run` and :func:`end_recorded` (SIGKILL: nothing of theirs needs saving).
 """
 from __future__ import annotations
 
@@ -29,15 +39,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 CHILDREN_DIR = "children"
 #: environment variable naming the PID the wrapped child expects as its parent
 PARENT_ENV = "ENOS_PARENT_PID"
 #: environment variable tagging a recorded child and all its descendants
 TAG_ENV = "ENOS_CHILD_TAG"
-#: environment variable naming the run a recorded child (and its descendants) works for
+#: environment variable naming the run a child enos starts (and its descendants) works for
 RUN_ENV = "ENOS_RUN_ID"
+#: tags of older enos versions, still recognised when looking for a run's processes
+LEGACY_RUN_ENVS = ("ENOS_VAGRANT_RUN",)
 PR_SET_PDEATHSIG = 1
 
 
@@ -83,6 +95,139 @@ def all_procs() -> Dict[int, ProcStat]:
             if st is not None:
                 out[st.pid] = st
     return out
+
+
+def pids() -> Iterator[int]:
+    """Yield the pid of every process of the machine but this one."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            yield int(entry)
+
+
+def start_time(pid: int) -> Optional[int]:
+    """Return the start time of ``pid`` (clock ticks after boot, /proc/PID/stat field 22),
+    or None if it does not exist."""
+    st = proc_stat(pid)
+    return st.start if st is not None else None
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie (reaping it first if it is our child)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    st = proc_stat(pid)
+    return st is not None and st.alive
+
+
+def has_environ_entry(pid: int, entry: bytes) -> bool:
+    """True if the environment of ``pid`` holds exactly ``entry`` (``b"NAME=VALUE"``)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return entry in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def pids_tagged(entries: Sequence[bytes]) -> List[int]:
+    """Return the live pids (this one excepted) whose environment holds one of ``entries``."""
+    out = []
+    for pid in pids():
+        st = proc_stat(pid)
+        if st is not None and st.alive and any(has_environ_entry(pid, e) for e in entries):
+            out.append(pid)
+    return out
+
+
+def run_environ(run_id: str, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """Return ``base`` (default: this process's environment) plus the run tag
+    ``ENOS_RUN_ID=<run_id>``, for a child enos starts."""
+    env = dict(os.environ if base is None else base)
+    env[RUN_ENV] = run_id
+    return env
+
+
+def run_tags(run_id: str) -> List[bytes]:
+    """The environment entries that mark a process of run ``run_id`` (today's and older)."""
+    return [f"{name}={run_id}".encode() for name in (RUN_ENV,) + LEGACY_RUN_ENVS]
+
+
+def pids_of_run(run_id: str) -> List[int]:
+    """Return the live processes carrying the tag of ``run_id`` ([] for an empty run id)."""
+    return pids_tagged(run_tags(run_id)) if run_id else []
+
+
+def _netns_id(path: str) -> Optional[tuple]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def same_netns(pid: int, netns_path: str) -> bool:
+    """True if process ``pid`` lives in the network namespace bound at ``netns_path``."""
+    a = _netns_id(f"/proc/{pid}/ns/net")
+    return a is not None and a == _netns_id(netns_path)
+
+
+def pids_in_netns(paths: Mapping[str, str]) -> Dict[str, List[int]]:
+    """Return ``{name: [pids]}``: the processes living in each network namespace of
+    ``paths`` (name → its bind-mount path; one scan; a namespace that is gone maps to [])."""
+    by_id = {}
+    for name, path in paths.items():
+        ident = _netns_id(path)
+        if ident is not None:
+            by_id[ident] = name
+    out: Dict[str, List[int]] = {n: [] for n in paths}
+    if by_id:
+        for pid in pids():
+            ident = _netns_id(f"/proc/{pid}/ns/net")
+            if ident in by_id:
+                out[by_id[ident]].append(pid)
+    return out
+
+
+def pids_with_arg(match: Callable[[str], bool]) -> List[int]:
+    """Return the pids (this one excepted) one of whose command-line arguments, taken
+    whole, satisfies ``match`` — an exact test on an argument, never a substring of the
+    whole command line."""
+    out = []
+    for pid in pids():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(match(a.decode(errors="replace")) for a in args if a):
+            out.append(pid)
+    return out
+
+
+def end_pids(targets: Iterable[int], grace: float = 2.0) -> List[int]:
+    """Send SIGTERM to ``targets``, wait up to ``grace`` seconds, SIGKILL the survivors and wait
+    again; reap those that are our children. Return the pids still alive at the end
+    (normally [])."""
+    left = [p for p in set(targets) if p != os.getpid()]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        for p in left:
+            try:
+                os.kill(p, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while True:
+            left = [p for p in left if alive(p)]
+            if not left or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        if not left:
+            break
+    return left
 
 
 @dataclass(frozen=True)
@@ -147,14 +292,6 @@ def records(env_dir: Path) -> List[ChildRecord]:
     return out
 
 
-def _tagged(pid: int, tag: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return tag in f.read().split(b"\0")
-    except OSError:
-        return False
-
-
 def _members(rec: ChildRecord, procs: Dict[int, ProcStat]) -> List[int]:
     """The live processes that belong to ``rec``: itself when pid and start time match, and
     every process started no earlier than it that carries its tag or belongs to the session
@@ -168,31 +305,32 @@ def _members(rec: ChildRecord, procs: Dict[int, ProcStat]) -> List[int]:
         if st.pid == rec.pid:
             if not recycled:
                 out.append(st.pid)
-        elif (st.session == rec.pid and not recycled) or _tagged(st.pid, rec.tag):
+        elif (st.session == rec.pid and not recycled) or has_environ_entry(st.pid, rec.tag):
             out.append(st.pid)
     return out
 
 
 def end_run(run_id: str, timeout: float = 1.5) -> List[int]:
-    """End (SIGKILL) every process whose environment holds exactly ``ENOS_RUN_ID=<run_id>``:
-    the recorded children of that run and everything they started, found without the env
-    dir (for ``destroy --sweep``). Return the pids that were ended; raises nothing."""
-    tag = f"{RUN_ENV}={run_id}".encode()
+    """End (SIGKILL) every process carrying the tag of ``run_id`` (``ENOS_RUN_ID=<run_id>``,
+    or an older enos' ``ENOS_VAGRANT_RUN=<run_id>``): the children of that run and everything
+    they started, found without the env dir (``destroy --sweep``, vagrant's destroy). Waits
+    up to ``timeout`` seconds for them to go; returns the pids that were ended ([] for an
+    empty run id); raises nothing."""
     ended: List[int] = []
     deadline = time.monotonic() + timeout
-    while True:
-        pids = [p for p, st in all_procs().items()
-                if st.alive and p != os.getpid() and _tagged(p, tag)]
-        if not pids or time.monotonic() >= deadline:
-            return sorted(set(ended))
-        for p in pids:
+    while run_id:
+        found = pids_of_run(run_id)
+        if not found or time.monotonic() >= deadline:
+            break
+        for p in found:
             try:
                 os.kill(p, signal.SIGKILL)
                 ended.append(p)
             except (ProcessLookupError, PermissionError):
                 pass
-        _reap(pids)
+        _reap(found)
         time.sleep(0.02)
+    return sorted(set(ended))
 
 
 def _reap(pids: Sequence[int]) -> None:

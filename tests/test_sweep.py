@@ -44,9 +44,9 @@ def test_sweep_needs_a_full_run_id_and_spares_the_other_run(tmp_path):
         for partial in ("21a0000", "21", "21a00000x", "-21a00000"):
             p = enos(tmp_path, "destroy", "--sweep", "--run-id", partial, "-f", "r.yaml", check=False)
             assert p.returncode == 2 and "give a full run id (8 hex characters" in p.stderr, p.stderr
-        from enos.local import netns
+        from enos import process
         assert _state_of(a_id) and _network_of(b_id) == before_b
-        assert all(netns.start_time(pid) == start for pid, start in b_sshds)
+        assert all(process.start_time(pid) == start for pid, start in b_sshds)
 
         # the full id of A: A is gone, B is intact and answers SSH
         out = enos(tmp_path, "destroy", "--sweep", "--run-id", a_id, "-f", "r.yaml").stdout
@@ -54,7 +54,7 @@ def test_sweep_needs_a_full_run_id_and_spares_the_other_run(tmp_path):
         assert not any(b_id in line for line in out.splitlines()), out
         assert _state_of(a_id) == []
         assert _network_of(b_id) == before_b
-        assert all(netns.start_time(pid) == start for pid, start in b_sshds)
+        assert all(process.start_time(pid) == start for pid, start in b_sshds)
         for h in res_b.hosts:
             assert ssh(b.ctx.ssh_key, h.address, "true").returncode == 0
     finally:
@@ -75,13 +75,13 @@ def test_destroy_kills_only_the_recorded_process(tmp_path):
         prov.init()
         rec = prov.ctx.journal.get("local")
         real = rec["hosts"][0]["pid"]
-        from enos.local import netns
+        from enos import process
         assert prov._is_ours(real, rec["hosts"][0]["start"])
         # another process with that PID would have another start time
         assert not prov._is_ours(bystander.pid, rec["hosts"][0]["start"])
         assert not prov._is_ours(bystander.pid)          # and no argument of this run
         prov.destroy()
-        assert bystander.poll() is None and not netns._alive(real)
+        assert bystander.poll() is None and not process.alive(real)
     finally:
         bystander.kill()
         bystander.wait()

@@ -275,20 +275,25 @@ def test_enos_new_sample_validates(tmp_path, enos_cmd):
     assert sum(m.count for m in cfg2.machines) == 3 and len(cfg2.networks) == 2
 
 
-def test_marked_processes_are_found_and_killed():
-    from enos.vagrant.procs import MARKER, kill_marked, marked
-    env = dict(os.environ, **{MARKER: "feedf00d"})
+@pytest.mark.parametrize("tag", ["ENOS_RUN_ID", "ENOS_VAGRANT_RUN"])
+def test_marked_processes_are_found_and_killed(tag):
+    """vagrant runs with the one run tag (enos.process.run_environ); the tag of older envs
+    (ENOS_VAGRANT_RUN) is still found, so destroy --sweep ends their processes too."""
+    from enos import process
+    from enos.provider.vagrant import _vagrant_env
+    assert _vagrant_env("feedf00d")[process.RUN_ENV] == "feedf00d"
+    env = dict(os.environ, **{tag: "feedf00d"})
     p = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], env=env)
     try:
         deadline = time.monotonic() + 10
-        while len(marked("feedf00d")) < 2 and time.monotonic() < deadline:
+        while len(process.pids_of_run("feedf00d")) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert p.pid in marked("feedf00d") and len(marked("feedf00d")) == 2
-        assert marked("feedf00e") == [] and marked("") == []
-        killed = kill_marked("feedf00d")
+        assert p.pid in process.pids_of_run("feedf00d") and len(process.pids_of_run("feedf00d")) == 2
+        assert process.pids_of_run("feedf00e") == [] and process.pids_of_run("") == []
+        killed = process.end_run("feedf00d", timeout=10)
         assert p.pid in killed
         p.wait(timeout=10)                 # sh may exit 0 when its child dies first
-        assert marked("feedf00d") == []
+        assert process.pids_of_run("feedf00d") == []
     finally:
         if p.poll() is None:
             p.kill()

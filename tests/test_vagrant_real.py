@@ -100,13 +100,13 @@ def leftovers(d, run_id: str):
     """Domains, volumes and networks ``enos-<run>-*`` on the fixture's daemon, vagrant
     processes of the run, and Vagrant machine-index entries of its directory."""
     from enos.vagrant import libvirt_side
-    from enos.vagrant.procs import marked
+    from enos.process import pids_of_run
     conn = libvirt_side.connect(d.uri)
     try:
         out = libvirt_side.leftovers(conn, f"enos-{run_id}-")
     finally:
         conn.close()
-    out += [f"vagrant process {pid}" for pid in marked(run_id)]
+    out += [f"vagrant process {pid}" for pid in pids_of_run(run_id)]
     from enos.vagrant.box import vagrant_home
     index = vagrant_home() / "data" / "machine-index" / "index"
     machines = {}

@@ -14,10 +14,10 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import signal
 import threading
-import time
-from typing import Callable, Dict, Iterable, List, Optional, TypeVar
+from typing import Callable, Dict, Iterable, List, TypeVar
+
+from enos import process
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -110,21 +110,6 @@ def run_in_new_netns(name: str, fn: Callable[[], T]) -> T:
     return _in_own_thread(name, body)
 
 
-def run_in_netns(name: str, fn: Callable[[], T]) -> T:
-    """Call ``fn()`` from a thread that entered the existing namespace ``name``; return its
-    result. Raises FileNotFoundError if there is no such namespace, OSError on setns."""
-
-    def body():
-        fd = os.open(netns_path(name), os.O_RDONLY)
-        try:
-            if _c().setns(fd, CLONE_NEWNET) != 0:
-                raise _oserror("setns", name)
-        finally:
-            os.close(fd)
-        return fn()
-    return _in_own_thread(name, body)
-
-
 def _in_own_thread(name: str, body: Callable[[], T]) -> T:
     """Call ``body()`` in a new thread (namespace changes stay confined to it) and wait for
     it; return its result or raise what it raised."""
@@ -159,117 +144,7 @@ def remove_netns(name: str) -> bool:
     return True
 
 
-def _inode(path: str) -> Optional[tuple]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
 def netns_pids(names: Iterable[str]) -> Dict[str, List[int]]:
-    """Return ``{name: [pids]}``: the processes whose network namespace is each of ``names``
-    (one scan of /proc; names that do not exist map to [])."""
-    names = list(names)
-    by_inode = {}
-    for n in names:
-        ino = _inode(netns_path(n))
-        if ino is not None:
-            by_inode[ino] = n
-    out: Dict[str, List[int]] = {n: [] for n in names}
-    if not by_inode:
-        return out
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        ino = _inode(f"/proc/{entry}/ns/net")
-        if ino in by_inode:
-            out[by_inode[ino]].append(int(entry))
-    return out
-
-
-def start_time(pid: int) -> Optional[int]:
-    """Return the start time of ``pid`` (clock ticks after boot, /proc/PID/stat field 22),
-    or None if it does not exist. A PID plus its start time names one process for good,
-    even after the PID is reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def pids_with_arg(match: Callable[[str], bool]) -> List[int]:
-    """Return the PIDs (this process excluded) one of whose command-line arguments,
-    taken whole, satisfies ``match`` — an exact test on an argument, not a substring of
-    the whole command line."""
-    out = []
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(match(a.decode(errors="replace")) for a in args if a):
-            out.append(int(entry))
-    return out
-
-
-def pids_matching(fragment: str) -> List[int]:
-    """Return the PIDs whose command line contains ``fragment`` (this process excluded)."""
-    out = []
-    me = os.getpid()
-    frag = fragment.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if frag in cmd.replace(b"\0", b" "):
-            out.append(int(entry))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie (reaping our own children on the way)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
-
-
-def kill_pids(pids: Iterable[int], grace: float = 2.0) -> List[int]:
-    """Send SIGTERM to ``pids``, wait up to ``grace`` seconds, SIGKILL the survivors and wait
-    again; reap those that are our children. Return the PIDs still alive at the end
-    (normally [])."""
-    pids = [p for p in set(pids) if p != os.getpid()]
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
-        for p in pids:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while True:
-            pids = [p for p in pids if _alive(p)]
-            if not pids or time.monotonic() >= deadline:
-                break
-            time.sleep(0.01)
-        if not pids:
-            break
-    return pids
+    """Return ``{name: [pids]}``: the processes living in each namespace of ``names``
+    (see :func:`enos.process.pids_in_netns`; a name that does not exist maps to [])."""
+    return process.pids_in_netns({n: netns_path(n) for n in names})

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-from enos import names
+from enos import names, process
 from enos.environ import child_environ
 from enos.errors import ConfigError, DestroyIncomplete, NotRoot, ProviderError
 from enos.failpoint import checkpoint
@@ -584,7 +584,7 @@ Subsystem sftp internal-sftp
                         continue
                 except OSError:
                     pass
-                if p.pid and not netns._alive(p.pid):
+                if p.pid and not process.alive(p.pid):
                     d = self.host_dir(alias)
                     logs = " ".join(f.read_text().strip() for f in (d / "start.log", d / "sshd.log") if f.exists())
                     raise ProviderError(f"sshd of {alias} ({p.ns}) exited at start: {logs or 'no log'}")
@@ -597,12 +597,9 @@ Subsystem sftp internal-sftp
 
     def _healthy(self, plan: HostPlan) -> bool:
         from enos.local import netns
-        if not plan.pid or not netns.netns_exists(plan.ns) or not netns._alive(plan.pid):
+        if not plan.pid or not netns.netns_exists(plan.ns) or not process.alive(plan.pid):
             return False
-        try:
-            return os.stat(f"/proc/{plan.pid}/ns/net").st_ino == os.stat(netns.netns_path(plan.ns)).st_ino
-        except OSError:
-            return False
+        return process.same_netns(plan.pid, netns.netns_path(plan.ns))
 
     # ------------------------------------------------------------------ init
     def init(self, force_deploy: bool = False) -> Resources:
@@ -661,7 +658,7 @@ Subsystem sftp internal-sftp
                     self._create_netns(ipr, p, rec)
                 for p in todo:
                     p.pid = self._start_sshd(sshd, p)
-                    p.start = netns.start_time(p.pid)
+                    p.start = process.start_time(p.pid)
                     checkpoint("local.sshd_started")
                     t.advance()
                 rec["hosts"] = [p.to_dict() for p in plans]
@@ -690,8 +687,8 @@ Subsystem sftp internal-sftp
         left: List[str] = []
         names = [p.ns for p in plans]
         pids = {pid for lst in netns.netns_pids(names).values() for pid in lst}
-        pids |= {p.pid for p in plans if p.pid and netns._alive(p.pid) and self._is_ours(p.pid, p.start)}
-        for pid in netns.kill_pids(pids):
+        pids |= {p.pid for p in plans if p.pid and process.alive(p.pid) and self._is_ours(p.pid, p.start)}
+        for pid in process.end_pids(pids):
             left.append(f"process {pid}")
         for p in plans:
             try:
@@ -728,8 +725,8 @@ Subsystem sftp internal-sftp
         dirs (``.../local-<run id>/<alias>/sshd_config``)."""
         from enos.local import netns
         if start is not None:
-            return netns.start_time(pid) == start
-        return pid in netns.pids_with_arg(self._our_arg)
+            return process.start_time(pid) == start
+        return pid in process.pids_with_arg(self._our_arg)
 
     def _our_arg(self, arg: str) -> bool:
         """True for an argument naming a file of this run's host dirs (exact run id)."""
@@ -767,8 +764,8 @@ Subsystem sftp internal-sftp
             left += self._teardown_hosts(ipr, plans)
             # sshds recorded by nothing but their command line (crash before the PID record)
             from enos.local import netns
-            strays = netns.pids_with_arg(self._our_arg)
-            left += [f"process {p}" for p in netns.kill_pids(strays)]
+            strays = process.pids_with_arg(self._our_arg)
+            left += [f"process {p}" for p in process.end_pids(strays)]
             br = rec.get("bridge")
             if br and not left:
                 try:
@@ -798,8 +795,8 @@ Subsystem sftp internal-sftp
         left: List[str] = []
         names = [n for n in netns.list_netns(f"enos-{rid}-") if self._our_netns(n)]
         pids = {p for lst in netns.netns_pids(names).values() for p in lst}
-        pids |= set(netns.pids_with_arg(self._our_arg))
-        survivors = netns.kill_pids(pids)
+        pids |= set(process.pids_with_arg(self._our_arg))
+        survivors = process.end_pids(pids)
         removed += [f"process {p}" for p in sorted(pids - set(survivors))]
         left += [f"process {p}" for p in survivors]
         for n in names:

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from enos import process
 from enos.errors import DestroyIncomplete, EnosError, ProviderError, UsageError
 from enos.failpoint import checkpoint
 from enos.model import Check, Host, IpPool, Resources
@@ -91,9 +92,8 @@ resources:
 
 
 def _vagrant_env(run_id: str) -> Dict[str, str]:
-    from enos.vagrant.procs import MARKER
-    env = dict(os.environ)
-    env.update({MARKER: run_id, "VAGRANT_CHECKPOINT_DISABLE": "1",
+    env = process.run_environ(run_id)
+    env.update({"VAGRANT_CHECKPOINT_DISABLE": "1",
                 "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1", "VAGRANT_NO_COLOR": "1"})
     return env
 
@@ -385,7 +385,6 @@ class VagrantProvider(Provider):
         return all(m["name"] in running for m in rec["machines"])
 
     def _up(self, rec: dict) -> None:
-        from enos.vagrant.procs import kill_marked
         logf = Path(rec["dir"]) / "vagrant.log"
         timeout = float(self.opts["boot_timeout"])
         names = [m["name"] for m in rec["machines"]]
@@ -408,15 +407,15 @@ class VagrantProvider(Provider):
                     if time.monotonic() > deadline:
                         raise EnosError(f"vagrant up did not finish within {timeout:.0f}s")
             except subprocess.CalledProcessError as e:
-                kill_marked(self.ctx.run_id)
+                process.end_run(self.ctx.run_id, timeout=10.0)
                 raise ProviderError(f"vagrant up failed (exit {e.returncode}); its log ({logf}) ends with:\n"
                                     + self._tail(logf)) from None
             except EnosError as e:
-                kill_marked(self.ctx.run_id)
+                process.end_run(self.ctx.run_id, timeout=10.0)
                 from enos.errors import Timeout
                 raise Timeout(f"{e}; log: {logf}") from None
             except BaseException:
-                kill_marked(self.ctx.run_id)      # Ctrl-C/SIGTERM: no vagrant left behind
+                process.end_run(self.ctx.run_id, timeout=10.0)      # Ctrl-C/SIGTERM: no vagrant left behind
                 raise
         checkpoint("vagrant.up_done")
 
@@ -474,11 +473,10 @@ class VagrantProvider(Provider):
         """Kill the env's vagrant processes, ``vagrant destroy -f`` if machines may exist,
         then remove by name whatever is left (libvirt: domains, disks, seeds, networks).
         Idempotent. Raises DestroyIncomplete listing what is left."""
-        from enos.vagrant.procs import kill_marked
         rec = self._journal()
         if not rec:
             return
-        kill_marked(self.ctx.run_id)
+        process.end_run(self.ctx.run_id, timeout=10.0)
         left: List[str] = []
         vdir = Path(rec["dir"])
         if rec.get("up_started") and (vdir / "Vagrantfile").exists() and (vdir / ".vagrant").exists() \
@@ -523,11 +521,10 @@ class VagrantProvider(Provider):
         """Kill the vagrant processes of the run id and remove every libvirt domain, volume
         and network named ``enos-<run id>-*`` at ``uri``; return what was removed. Raises
         ProviderError without a run id, DestroyIncomplete if something resists."""
-        from enos.vagrant.procs import kill_marked
         run = self.ctx.run_id
         if not run or len(run) < 4:
             raise ProviderError("refusing to sweep without a run id")
-        removed = [f"vagrant process {pid}" for pid in kill_marked(run)]
+        removed = [f"vagrant process {pid}" for pid in process.end_run(run, timeout=10.0)]
         if self.opts["backend"] != "libvirt":
             vbox = shutil.which("VBoxManage")
             if vbox:
