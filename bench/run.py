@@ -201,7 +201,7 @@ def enos_api(env, use_masters: bool = True) -> float:
     t = time.perf_counter()
     res = run_command(env.ssh_config, env.resources.hosts, "hostname", use_masters=use_masters)
     dt = time.perf_counter() - t
-    bad = [r.host for r in res if r.stdout.strip() != r.host]
+    bad = [r.alias for r in res if r.stdout.strip() != r.alias]
     if bad:
         raise RuntimeError(f"enos run_command: wrong hostname on {bad}")
     return dt

@@ -81,7 +81,7 @@ def test_results_per_host(env3, monkeypatch, use_masters):
     hosts = env3.resources.hosts
     res = run_command(env3.ssh_config, hosts, "hostname; echo oops >&2; exit 4",
                       tolerate_failures=True, use_masters=use_masters)
-    assert [r.host for r in res] == [h.alias for h in hosts]
+    assert [r.alias for r in res] == [h.alias for h in hosts] and [r.host for r in res] == list(hosts)
     assert [r.stdout for r in res] == [h.alias + "\n" for h in hosts]
     assert all(r.stderr == "oops\n" and r.exit_code == 4 and not r.ok for r in res)
     # masters are open (enos up opened them): no ssh process at all through the mux path
@@ -116,7 +116,7 @@ def test_failure_names_hosts_and_big_and_late_output(env3):
     hosts = env3.resources.hosts
     with pytest.raises(CommandFailed) as e:
         run_command(env3.ssh_config, hosts, f"test $(hostname) != {hosts[1].alias}")
-    assert [r.host for r in e.value.failed] == [hosts[1].alias] and hosts[1].alias in str(e.value)
+    assert [r.alias for r in e.value.failed] == [hosts[1].alias] and hosts[1].alias in str(e.value)
     big = run_command(env3.ssh_config, hosts, "head -c 500000 /dev/zero | tr '\\0' x")
     assert all(len(r.stdout) == 500000 for r in big)
     late = run_command(env3.ssh_config, hosts, "echo a; (sleep 0.3; echo late) & exit 0")

@@ -429,7 +429,7 @@ def test_sweep_with_the_env_dir_gone_ends_the_orphaned_playbook(tmp_path):
     finally:
         w.kill()
         if run_id:
-            children.end_run(run_id)         # whatever the sweep left (exact environment tag)
+            process.end_run(run_id)         # whatever the sweep left (exact environment tag)
             if leftovers(run_id):
                 enos(tmp_path, "destroy", "--sweep", "--run-id", run_id, "-f", "r.yaml", check=False)
 
@@ -513,12 +513,12 @@ def test_records_match_pid_and_start_time(tmp_path):
         _wait_for(lambda: len([s for s in process.all_procs().values() if s.session == p.pid]) >= 3, 10,
                   "the session")
         st = process.proc_stat(p.pid)
-        stale = children.ChildRecord(pid=p.pid, start=st.start - 1, what="stale")
-        assert children.end_recorded(tmp_path, only=[stale]) == []
+        stale = process.ChildRecord(pid=p.pid, start=st.start - 1, what="stale")
+        assert process.end_recorded(tmp_path, only=[stale]) == []
         assert p.poll() is None, "a record with another start time killed the process"
-        rec = children.record_process(tmp_path, p.pid, "sh")
+        rec = process.record_process(tmp_path, p.pid, "sh")
         assert process.records(tmp_path) == [rec]
-        assert children.end_recorded(tmp_path) == []
+        assert process.end_recorded(tmp_path) == []
         p.wait(5)
         assert [s for s in process.all_procs().values() if s.session == p.pid and s.alive] == []
         assert process.records(tmp_path) == []

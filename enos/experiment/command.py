@@ -37,7 +37,7 @@ def wrap_command(command: str, env: Optional[Mapping[str, Any]] = None, sudo: bo
 
 #: the first line a session prints on stderr when its PID is asked for
 PID_MARK = "enos-pid"
-_PID_RE = re.compile(rb"^" + PID_MARK.encode() + rb" (\d+)\n")
+_PID_RE = re.compile(r"^" + PID_MARK + r" (\d+)\n")
 
 
 def with_pid(command: str) -> str:
@@ -48,7 +48,7 @@ def with_pid(command: str) -> str:
     return f"printf '{PID_MARK} %s\\n' \"$$\" >&2\n{command}"
 
 
-def take_pid(stderr: bytes) -> Tuple[Optional[int], bytes]:
+def take_pid(stderr: str) -> Tuple[Optional[int], str]:
     """Return (the PID of a :func:`with_pid` mark at the start of ``stderr``, the rest)."""
     m = _PID_RE.match(stderr)
     return (int(m.group(1)), stderr[m.end():]) if m else (None, stderr)

@@ -21,7 +21,7 @@ from enos.errors import CommandFailed, EnvDestroyed, NoEnvironment, UsageError
 from enos.experiment.command import (PID_MARK, OutputCallback, RoleSelector, kill_group, take_pid,
                                      with_pid, wrap_command)
 from enos.model import Host, IpPool
-from enos.results import Result, Results
+from enos.results import Results
 
 if TYPE_CHECKING:  # pragma: no cover
     from enos.experiment.background import Background
@@ -336,15 +336,12 @@ class Env:
                         return
                 if on_output is not None:
                     on_output(by_alias[alias], stream, line)
-        sessions = run_sessions(self.ssh_config, hosts, commands, timeout=timeout, on_output=cb,
-                                stdout_to=stdout_to, cancel_fd=cancel_fd)
-        out = []
-        for h in hosts:
-            s = sessions[h.alias]
-            err = take_pid(s.stderr)[1] if on_pid is not None else s.stderr
-            out.append(Result(h, command, s.exit_code, s.stdout.decode(errors="replace"),
-                              err.decode(errors="replace"), s.started, s.ended, s.error))
-        return Results(out, command)
+        results = run_sessions(self.ssh_config, hosts, commands, timeout=timeout, on_output=cb,
+                               stdout_to=stdout_to, cancel_fd=cancel_fd, label=command)
+        if on_pid is not None:
+            for r in results:
+                r.stderr = take_pid(r.stderr)[1]
+        return results
 
     def _kill_groups(self, pids: Mapping[str, int], signal: str = "KILL", sudo: bool = False) -> List[str]:
         """Send ``signal`` to the process group ``pids[alias]`` on each of those hosts; return

@@ -190,15 +190,14 @@ def gather_facts(env: "Environment", refresh: bool = False, timeout: float = 120
     try:
         results = run_command(env.ssh_config, wanted, FACTS_SCRIPT, timeout=timeout)
     except CommandFailed as e:
-        raise FactsError({r.host: r.error or f"exit {r.exit_code}: {r.stderr.strip()[-200:]}"
+        raise FactsError({r.alias: r.error or f"exit {r.exit_code}: {r.stderr.strip()[-200:]}"
                           for r in e.failed}) from None
-    by_alias = {h.alias: h for h in wanted}
     found, failed = {}, {}
     for r in results:
         try:
-            found[r.host] = parse_facts(r.stdout, by_alias[r.host], res.networks)
+            found[r.alias] = parse_facts(r.stdout, r.host, res.networks)
         except ValueError as e:
-            failed[r.host] = str(e)
+            failed[r.alias] = str(e)
     if failed:
         raise FactsError(failed)
     stamp = now_iso("microseconds")   # a refresh within the same second is still a new gathering

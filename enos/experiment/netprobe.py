@@ -281,7 +281,7 @@ def measure_pair(env: "Environment", src: "Host", dst: "Host", dst_address: str,
         srv = server_out.get("r")
         detail = (client.stderr.strip().splitlines() or [client.error or "?"])[-1]
         if srv is not None and srv.exit_code != 0:
-            srv_err = srv.stderr.decode(errors="replace").strip().splitlines() or [srv.error or "?"]
+            srv_err = srv.stderr.strip().splitlines() or [srv.error or "?"]
             detail += f" (server on {dst.alias}: {srv_err[-1]})"
         raise EnosError(f"probe {src.alias} → {dst.alias} failed: {detail}")
     return json.loads(client.stdout.strip().splitlines()[-1])

@@ -37,7 +37,7 @@ from enos.reservation.netconstraints import Rule, format_delay, format_rate
 if TYPE_CHECKING:  # pragma: no cover
     from enos.model import Host
     from enos.reservation.netconstraints import NetworkConstraints
-    from enos.ssh.remote import Session
+    from enos.results import Result
     from enos.task import Environment
 
 TC_KEY = "tc"
@@ -280,18 +280,19 @@ def _reset_script(host: "Host", old: HostPlan) -> Tuple[str, List[str]]:
 
 
 def _run_scripts(env: "Environment", scripts: Dict[str, Tuple["Host", str]],
-                 timeout: float) -> Dict[str, "Session"]:
-    """Run each host's own script, all hosts at once; return {alias: Session}."""
+                 timeout: float) -> Dict[str, "Result"]:
+    """Run each host's own script, all hosts at once; return {alias: Result}."""
     from enos.ssh.remote import run_sessions
     if not scripts:
         return {}
-    return run_sessions(env.ssh_config, [h for h, _ in scripts.values()],
-                        {a: s for a, (_, s) in scripts.items()}, timeout=timeout)
+    results = run_sessions(env.ssh_config, [h for h, _ in scripts.values()],
+                           {a: s for a, (_, s) in scripts.items()}, timeout=timeout, label="tc")
+    return {r.alias: r for r in results}
 
 
 def _failure(result, texts: List[str]) -> Optional[Tuple[str, str]]:
     """Return (command, message) if the script reported a failure, else None."""
-    out = result.stdout.decode(errors="replace")
+    out = result.stdout
     if result.exit_code is None:
         return ("(ssh)", result.error or "no answer")
     if "@@failed " in out:
@@ -303,7 +304,7 @@ def _failure(result, texts: List[str]) -> Optional[Tuple[str, str]]:
             message += " (this kernel has no sch_netem module: delay and loss cannot be emulated here)"
         return (command, message)
     if "@@done" not in out:
-        err = result.stderr.decode(errors="replace").strip()
+        err = result.stderr.strip()
         return ("(script)", (result.error or err or f"exit {result.exit_code}")[-300:])
     return None
 
@@ -365,7 +366,7 @@ def apply(env: "Environment", constraints: "NetworkConstraints", groups: Sequenc
                      + "".join(f"enos_ours {shlex.quote(d.device)} || echo @@gone\n" for d in new[a].devices)
                      + "echo @@done\n") for a in unchanged}
         for a, r in _run_scripts(env, probe, timeout).items():
-            if b"@@gone" in r.stdout or b"@@done" not in r.stdout:
+            if "@@gone" in r.stdout or "@@done" not in r.stdout:
                 scripts[a] = _apply_script(by_alias[a], new[a], old[a])
                 status.pop(a)
     # record before running: a crash leaves enough for reset (which checks what is there)
@@ -405,7 +406,7 @@ def reset(env: "Environment", timeout: float = 120.0) -> Dict[str, str]:
     for alias, r in results.items():
         f = _failure(r, scripts[alias][1])
         if f is None:
-            status[alias] = "already gone" if b"@@absent" in r.stdout else "removed"
+            status[alias] = "already gone" if "@@absent" in r.stdout else "removed"
             update[alias] = None
         else:
             failures[alias] = f

@@ -12,6 +12,11 @@ per-process bookkeeping cost ~0.1 s on 20 hosts on this 2-core machine, about as
 whole fan-out itself (bench/RESULTS.md). A process's exit is watched through a pidfd, so a
 connection master that a first ``ssh`` forks into the background (ControlPersist) and that
 inherits the pipes can never make the loop wait for EOF.
+
+The pieces: :class:`SshProcess` and :class:`MuxChannel` carry one session (an ``ssh``
+process, or a session asked of the host's master); :class:`HostCommand` is one command on one
+host (its channel, what it wrote, how it ended); :class:`FanOut` the set running at once (one
+selector, a limit, a deadline, cancel). Every host's outcome is an :class:`enos.results.Result`.
 """
 from __future__ import annotations
 
@@ -22,12 +27,13 @@ import selectors
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from enos.errors import CommandFailed
 from enos.model import Host
+from enos.results import Result, Results
+from enos.ssh import mux as sshmux
 
 #: at most this many ssh processes at once (each holds 3 file descriptors)
 MAX_PARALLEL = 256
@@ -35,69 +41,6 @@ MAX_PARALLEL = 256
 #: session's output ends when its master closes the channel: no limit but ``timeout``)
 GRACE = 2.0
 _READ = 65536
-
-
-@dataclass
-class CommandResult:
-    """One host's outcome: ``exit_code`` is None when the command could not run (timeout,
-    SSH failure)."""
-
-    host: str
-    exit_code: Optional[int]
-    stdout: str
-    stderr: str
-    error: Optional[str] = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the command exited with 0."""
-        return self.exit_code == 0
-
-    def to_dict(self) -> dict:
-        """Return a JSON-serialisable dict."""
-        return asdict(self)
-
-
-def select_hosts(hosts: Sequence[Host], roles: Optional[str]) -> List[Host]:
-    """Return the hosts having one of the comma-separated ``roles`` (all hosts if None),
-    also matching host aliases. Raises ValueError naming unknown roles."""
-    if roles is None:
-        return list(hosts)
-    wanted = [r.strip() for r in roles.split(",") if r.strip()]
-    if not wanted:
-        raise ValueError(f"--roles {roles!r} names no role; give comma-separated roles or host aliases")
-    known = {r for h in hosts for r in h.roles} | {h.alias for h in hosts}
-    unknown = [r for r in wanted if r not in known]
-    if unknown:
-        raise ValueError(f"unknown role(s) or host(s): {', '.join(unknown)}; known roles: "
-                         f"{', '.join(sorted({r for h in hosts for r in h.roles}))}")
-    return [h for h in hosts if h.alias in wanted or set(h.roles) & set(wanted)]
-
-
-class _Job:
-    """One host's session (an ssh process, or a mux session on its master's socket) and
-    what it has written so far."""
-
-    __slots__ = ("alias", "proc", "pidfd", "sock", "replies", "fds", "out", "err", "code",
-                 "timed_out", "mux_error", "ended", "started_at", "ended_at", "partial", "cancelled")
-
-    def __init__(self, alias: str):
-        self.alias = alias
-        self.proc: Optional[subprocess.Popen] = None
-        self.pidfd = -1
-        self.sock = None
-        self.replies = None
-        self.fds: Dict[int, List[bytes]] = {}   # pipe read ends still open -> their buffer
-        self.out: List[bytes] = []
-        self.err: List[bytes] = []
-        self.code: Optional[int] = None
-        self.timed_out = False
-        self.mux_error: Optional[str] = None
-        self.ended: Optional[float] = None   # when the session ended (exit status known)
-        self.started_at = 0.0                  # wall-clock time the session was asked for
-        self.ended_at = 0.0                    # wall-clock time the job finished
-        self.partial: Dict[str, bytes] = {}    # an incomplete last line per stream (on_output)
-        self.cancelled = False
 
 
 def _max_parallel() -> int:
@@ -135,242 +78,344 @@ def _open_pidfd(pid: int) -> int:
         raise
 
 
-def _fan_out(argvs: Dict[str, List[str]], timeout: Optional[float],
-             mux: Optional[Dict[str, Tuple[str, str]]] = None,
-             on_output: Optional[Callable[[str, str, str], None]] = None,
-             stdout_to: Optional[Dict[str, int]] = None,
-             cancel_fd: Optional[int] = None) -> Dict[str, _Job]:
-    """Run every host's session at once (at most ``_max_parallel()`` at a time); return the
-    finished jobs by alias. ``mux`` maps aliases to (control socket path, command): those
-    go through their master when it answers, else through their argv. Sessions still
-    running at ``timeout`` are killed (process) or dropped (mux: the master then closes them).
 
-    ``on_output(alias, "stdout"|"stderr", line)`` is called for each line as it arrives
-    (text, without its newline). ``stdout_to`` maps aliases to a file descriptor that gets
-    the session's stdout directly (e.g. a local ``tar x``'s stdin; nothing is buffered).
-    When ``cancel_fd`` becomes readable, every running session is ended as at a timeout
-    (``cancelled`` set)."""
-    from enos.ssh import mux as sshmux
-    mux = mux or {}
-    sinks = stdout_to or {}
-    sel = selectors.DefaultSelector()
-    pending = list(argvs)
-    pending.reverse()
-    running: Dict[str, _Job] = {}
-    done: Dict[str, _Job] = {}
-    limit = _max_parallel()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    PIDFD, SOCK = "pidfd", "sock"
+PIDFD, SOCK, CANCEL = "pidfd", "sock", "cancel"
 
-    def watch(job: _Job, out_fd: Optional[int], err_fd: int) -> None:
-        for fd, buf in ((out_fd, job.out), (err_fd, job.err)):
-            if fd is None:
-                continue
-            os.set_blocking(fd, False)
-            sel.register(fd, selectors.EVENT_READ, (job, buf))
-            job.fds[fd] = buf
 
-    def spawn(job: _Job) -> None:
-        sink = sinks.get(job.alias)
-        proc = subprocess.Popen(argvs[job.alias], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE if sink is None else sink, stderr=subprocess.PIPE)
-        job.proc = proc
-        job.pidfd = _open_pidfd(proc.pid)
-        watch(job, proc.stdout.fileno() if sink is None else None, proc.stderr.fileno())
-        if job.pidfd >= 0:
-            sel.register(job.pidfd, selectors.EVENT_READ, (job, PIDFD))
+class SshProcess:
+    """A session carried by an ``ssh`` process (its Popen; a pidfd watches its exit)."""
 
-    def start() -> None:
-        while pending and len(running) < limit:
-            alias = pending.pop()
-            job = _Job(alias)
-            job.started_at = time.time()
-            running[alias] = job
-            target = mux.get(alias)
+    __slots__ = ("proc", "pidfd")
+
+    def __init__(self, argv: List[str], sink: Optional[int]):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE if sink is None else sink, stderr=subprocess.PIPE)
+        self.pidfd = _open_pidfd(self.proc.pid)
+
+    def pipes(self) -> Tuple[Optional[int], int]:
+        """Return the read ends of its stdout (None when it goes to a sink) and stderr."""
+        out = self.proc.stdout.fileno() if self.proc.stdout is not None else None
+        return out, self.proc.stderr.fileno()
+
+    def release(self, sel, close: bool = True) -> None:
+        """Stop watching its exit (the pipes are closed with :meth:`close_pipes`)."""
+        if self.pidfd >= 0:
+            sel.unregister(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+    def close_pipes(self) -> None:
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+
+
+class MuxChannel:
+    """A session asked of the host's connection master on its control socket: no process;
+    the master sends the exit status on the socket."""
+
+    __slots__ = ("sock", "replies", "fds")
+
+    def __init__(self, target: Tuple[str, str], sink: Optional[int]):
+        self.sock, out_fd, err_fd = sshmux.open_session(*target, stdout_fd=sink)
+        self.replies = sshmux.Replies()
+        self.sock.setblocking(False)
+        self.fds = (out_fd, err_fd)
+
+    def release(self, sel, close: bool = True) -> None:
+        """Stop watching the socket; ``close`` it too (not while output may still come:
+        closing would make the master drop the channel)."""
+        if self.sock is None:
+            return
+        if sel.get_map().get(self.sock.fileno()) is not None:
+            sel.unregister(self.sock)
+        if close:
+            self.sock.close()
+            self.sock = None
+
+    def kill(self) -> None:
+        """Nothing to kill here: dropping the socket makes the master close the session."""
+
+
+class HostCommand:
+    """One command on one host: its channel, what it wrote (stdout/stderr chunks, and for
+    ``on_output`` the incomplete last line of each stream), how and when it ended."""
+
+    __slots__ = ("alias", "argv", "channel", "fds", "out", "err", "partial", "code", "timed_out",
+                 "cancelled", "mux_error", "exit_seen", "started_at", "ended_at")
+
+    def __init__(self, alias: str, argv: List[str]):
+        self.alias, self.argv = alias, argv
+        self.channel = None                     # SshProcess | MuxChannel
+        self.fds: Dict[int, List[bytes]] = {}   # read ends still open -> their buffer
+        self.out: List[bytes] = []
+        self.err: List[bytes] = []
+        self.partial: Dict[str, bytes] = {}
+        self.code: Optional[int] = None
+        self.timed_out = self.cancelled = False
+        self.mux_error: Optional[str] = None
+        self.exit_seen: Optional[float] = None  # monotonic time the exit status came
+        self.started_at = time.time()           # wall clock: the session was asked for
+        self.ended_at = 0.0
+
+    @property
+    def process(self) -> Optional[SshProcess]:
+        return self.channel if isinstance(self.channel, SshProcess) else None
+
+    def stream_of(self, buf: List[bytes]) -> str:
+        return "stdout" if buf is self.out else "stderr"
+
+    def result(self, host: Host, command: str, timeout: Optional[float]) -> Result:
+        """Return this host's :class:`Result` (``rc`` None and ``error`` set when it never
+        ended: timeout, cancel; ``error`` "ssh failed: ..." for ssh's own exit 255)."""
+        err = b"".join(self.err).decode(errors="replace")
+        error, rc = None, self.code
+        if self.timed_out:
+            error, rc = f"timed out after {timeout}s", None
+        elif self.cancelled:
+            error, rc = "cancelled", None
+        elif self.code == 255:
+            error = "ssh failed: " + (err.strip().splitlines() or ["?"])[-1]
+        return Result(host, command, rc, b"".join(self.out).decode(errors="replace"), err,
+                      self.started_at, self.ended_at, error)
+
+
+class FanOut:
+    """The sessions running at once: one ``selectors`` loop over every pipe, pidfd and
+    control socket, at most ``limit`` sessions at a time, a deadline, a cancel fd."""
+
+    def __init__(self, argvs: Dict[str, List[str]], timeout: Optional[float],
+                 mux: Optional[Dict[str, Tuple[str, str]]] = None,
+                 on_output: Optional[Callable[[str, str, str], None]] = None,
+                 stdout_to: Optional[Dict[str, int]] = None, cancel_fd: Optional[int] = None):
+        self.argvs, self.mux, self.sinks = argvs, mux or {}, stdout_to or {}
+        self.on_output = on_output
+        self.sel = selectors.DefaultSelector()
+        self.pending = list(reversed(list(argvs)))
+        self.running: Dict[str, HostCommand] = {}
+        self.done: Dict[str, HostCommand] = {}
+        self.limit = _max_parallel()
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.cancelled = False
+        if cancel_fd is not None:
+            self.sel.register(cancel_fd, selectors.EVENT_READ, (None, CANCEL))
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> Dict[str, HostCommand]:
+        """Run every session to its end (or the deadline, or cancel); return them by alias.
+        Sessions still running when this is interrupted are killed (no ssh left behind)."""
+        try:
+            self.start_pending()
+            while self.running and self.step():
+                pass
+        finally:
+            for cmd in list(self.running.values()):
+                if cmd.process is not None:
+                    try:
+                        cmd.process.proc.send_signal(signal.SIGKILL)
+                        cmd.process.proc.wait()
+                    except OSError:
+                        pass
+                self.release(cmd)
+            self.sel.close()
+        return self.done
+
+    def step(self) -> bool:
+        """One turn of the loop: exits, grace periods, deadline, new sessions, then wait for
+        events. Return False when there is nothing left to run."""
+        now = time.monotonic()
+        if self.cancelled:
+            self.pending.clear()
+            self.end_all(lambda cmd: setattr(cmd, "cancelled", True))
+            return False
+        for cmd in [c for c in self.running.values() if self.polled(c)]:   # no pidfd: poll
+            code = cmd.process.proc.poll()
+            if code is not None:
+                self.exit_known(cmd, code)
+        for cmd in [c for c in self.running.values()
+                    if c.exit_seen is not None and c.process is not None and now - c.exit_seen >= GRACE]:
+            self.finish(cmd)
+        if self.deadline is not None and now >= self.deadline:
+            self.end_all(lambda cmd: setattr(cmd, "timed_out", True))
+        self.start_pending()
+        if not self.running:
+            return False
+        for key, _ in self.sel.select(self.wait_time(now)):
+            self.dispatch(key)
+        return True
+
+    def wait_time(self, now: float) -> Optional[float]:
+        """Seconds until the next thing the loop must do without an event (None: none)."""
+        wakes = [c.exit_seen + GRACE for c in self.running.values()
+                 if c.exit_seen is not None and c.process is not None]
+        if self.deadline is not None:
+            wakes.append(self.deadline)
+        if any(self.polled(c) for c in self.running.values()):
+            wakes.append(now + POLL)
+        return max(0.0, min(wakes) - now) if wakes else None
+
+    @staticmethod
+    def polled(cmd: HostCommand) -> bool:
+        """True for a running ssh process whose exit has no pidfd to watch."""
+        return cmd.process is not None and cmd.process.pidfd < 0 and cmd.exit_seen is None
+
+    def dispatch(self, key) -> None:
+        cmd, what = key.data
+        if cmd is None:
+            self.cancelled = True
+        elif self.running.get(cmd.alias) is not cmd:
+            return
+        elif what is SOCK:
+            if key.fileobj is getattr(cmd.channel, "sock", None):
+                self.mux_event(cmd)
+        elif what is PIDFD:
+            if key.fd == getattr(cmd.channel, "pidfd", -1):
+                self.exit_known(cmd, cmd.channel.proc.wait())
+        elif key.fd in cmd.fds and self.drain(cmd, key.fd, what):
+            self.close_fd(cmd, key.fd)
+            if cmd.exit_seen is not None and not cmd.fds:
+                self.finish(cmd)
+
+    def end_all(self, mark: Callable[[HostCommand], None]) -> None:
+        """End every running session at once (timeout, cancel): ``mark`` those that had not
+        ended, kill their ssh processes, take what they wrote."""
+        for cmd in list(self.running.values()):
+            if cmd.exit_seen is None:
+                mark(cmd)
+                cmd.channel.kill()
+            self.finish(cmd)
+
+    # -- starting sessions -------------------------------------------------------------
+    def start_pending(self) -> None:
+        """Start queued sessions while fewer than ``limit`` run: through the host's master
+        when it answers, else as an ssh process."""
+        while self.pending and len(self.running) < self.limit:
+            alias = self.pending.pop()
+            cmd = HostCommand(alias, self.argvs[alias])
+            self.running[alias] = cmd
+            target = self.mux.get(alias)
             if target is not None and os.path.exists(target[0]):
                 try:
-                    sock, out_fd, err_fd = sshmux.open_session(*target, stdout_fd=sinks.get(alias))
+                    cmd.channel = MuxChannel(target, self.sinks.get(alias))
                 except OSError as e:
-                    job.mux_error = str(e)
+                    cmd.mux_error = str(e)
                 else:
-                    job.sock, job.replies = sock, sshmux.Replies()
-                    sock.setblocking(False)
-                    watch(job, out_fd, err_fd)
-                    sel.register(sock, selectors.EVENT_READ, (job, SOCK))
+                    for fd, buf in zip(cmd.channel.fds, (cmd.out, cmd.err)):
+                        self.watch(cmd, fd, buf)
+                    self.sel.register(cmd.channel.sock, selectors.EVENT_READ, (cmd, SOCK))
                     continue
-            spawn(job)
+            self.spawn(cmd)
 
-    def lines(job: _Job, stream: str, chunk: bytes, last: bool = False) -> None:
-        data = job.partial.get(stream, b"") + chunk
-        *complete, rest = data.split(b"\n")
-        if last and rest:
-            complete.append(rest)
-            rest = b""
-        job.partial[stream] = rest
-        for line in complete:
-            on_output(job.alias, stream, line.decode(errors="replace"))
+    def spawn(self, cmd: HostCommand) -> None:
+        cmd.channel = SshProcess(cmd.argv, self.sinks.get(cmd.alias))
+        for fd, buf in zip(cmd.channel.pipes(), (cmd.out, cmd.err)):
+            self.watch(cmd, fd, buf)
+        if cmd.channel.pidfd >= 0:
+            self.sel.register(cmd.channel.pidfd, selectors.EVENT_READ, (cmd, PIDFD))
 
-    def drain(fd: int, buf: List[bytes], job: Optional[_Job] = None) -> bool:
-        """Read what is available; return True at EOF."""
+    def watch(self, cmd: HostCommand, fd: Optional[int], buf: List[bytes]) -> None:
+        if fd is not None:
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ, (cmd, buf))
+            cmd.fds[fd] = buf
+
+    # -- output ------------------------------------------------------------------------
+    def drain(self, cmd: HostCommand, fd: int, buf: List[bytes]) -> bool:
+        """Read what ``fd`` has; return True at EOF."""
         while True:
             try:
                 chunk = os.read(fd, _READ)
             except BlockingIOError:
                 return False
+            if self.on_output is not None:
+                self.lines(cmd, cmd.stream_of(buf), chunk, last=not chunk)
             if not chunk:
-                if on_output is not None and job is not None:
-                    lines(job, "stdout" if buf is job.out else "stderr", b"", last=True)
                 return True
             buf.append(chunk)
-            if on_output is not None and job is not None:
-                lines(job, "stdout" if buf is job.out else "stderr", chunk)
 
-    def close_fd(job: _Job, fd: int) -> None:
-        sel.unregister(fd)
-        del job.fds[fd]
-        if job.proc is None:          # Popen's pipes are closed with their file objects
-            os.close(fd)
+    def lines(self, cmd: HostCommand, stream: str, chunk: bytes, last: bool = False) -> None:
+        """Hand ``on_output`` every complete line (and at EOF, ``last``, the rest)."""
+        data = cmd.partial.get(stream, b"") + chunk
+        *complete, rest = data.split(b"\n")
+        if last and rest:
+            complete.append(rest)
+            rest = b""
+        cmd.partial[stream] = rest
+        for line in complete:
+            self.on_output(cmd.alias, stream, line.decode(errors="replace"))
 
-    def release_session(job: _Job, close: bool = True) -> None:
-        if job.proc is not None and job.pidfd >= 0:
-            sel.unregister(job.pidfd)
-            os.close(job.pidfd)
-            job.pidfd = -1
-        if job.sock is not None:
-            if sel.get_map().get(job.sock.fileno()) is not None:
-                sel.unregister(job.sock)
-            if close:
-                job.sock.close()
-                job.sock = None
-
-    def release(job: _Job) -> None:
-        for fd in list(job.fds):
-            close_fd(job, fd)
-        release_session(job)
-        if job.proc is not None:
-            job.proc.stdout.close()
-            job.proc.stderr.close()
-
-    def finish(job: _Job) -> None:
-        # take what is left in the pipes and stop listening, even if something (an old
-        # OpenSSH's forked master) still holds their other end
-        for fd, buf in list(job.fds.items()):
-            drain(fd, buf, job)
-        if on_output is not None:
-            for stream in list(job.partial):
-                lines(job, stream, b"", last=True)
-        release(job)
-        if job.proc is not None and job.code is None and not job.timed_out:
-            job.code = job.proc.wait()
-        elif job.proc is not None:
-            job.proc.wait()
-        job.ended_at = time.time()
-        del running[job.alias]
-        done[job.alias] = job
-
-    def ended(job: _Job, code: Optional[int]) -> None:
-        # exit status known: the output may still be on its way (the master flushes the
-        # channel after sending the status); finish at EOF of both pipes or after GRACE
-        job.code = code
-        job.ended = time.monotonic()
-        # a mux session stays open until its output ends: closing the control socket
-        # would make the master drop the channel (and output still on its way)
-        release_session(job, close=False)
-        if not job.fds:
-            finish(job)
-
-    def mux_event(job: _Job) -> None:
+    # -- ending sessions ---------------------------------------------------------------
+    def mux_event(self, cmd: HostCommand) -> None:
+        """The master wrote on the control socket: the exit status, a refusal (fall back to
+        an ssh process) or EOF without a status (the session failed)."""
         try:
-            data = job.sock.recv(_READ)
+            data = cmd.channel.sock.recv(_READ)
         except BlockingIOError:
             return
         except OSError:
             data = b""
+        replies = cmd.channel.replies
         if data:
-            job.replies.feed(data)
-        r = job.replies
-        if r.exit_code is not None:
-            ended(job, r.exit_code)
-        elif r.refused is not None and not r.opened:
-            # the master would not open a session (e.g. MaxSessions): use a plain ssh
-            job.mux_error = r.refused
-            release(job)
-            job.replies = None
-            del job.out[:], job.err[:]
-            spawn(job)
+            replies.feed(data)
+        if replies.exit_code is not None:
+            self.exit_known(cmd, replies.exit_code)
+        elif replies.refused is not None and not replies.opened:
+            cmd.mux_error = replies.refused      # e.g. MaxSessions: use a plain ssh
+            self.release(cmd)
+            del cmd.out[:], cmd.err[:]
+            self.spawn(cmd)
         elif not data:
-            job.code = 255
-            job.err.append(b"enos: the connection master closed the session without an exit status\n")
-            finish(job)
+            cmd.code = 255
+            cmd.err.append(b"enos: the connection master closed the session without an exit status\n")
+            self.finish(cmd)
 
-    cancelled = [False]
-    if cancel_fd is not None:
-        sel.register(cancel_fd, selectors.EVENT_READ, (None, "cancel"))
-    try:
-        start()
-        while running:
-            now = time.monotonic()
-            if cancelled[0]:
-                pending.clear()
-                for job in list(running.values()):
-                    if job.ended is None:
-                        job.cancelled = True
-                        if job.proc is not None:
-                            job.proc.kill()
-                    finish(job)
-                break
-            polled = [j for j in running.values() if j.proc is not None and j.pidfd < 0 and j.ended is None]
-            for job in polled:              # no pidfd on this kernel: poll the exit
-                code = job.proc.poll()
-                if code is not None:
-                    ended(job, code)
-            for job in [j for j in running.values()
-                        if j.ended is not None and j.proc is not None and now - j.ended >= GRACE]:
-                finish(job)
-            if deadline is not None and now >= deadline:
-                for job in list(running.values()):
-                    if job.ended is None:
-                        job.timed_out = True
-                        if job.proc is not None:
-                            job.proc.kill()
-                    finish(job)
-            start()
-            if not running:
-                break
-            wakes = [j.ended + GRACE for j in running.values() if j.ended is not None and j.proc is not None]
-            if deadline is not None:
-                wakes.append(deadline)
-            if any(j.proc is not None and j.pidfd < 0 and j.ended is None for j in running.values()):
-                wakes.append(now + POLL)
-            wait = max(0.0, min(wakes) - now) if wakes else None
-            for key, _ in sel.select(wait):
-                job, what = key.data
-                if job is None:
-                    cancelled[0] = True
-                    continue
-                if running.get(job.alias) is not job:
-                    continue
-                if what is SOCK:
-                    if key.fileobj is job.sock:
-                        mux_event(job)
-                elif what is PIDFD:
-                    if key.fd == job.pidfd:
-                        ended(job, job.proc.wait())
-                elif key.fd in job.fds and drain(key.fd, what, job):
-                    close_fd(job, key.fd)
-                    if job.ended is not None and not job.fds:
-                        finish(job)
-    finally:
-        for job in list(running.values()):  # interrupted: leave no ssh behind
-            if job.proc is not None:
-                try:
-                    job.proc.send_signal(signal.SIGKILL)
-                    job.proc.wait()
-                except OSError:
-                    pass
-            release(job)
-        sel.close()
-    return done
+    def exit_known(self, cmd: HostCommand, code: Optional[int]) -> None:
+        """The exit status is known; the output may still be on its way (the master flushes
+        the channel after the status): finish at EOF of both pipes, or after GRACE."""
+        cmd.code = code
+        cmd.exit_seen = time.monotonic()
+        cmd.channel.release(self.sel, close=False)
+        if not cmd.fds:
+            self.finish(cmd)
+
+    def close_fd(self, cmd: HostCommand, fd: int) -> None:
+        self.sel.unregister(fd)
+        del cmd.fds[fd]
+        if cmd.process is None:          # Popen's pipes are closed with their file objects
+            os.close(fd)
+
+    def release(self, cmd: HostCommand) -> None:
+        """Close everything the session holds here (pipes, pidfd, socket)."""
+        for fd in list(cmd.fds):
+            self.close_fd(cmd, fd)
+        if cmd.channel is not None:
+            cmd.channel.release(self.sel)
+        if cmd.process is not None:
+            cmd.process.close_pipes()
+
+    def finish(self, cmd: HostCommand) -> None:
+        """Take what is left in the pipes and stop listening, even if something (an old
+        OpenSSH's forked master) still holds their other end; reap the ssh process."""
+        for fd, buf in list(cmd.fds.items()):
+            self.drain(cmd, fd, buf)
+        if self.on_output is not None:
+            for stream in list(cmd.partial):
+                self.lines(cmd, stream, b"", last=True)
+        self.release(cmd)
+        proc = cmd.process.proc if cmd.process is not None else None
+        if proc is not None and cmd.code is None and not cmd.timed_out:
+            cmd.code = proc.wait()
+        elif proc is not None:
+            proc.wait()
+        cmd.ended_at = time.time()
+        del self.running[cmd.alias]
+        self.done[cmd.alias] = cmd
 
 
 def _mux_targets(ssh_config: Path, hosts: Sequence[Host], commands: Dict[str, str]) -> Dict[str, Tuple[str, str]]:
@@ -388,7 +433,6 @@ def _mux_targets(ssh_config: Path, hosts: Sequence[Host], commands: Dict[str, st
         return {}
     if not template or template.lower() == "none":
         return {}
-    from enos.ssh import mux as sshmux
     out = {}
     for h in hosts:
         if h.jump:
@@ -419,69 +463,39 @@ def ensure_control_dirs(ssh_config: Path) -> None:
                 secure_dir(Path(d))
 
 
-@dataclass
-class Session:
-    """What one host's session gave: ``exit_code`` (None if it never ended: timeout,
-    cancelled), raw ``stdout``/``stderr`` bytes, ``error`` (why it could not run, if so),
-    and wall-clock ``started``/``ended`` times (seconds since the epoch)."""
-
-    host: str
-    exit_code: Optional[int]
-    stdout: bytes
-    stderr: bytes
-    error: Optional[str]
-    started: float
-    ended: float
-    timed_out: bool = False
-    cancelled: bool = False
-
-
 def run_sessions(ssh_config: Path, hosts: Sequence[Host], command, timeout: Optional[float] = None,
                  use_masters: bool = True,
                  on_output: Optional[Callable[[str, str, str], None]] = None,
                  stdout_to: Optional[Dict[str, int]] = None,
-                 cancel_fd: Optional[int] = None) -> Dict[str, Session]:
+                 cancel_fd: Optional[int] = None, label: Optional[str] = None) -> Results:
     """Run ``command`` (a string, or {alias: string} for per-host commands) on every host at
-    once; return {alias: Session}. Never raises for a host's failure: a failed host's
-    Session says what happened (``exit_code``, ``error``). ``on_output``, ``stdout_to`` and
-    ``cancel_fd``: see :func:`_fan_out`. Raises OSError only if no process can be started."""
+    once; return their :class:`~enos.results.Results` (one Result per host, in host order,
+    also indexable by alias; ``label`` is the command they name, default ``command`` when it
+    is a string). Never raises for a host's failure: a failed host's Result says what
+    happened (``rc``, ``error``). ``use_masters=False`` starts one ``ssh`` process per host
+    even where a master runs. ``on_output(alias, "stdout"|"stderr", line)`` is called for
+    each line as it arrives; ``stdout_to`` maps aliases to a file descriptor that gets the
+    session's stdout directly (nothing is buffered); when ``cancel_fd`` becomes readable,
+    every running session is ended as at a timeout (error "cancelled").
+    Raises OSError only if no process can be started."""
     ensure_control_dirs(ssh_config)
     commands = command if isinstance(command, dict) else {h.alias: command for h in hosts}
+    label = label if label is not None else (command if isinstance(command, str) else "")
     base = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-T"]
-    jobs = _fan_out({h.alias: base + [h.alias, commands[h.alias]] for h in hosts}, timeout,
-                    mux=_mux_targets(ssh_config, hosts, commands) if use_masters else None,
-                    on_output=on_output, stdout_to=stdout_to, cancel_fd=cancel_fd)
-    out: Dict[str, Session] = {}
-    for h in hosts:
-        j = jobs[h.alias]
-        err = b"".join(j.err)
-        error = None
-        code: Optional[int] = j.code
-        if j.timed_out:
-            error, code = f"timed out after {timeout}s", None
-        elif j.cancelled:
-            error, code = "cancelled", None
-        elif j.code == 255:
-            error = "ssh failed: " + (err.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-        out[h.alias] = Session(h.alias, code, b"".join(j.out), err, error, j.started_at, j.ended_at,
-                               j.timed_out, j.cancelled)
-    return out
+    done = FanOut({h.alias: base + [h.alias, commands[h.alias]] for h in hosts}, timeout,
+                  mux=_mux_targets(ssh_config, hosts, commands) if use_masters else None,
+                  on_output=on_output, stdout_to=stdout_to, cancel_fd=cancel_fd).run()
+    return Results([done[h.alias].result(h, label, timeout) for h in hosts], label)
 
 
 def run_command(ssh_config: Path, hosts: Sequence[Host], command: str, timeout: Optional[float] = None,
-                tolerate_failures: bool = False, use_masters: bool = True) -> List[CommandResult]:
-    """Run ``command`` on every host at once; return one CommandResult per host, in order.
+                tolerate_failures: bool = False, use_masters: bool = True) -> Results:
+    """Run ``command`` on every host at once; return their Results (one per host, in order).
     ``use_masters=False`` starts one ``ssh`` process per host even where a master runs.
 
     Raises :class:`CommandFailed` (naming the hosts) if any host exits non-zero or cannot
     be reached, unless ``tolerate_failures``."""
-    sessions = run_sessions(ssh_config, hosts, command, timeout=timeout, use_masters=use_masters)
-    results = []
-    for h in hosts:
-        s = sessions[h.alias]
-        results.append(CommandResult(h.alias, s.exit_code, s.stdout.decode(errors="replace"),
-                                     s.stderr.decode(errors="replace"), s.error))
-    failed = [r for r in results if not r.ok]
-    if failed and not tolerate_failures:
-        raise CommandFailed(command, failed, results)
+    results = run_sessions(ssh_config, hosts, command, timeout=timeout, use_masters=use_masters)
+    if results.failed and not tolerate_failures:
+        raise CommandFailed(command, results.failed, results)
     return results
