@@ -51,27 +51,17 @@ def _warm_pool(uri: str, box: dict) -> None:
     """Upload the box volume as vagrant-libvirt names it (``<box>_vagrant_box_image_0_<mtime of
     box.img>_box.img``) and the kernel/initrd volumes enos uploads."""
     import os
-    from enos.libvirt.xml import volume_xml
+    from enos.libvirt.connection import connect
+    from enos.libvirt.storage import upload_once
     from enos.vagrant.box import box_manifest
     from enos.vagrant import libvirt_side
     d = Path(box["dir"])
     img = d / "box.img"
     name = (box["name"].replace("/", "-VAGRANTSLASH-") + f"_vagrant_box_image_0_{int(os.path.getmtime(img))}_box.img")
-    conn = libvirt_side.connect(uri)
+    conn = connect(uri)
     try:
         pool = libvirt_side.pool(conn, "default")
-        if name not in pool.listVolumes():
-            size = img.stat().st_size
-            vol = pool.createXML(volume_xml(name, size, fmt="qcow2", mode="0644"), 0)
-            st = conn.newStream(0)
-            vol.upload(st, 0, size, 0)
-            with open(img, "rb") as f:
-                while True:
-                    chunk = f.read(1 << 20)
-                    if not chunk:
-                        break
-                    st.send(chunk)
-            st.finish()
+        upload_once(conn, pool, name, img, fmt="qcow2", mode="0644")
         libvirt_side.box_boot_files(conn, pool, d, box_manifest(box["name"])["recipe_hash"])
     finally:
         conn.close()
@@ -82,6 +72,8 @@ def bench_vagrant(table, repeat: int, tmp: Path, enos: List[str], clean_env: Cal
     """Add the rows ``enos up`` / ``enos destroy`` of 2 Vagrant machines vs plain vagrant."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from libvirtd_fixture import start_libvirtd
+    from enos.libvirt.connection import connect
+    from enos.libvirt.storage import upload_once
     from enos.vagrant.box import build_box
     from enos.vagrant import libvirt_side
     box = build_box()
@@ -112,19 +104,19 @@ def bench_vagrant(table, repeat: int, tmp: Path, enos: List[str], clean_env: Cal
             plain = work / f"plain-{i}"
             plain.mkdir()
             shutil.copy2(env_dir / "vagrant" / "Vagrantfile", plain / "Vagrantfile")
-            conn = libvirt_side.connect(d.uri)
+            conn = connect(d.uri)
             try:
                 pool = libvirt_side.pool(conn, rec["pool"])
                 for m in rec["machines"]:
                     img = Path(rec["dir"]) / "seeds" / m["alias"] / "seed.img"
-                    libvirt_side.upload(conn, pool, m["seed"], img)
+                    upload_once(conn, pool, m["seed"], img)
             finally:
                 conn.close()
             live.append(plain)
             vups.append(_timed(d.ns_exec("vagrant", "up", "--provider", "libvirt"), plain, venv))
             vdowns.append(_timed(d.ns_exec("vagrant", "destroy", "-f"), plain, venv))
             live.remove(plain)
-            conn = libvirt_side.connect(d.uri)
+            conn = connect(d.uri)
             try:
                 left = libvirt_side.remove(conn, rec["pool"], rec)     # the seeds
             finally:

@@ -382,9 +382,11 @@ def test_two_envs_upload_the_same_base_at_once(hypervisor, tmp_path):
 
         def one(k):
             try:
-                pool = provs[k]._pool()
+                from enos.libvirt.storage import base_volumes
+                s = provs[k].session
+                pool = s.pool()
                 barrier.wait()
-                out[k] = provs[k]._base_volumes(pool, files)
+                out[k] = base_volumes(s.conn(), pool, files, s.opts["uri"], s.ctx.progress)
             except Exception as e:  # noqa: BLE001 - collected for the assertion
                 out[k] = e
         threads = [threading.Thread(target=one, args=(k,)) for k in range(2)]

@@ -165,11 +165,12 @@ def test_pools_and_host_vars_from_the_plan(tmp_path):
                                            ssh_key=tmp_path / "k"))
     rec = prov._plan()
     rec["addresses"] = {m["name"]: {"address": f"10.140.0.{i + 2}", "port": 22} for i, m in enumerate(rec["machines"])}
-    pools = prov._pools(rec)
+    from enos.vagrant import plan
+    pools = plan.pools(rec)
     assert len(pools) == 1 and pools[0].roles == ["data"] and pools[0].gateway == "192.168.50.1"
     assert "192.168.50.10" not in pools[0].free and "192.168.50.11" not in pools[0].free
     assert "192.168.50.1" not in pools[0].free and len(pools[0].free) == 254 - 3
-    hosts = prov._hosts(rec)
+    hosts = plan.hosts(rec, prov.opts["user"], str(prov.ctx.ssh_key))
     assert hosts[0].extra["data"] == "eth1" and hosts[0].extra["data_ip"] == "192.168.50.10"
 
 
@@ -280,8 +281,8 @@ def test_marked_processes_are_found_and_killed(tag):
     """vagrant runs with the one run tag (enos.process.run_environ); the tag of older envs
     (ENOS_VAGRANT_RUN) is still found, so destroy --sweep ends their processes too."""
     from enos import process
-    from enos.provider.vagrant import _vagrant_env
-    assert _vagrant_env("feedf00d")[process.RUN_ENV] == "feedf00d"
+    from enos.vagrant.command import vagrant_env
+    assert vagrant_env("feedf00d")[process.RUN_ENV] == "feedf00d"
     env = dict(os.environ, **{tag: "feedf00d"})
     p = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], env=env)
     try:

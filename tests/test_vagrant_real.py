@@ -43,8 +43,8 @@ def lvd():
     for tool in ("vagrant",):
         if not shutil.which(tool):
             _missing(f"{tool} not installed (apt-get install vagrant vagrant-libvirt)")
-    from enos.provider.vagrant import VagrantProvider
-    if not VagrantProvider._libvirt_plugin():
+    from enos.vagrant.command import libvirt_plugin
+    if not libvirt_plugin():
         _missing("vagrant-libvirt not installed (apt-get install vagrant-libvirt)")
     try:
         ensure_packages()
@@ -101,7 +101,8 @@ def leftovers(d, run_id: str):
     processes of the run, and Vagrant machine-index entries of its directory."""
     from enos.vagrant import libvirt_side
     from enos.process import pids_of_run
-    conn = libvirt_side.connect(d.uri)
+    from enos.libvirt.connection import connect
+    conn = connect(d.uri)
     try:
         out = libvirt_side.leftovers(conn, f"enos-{run_id}-")
     finally:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-
-def _lv():
-    import libvirt
-    return libvirt
+from enos.failpoint import checkpoint
+from enos.libvirt.connection import quiet_libvirt as _lv
 
 
 def not_found(err) -> bool:
@@ -46,3 +44,36 @@ def remove_network(conn, name: str) -> Optional[str]:
         return None
     except lv.libvirtError as e:
         return None if not_found(e) else f"network {name}: {e}"
+
+
+def remove_domain(conn, uuid: Optional[str] = None, name: Optional[str] = None, dom=None) -> Optional[str]:
+    """Stop and undefine a domain (``dom``, else found by ``uuid``, else by ``name``), with
+    its managed save, snapshot metadata and NVRAM; return None when it is gone (or never
+    existed), else a description of what failed. Raises nothing of libvirt's."""
+    lv = _lv()
+    try:
+        if dom is None:
+            dom = _lookup_domain(conn, uuid, name)
+        if dom.isActive():
+            dom.destroy()
+        checkpoint("libvirt.destroy.domain_stopped")
+        flags = (lv.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                 | getattr(lv, "VIR_DOMAIN_UNDEFINE_NVRAM", 0))
+        try:
+            dom.undefineFlags(flags)
+        except lv.libvirtError:
+            dom.undefine()
+        return None
+    except lv.libvirtError as e:
+        return None if not_found(e) else f"domain {name or uuid}: {e}"
+
+
+def _lookup_domain(conn, uuid: Optional[str], name: Optional[str]):
+    """The domain of ``uuid``, else (not found, or no uuid) of ``name``. Raises libvirtError."""
+    if uuid is not None:
+        try:
+            return conn.lookupByUUIDString(uuid)
+        except _lv().libvirtError as e:
+            if not not_found(e) or not name:
+                raise
+    return conn.lookupByName(name)

@@ -12,10 +12,12 @@ other host address of the CIDR is in the env's IP pool for that network.
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
-from enos.vagrant.flavours import DEFAULT_FLAVOUR, FLAVOURS
+from enos.model import Host, IpPool
+from enos.vagrant.flavours import DEFAULT_FLAVOUR, FLAVOURS, describe
 
 #: network roles of the two default networks (as Enos' vagrant provider)
 DEFAULT_NETWORK_ROLES = (["network_interface"], ["neutron_external_interface"])
@@ -48,12 +50,6 @@ def machine_size(spec, base_flavour: str = DEFAULT_FLAVOUR) -> Tuple[int, int]:
     if name not in FLAVOURS:
         raise KeyError(name)
     return FLAVOURS[name]
-
-
-def is_flavour_label(label: Optional[str]) -> bool:
-    """Return True when a compact-form label names a flavour (other labels, such as
-    ``machines`` or ``vms``, mean the default flavour)."""
-    return label is None or label in FLAVOURS
 
 
 def network_plan(config, run_id: str) -> List[Dict[str, Any]]:
@@ -120,3 +116,82 @@ def make_plan(config, run_id: str, base_flavour: str = DEFAULT_FLAVOUR) -> Dict[
 def gateway(cidr: str) -> str:
     """Return the gateway (first host address, ``.1``) of ``cidr``."""
     return str(ipaddress.ip_network(cidr, strict=False).network_address + 1)
+
+
+def check_config(config, default_backend: str, libvirt_only) -> None:
+    """Check flavours, the networks (CIDRs, overlaps, sizes, the roles machines name)
+    and libvirt-only keys with another backend. Raises ConfigError (file:line)."""
+    o = config.options or {}
+    backend = o.get("backend", default_backend)
+    for key in libvirt_only:
+        if key in o and backend != "libvirt":
+            raise config.error(f"provider.{key}", f"'{key}' is only for backend: libvirt "
+                                                  f"(this file asks for {backend})")
+    base = o.get("flavour", DEFAULT_FLAVOUR)
+    for m in config.machines:
+        opts = m.options or {}
+        if "flavour_desc" in opts and (m.label or "flavor" in opts):
+            raise config.error(m.keypath, "give either a flavour or 'flavour_desc', not both")
+        if m.label and "flavor" in opts:
+            raise config.error(m.keypath, "give either 'flavour' or 'flavor', not both")
+        try:
+            machine_size(m, base)
+        except KeyError as e:
+            name = e.args[0]
+            close = difflib.get_close_matches(str(name), FLAVOURS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            where = m.keypath if m.group is None else m.keypath
+            raise config.error(where, f"unknown flavour '{name}'{hint}; flavours: {describe()}") from None
+    nets = []
+    roles: Dict[str, int] = {}
+    for i, n in enumerate(config.networks or []):
+        path = f"resources.networks.{i}.cidr"
+        if (config.raw.get("provider") or {}).get("resources") if isinstance(config.raw.get("provider"), dict) else False:
+            path = "provider." + path
+        try:
+            net = ipaddress.ip_network(n["cidr"], strict=False)
+        except ValueError as e:
+            raise config.error(path, f"expected an IPv4 CIDR: {e}") from None
+        if net.num_addresses < 16:
+            raise config.error(path, f"{net} is too small: give at least a /28")
+        for p2, n2 in nets:
+            if net.overlaps(n2):
+                raise config.error(path, f"{net} overlaps {n2} ({p2})")
+        nets.append((path, net))
+        for r in n["roles"]:
+            roles[r] = i
+    total = sum(m.count for m in config.machines)
+    for path, net in nets:
+        if FIRST_HOST + total >= net.num_addresses - 1:
+            raise config.error(path, f"{net} cannot hold {total} machines from .{FIRST_HOST} up")
+    for m in config.machines:
+        for r in (m.options or {}).get("networks") or []:
+            if r not in roles:
+                known = ", ".join(sorted(roles)) or "none: add resources.networks"
+                raise config.error(m.keypath, f"network role '{r}' is not in resources.networks ({known})")
+
+def hosts(rec: dict, user: str, keyfile: str) -> List[Host]:
+    """Return the SSH hosts of the machines (addresses from ``vagrant ssh-config``; each
+    network role as an Ansible variable naming the NIC, as Enos: ``network_interface: eth1``)."""
+    nets = {n["key"]: n for n in rec["networks"]}
+    out = []
+    for m in rec["machines"]:
+        a = rec["addresses"][m["name"]]
+        extra: Dict[str, Any] = {"enos_vagrant_machine": m["name"], "enos_vagrant_dir": rec["dir"]}
+        for i, (key, ip) in enumerate(m["nics"], start=1):
+            for role in nets[key]["roles"]:
+                extra[role] = f"eth{i}"
+                extra[f"{role}_ip"] = ip
+        out.append(Host(alias=m["alias"], address=a["address"], user=user, port=a["port"], keyfile=keyfile,
+                        roles=list(m["roles"]), extra=extra, host_key=(rec.get("host_keys") or {}).get(m["alias"])))
+    return out
+
+
+def pools(rec: dict) -> List[IpPool]:
+    """Return one IP pool per private network: its addresses no machine uses."""
+    out = []
+    for n in rec["networks"]:
+        used = [ip for m in rec["machines"] for key, ip in m["nics"] if key == n["key"]]
+        out.append(IpPool.from_range(n["cidr"], exclude=used, gateway=gateway(n["cidr"]),
+                                     roles=list(n["roles"]), name=n["name"]))
+    return out
