@@ -19,7 +19,8 @@ import pytest
 
 from enos.errors import ConfigError, FailpointHit
 from enos.provider import local as local_mod
-from enos.provider.local import LocalProvider, pick_subnet
+from enos.local.plan import pick_subnet, plan_hosts
+from enos.provider.local import LocalProvider
 from enos.provider.provider import ProviderContext
 from enos.state import MemoryJournal, State
 from localhosts import RUN_IDS, alive, exists, leftovers, local_config, make_provider, ssh
@@ -71,7 +72,7 @@ def test_pick_subnet_avoids_every_used_network():
 def test_aliases_roles_and_addresses(tmp_path):
     cfg = local_config({"control": 1, "compute": 3})
     ctx = ProviderContext(config=cfg, journal=MemoryJournal(), env_dir=tmp_path, run_id="abcd1234")
-    plans = LocalProvider(ctx)._plan(ipaddress.ip_network("10.9.8.0/24"), "10.9.8.1")
+    plans = plan_hosts(ctx.config, ctx.run_id, ipaddress.ip_network("10.9.8.0/24"), "10.9.8.1")
     assert [p.alias for p in plans] == ["control-1", "compute-1", "compute-2", "compute-3"]
     assert [p.address for p in plans] == ["10.9.8.2", "10.9.8.3", "10.9.8.4", "10.9.8.5"]
     assert [p.ns for p in plans] == [f"enos-abcd1234-{i}" for i in range(4)]
@@ -96,7 +97,7 @@ def test_reservation_forms_through_the_loader(tmp_path):
         {"roles": ["gw", "net"], "nodes": 1, "extra_hosts": {"api.example.org": "10.1.1.1"}},
         {"role": "compute", "nodes": 2}]}}, str(tmp_path / "r.yaml"))
     ctx = ProviderContext(config=explicit, journal=MemoryJournal(), env_dir=tmp_path, run_id="abcd1234")
-    plans = LocalProvider(ctx)._plan(ipaddress.ip_network("10.9.8.0/24"), "10.9.8.1")
+    plans = plan_hosts(ctx.config, ctx.run_id, ipaddress.ip_network("10.9.8.0/24"), "10.9.8.1")
     assert [(p.alias, p.roles) for p in plans] == [("gw-net-1", ["gw", "net"]), ("compute-1", ["compute"]),
                                                    ("compute-2", ["compute"])]
     assert plans[0].extra_hosts == {"api.example.org": "10.1.1.1"} and plans[1].extra_hosts == {}
@@ -129,7 +130,8 @@ def test_check_names_what_is_missing(tmp_path, monkeypatch):
     for what, fix in (("ip", "iproute2"), ("unshare", "util-linux"), ("ssh-keygen", "openssh-client")):
         assert not checks[what].ok and fix in checks[what].fix
     assert checks["root privileges"].ok == (os.geteuid() == 0)
-    monkeypatch.setattr(local_mod, "SSHD_CANDIDATES", ())
+    from enos.local import sshd as sshd_mod
+    monkeypatch.setattr(sshd_mod, "SSHD_CANDIDATES", ())
     assert not {c.what: c for c in LocalProvider(ctx).check()}["sshd"].ok
 
 
