@@ -23,18 +23,21 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Union
+from typing import List, Optional, Union
 
-from enos import failpoint
-from enos.errors import (DestroyIncomplete, EnosError, EnvDestroyed, NoEnvironment, StateDamaged, StateError, StateUnwritable,
+from enos import failpoint, process
+from enos.errors import (DestroyIncomplete, EnosError, EnvDestroyed, NoEnvironment, StateDamaged, StateUnwritable,
                          Unsupported, UsageError)
+from enos.inventory import write_inventory
 from enos.model import Resources
+from enos.progress import NULL
+from enos.provider import load_provider_class
 from enos.provider.provider import Provider, ProviderContext
-from enos.state import (CURRENT, LOCK_FILE, STATE_FILE, Lock, State, claim_env_dir, now_iso,
-                        previous_run_traces, recovery_hint, set_current)
-
-if TYPE_CHECKING:
-    from enos.reservation.config import Config
+from enos.reservation.config import Config, config_from_data, load_config
+from enos.ssh.client import control_dir, stop_masters, wait_for_ssh, write_ssh_files
+from enos.ssh.keys import ensure_keypair
+from enos.state import (CURRENT, LOCK_FILE, STATE_FILE, Lock, MemoryJournal, State, claim_env_dir, now_iso,
+                        previous_run_traces, recovery_hint, resolve_env, set_current)
 
 log = logging.getLogger("enos.task")
 
@@ -94,7 +97,6 @@ class Environment:
 
     def provider(self, progress=None, config=None) -> Provider:
         """Return the provider instance for this env (from the saved config unless given)."""
-        from enos.provider import load_provider_class
         config = config or self.config
         cls = load_provider_class(config.provider_type)
         ctx = ProviderContext(config=config, journal=self.state.journal, env_dir=self.env_dir,
@@ -106,26 +108,21 @@ class Environment:
     def open(cls, env: Optional[str] = None, base: Path = Path(".")) -> "Environment":
         """Return the environment named by ``env`` (or ``<base>/current``).
         Raises NoEnvironment / StateError."""
-        from enos.state import resolve_env
         d = resolve_env(env, base)
         return cls(d, State.load(d))
 
 
-def load_reservation(path) -> "Config":
+def load_reservation(path) -> Config:
     """Read and validate the reservation file ``path`` with the provider registry; return
     its :class:`~enos.reservation.config.Config`. Raises ConfigError (file, line, key) or
     MissingDependency (the provider's library is not installed)."""
-    from enos.provider import load_provider_class
-    from enos.reservation.config import load_config
     return load_config(path, provider_loader=load_provider_class)
 
 
-def reservation_from_data(data: dict, file: str, **kwargs) -> "Config":
+def reservation_from_data(data: dict, file: str, **kwargs) -> Config:
     """Validate already-parsed reservation ``data`` (named ``file`` in errors) with the
     provider registry; return its Config. Keyword arguments go to
     :func:`~enos.reservation.config.config_from_data`. Raises ConfigError."""
-    from enos.provider import load_provider_class
-    from enos.reservation.config import config_from_data
     return config_from_data(data, file, provider_loader=load_provider_class, **kwargs)
 
 
@@ -206,7 +203,7 @@ def _resume_or_refuse(env_dir: Path) -> Optional[State]:
     return None
 
 
-def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base: Path = Path("."),
+def up(config_file: Union[str, Path, Config], env: Optional[str] = None, base: Path = Path("."),
        force_deploy: bool = False, tags: Optional[str] = None, progress=None,
        verbose: bool = False, provision: bool = True, ssh_timeout: float = 600.0) -> Environment:
     """Book, reach and provision the resources of ``config_file`` (a reservation file, or
@@ -227,23 +224,10 @@ def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base:
 
 
 def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision, ssh_timeout) -> Environment:
-    from enos.progress import NULL
-    from enos.ssh.keys import ensure_keypair
+    """``up`` under the umask: the phases below, in order, the env dir locked throughout."""
     progress = progress or NULL
     base = Path(base)
-    from enos.reservation.config import Config
-    # may raise: nothing created yet
-    config = config_file if isinstance(config_file, Config) else load_reservation(config_file)
-    from enos.provider import load_provider_class
-    # a missing library → error before any env dir; the provider's preflight (a missing
-    # image or key file, a subnet in use here) runs for a new env before its state exists
-    cls = load_provider_class(config.provider_type)
-
-    for w in config.warnings:
-        progress.info(f"warning: {w}")
-    if config.variables:
-        progress.info(config.variables_summary())
-
+    config, cls = _load_for_up(config_file, progress)     # may raise: nothing created yet
     env_dir, created = _claim_env_dir(env, base)
     if env_dir.stat().st_uid == os.geteuid():
         env_dir.chmod(0o700)     # private keys, state and logs: the owner's only
@@ -252,66 +236,19 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
     done = False
     lock.acquire()     # StateLocked: another enos holds it; the dir is theirs, left alone
     try:
-        state = _resume_or_refuse(env_dir)
-        if state is not None and state.phase == "destroyed":
-            for name in _RUN_FILES:
-                (env_dir / name).unlink(missing_ok=True)
-            state = None
-        if state is not None and state.data.get("provider") != config.provider_type:
-            raise UsageError(f"{env_dir} holds a '{state.data.get('provider')}' environment, not "
-                             f"'{config.provider_type}': run 'enos destroy' first or use another --env")
-        if state is None:
-            cls.preflight(config)   # this machine's side of the config, before anything is created
-            state = State.create(env_dir, config.file, config.raw, config.provider_type,
-                                 config_state=config.to_state())
-            progress.info(f"environment {env_dir} (run {state.run_id})")
-        else:
-            state.data["config"] = config.to_state()
-            state.save()
-            progress.info(f"resuming environment {env_dir} (run {state.run_id}, phase {state.phase})")
+        state = _open_for_up(env_dir, config, cls, progress)
         if env is None or env_dir.parent == base.resolve():
             set_current(base, env_dir)
         failpoint.checkpoint("task.env_created")
         environment = Environment(env_dir, state)
         environment._config = config
         ensure_keypair(env_dir / "ssh", f"enos-{state.run_id}")
-        from enos.ssh.client import control_dir
         control_dir(state.run_id)   # another user's socket dir is refused before booking
-
         provider = environment.provider(progress, config)
-        state.set_phase("booking")
-        failpoint.checkpoint("task.booking")
-        resources = provider.init(force_deploy=force_deploy)
-        state.data["resources"] = resources.to_dict()
-        state.set_phase("booked")
-        failpoint.checkpoint("task.booked")
-
-        from enos.inventory import write_inventory
-        from enos.ssh.client import wait_for_ssh, write_ssh_files
-        _check_free_space(env_dir, "the SSH files and the inventory")
-        write_ssh_files(env_dir, resources.hosts, state.run_id)
-        write_inventory(env_dir, resources, environment.ssh_config)
-        failpoint.checkpoint("task.files_written")
-        if resources.hosts:
-            wait_for_ssh(environment.ssh_config, [h.alias for h in resources.hosts],
-                         timeout=ssh_timeout, progress=progress)
-        failpoint.checkpoint("task.ssh_ready")
+        resources = _book(environment, provider, force_deploy)
+        _reach(environment, resources, ssh_timeout, progress)
         if provision:
-            provider.before_preinstall(environment)
-            failpoint.checkpoint("task.before_preinstall")
-            if resources.hosts:
-                from enos.ansible import PREINSTALL, run_playbooks
-                _check_free_space(env_dir, "Ansible (its artifacts and fact cache)")
-                extravars = dict(config.variables)
-                extravars.update(enos_env_dir=str(env_dir), enos_run_id=state.run_id)
-                run_playbooks(env_dir, environment.inventory, environment.ssh_config,
-                              [PREINSTALL, *config.provision], len(resources.hosts),
-                              extravars=extravars, tags=tags, progress=progress, verbose=verbose,
-                              run_id=state.run_id)
-            failpoint.checkpoint("task.preinstalled")
-            provider.after_preinstall(environment)
-            state.set_phase("provisioned")
-            failpoint.checkpoint("task.provisioned")
+            _provision(environment, provider, tags, progress, verbose)
         state.set_phase("ready")
         failpoint.checkpoint("task.ready")
         done = True
@@ -332,12 +269,93 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
         lock.release()
 
 
+def _load_for_up(config_file, progress):
+    """Return (Config, provider class) of ``config_file``, its warnings shown. Raises
+    ConfigError, MissingDependency (the provider's library) — before any env dir exists."""
+    config = config_file if isinstance(config_file, Config) else load_reservation(config_file)
+    cls = load_provider_class(config.provider_type)
+    for w in config.warnings:
+        progress.info(f"warning: {w}")
+    if config.variables:
+        progress.info(config.variables_summary())
+    return config, cls
+
+
+def _open_for_up(env_dir: Path, config, cls, progress) -> State:
+    """Under the lock: return the state to resume, or a new one (after the provider's
+    preflight: this machine's side of the config, before anything is created). A destroyed
+    env starts over. Raises UsageError (another provider's env), StateDamaged, ConfigError."""
+    state = _resume_or_refuse(env_dir)
+    if state is not None and state.phase == "destroyed":
+        for name in _RUN_FILES:
+            (env_dir / name).unlink(missing_ok=True)
+        state = None
+    if state is not None and state.data.get("provider") != config.provider_type:
+        raise UsageError(f"{env_dir} holds a '{state.data.get('provider')}' environment, not "
+                         f"'{config.provider_type}': run 'enos destroy' first or use another --env")
+    if state is None:
+        cls.preflight(config)
+        state = State.create(env_dir, config.file, config.raw, config.provider_type,
+                             config_state=config.to_state())
+        progress.info(f"environment {env_dir} (run {state.run_id})")
+    else:
+        state.data["config"] = config.to_state()
+        state.save()
+        progress.info(f"resuming environment {env_dir} (run {state.run_id}, phase {state.phase})")
+    return state
+
+
+def _book(environment: "Environment", provider: Provider, force_deploy: bool) -> Resources:
+    """``booking`` → ``provider.init()`` → ``booked`` with the resources saved."""
+    state = environment.state
+    state.set_phase("booking")
+    failpoint.checkpoint("task.booking")
+    resources = provider.init(force_deploy=force_deploy)
+    state.data["resources"] = resources.to_dict()
+    state.set_phase("booked")
+    failpoint.checkpoint("task.booked")
+    return resources
+
+
+def _reach(environment: "Environment", resources: Resources, ssh_timeout: float, progress) -> None:
+    """Write ssh_config, known_hosts and the inventory; wait until every host answers SSH."""
+    env_dir, run_id = environment.env_dir, environment.run_id
+    _check_free_space(env_dir, "the SSH files and the inventory")
+    write_ssh_files(env_dir, resources.hosts, run_id)
+    write_inventory(env_dir, resources, environment.ssh_config)
+    failpoint.checkpoint("task.files_written")
+    if resources.hosts:
+        wait_for_ssh(environment.ssh_config, [h.alias for h in resources.hosts],
+                     timeout=ssh_timeout, progress=progress)
+    failpoint.checkpoint("task.ssh_ready")
+
+
+def _provision(environment: "Environment", provider: Provider, tags, progress, verbose: bool) -> None:
+    """``before_preinstall`` → the preinstall and the reservation's playbooks →
+    ``after_preinstall`` → ``provisioned``."""
+    env_dir, state, config = environment.env_dir, environment.state, environment.config
+    hosts = environment.resources.hosts
+    provider.before_preinstall(environment)
+    failpoint.checkpoint("task.before_preinstall")
+    if hosts:
+        from enos.ansible import PREINSTALL, run_playbooks      # ansible-runner: only to provision
+        _check_free_space(env_dir, "Ansible (its artifacts and fact cache)")
+        extravars = dict(config.variables)
+        extravars.update(enos_env_dir=str(env_dir), enos_run_id=state.run_id)
+        run_playbooks(env_dir, environment.inventory, environment.ssh_config,
+                      [PREINSTALL, *config.provision], len(hosts),
+                      extravars=extravars, tags=tags, progress=progress, verbose=verbose,
+                      run_id=state.run_id)
+    failpoint.checkpoint("task.preinstalled")
+    provider.after_preinstall(environment)
+    state.set_phase("provisioned")
+    failpoint.checkpoint("task.provisioned")
+
+
 def end_processes(env_dir: Path, run_id: str) -> List[str]:
     """End the env's recorded children (:mod:`enos.process`: a playbook and all it
     started) and close its SSH connection masters (removing their socket dir); return
     what is still alive (normally []). Raises nothing."""
-    from enos import process
-    from enos.ssh.client import stop_masters
     left = process.end_recorded(env_dir)
     stop_masters(run_id)
     return left
@@ -398,7 +416,6 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
     Raises NoEnvironment, StateDamaged, StateLocked, DestroyIncomplete, the provider's
     errors (the env stays ``destroying``: run destroy again), Unsupported (sweep on a
     provider that cannot), StateUnwritable (freed but not recorded)."""
-    from enos.progress import NULL
     progress = progress or NULL
     environment = Environment.open(env, base)
     with Lock(environment.env_dir):
@@ -478,8 +495,6 @@ def sweep_run(config_file: str, run_id: str, progress=None) -> List[str]:
     id (8 hex characters: matched exactly, never as a prefix), Unsupported if the
     provider cannot sweep."""
     import tempfile
-    from enos.provider import load_provider_class
-    from enos.state import MemoryJournal
     import re
     if not re.fullmatch(r"[0-9a-f]{8}", run_id or ""):
         raise UsageError(f"--run-id {run_id!r}: give a full run id (8 hex characters, as 'enos info' "
@@ -488,7 +503,6 @@ def sweep_run(config_file: str, run_id: str, progress=None) -> List[str]:
     cls = load_provider_class(config.provider_type)
     if "sweep" not in cls.capabilities:
         raise Unsupported(f"provider '{cls.type}' cannot sweep")
-    from enos import process
     ended = [f"process {p}" for p in process.end_run(run_id)]  # orphaned playbooks of the run
     with tempfile.TemporaryDirectory(prefix="enos-sweep-") as tmp:
         ctx = ProviderContext(config=config, journal=MemoryJournal(), env_dir=Path(tmp),
