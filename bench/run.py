@@ -171,9 +171,11 @@ class Envs:
 
 
 def open_env(d: Path):
-    """Return the enos Environment of dir ``d``."""
-    from enos.task import require_env
-    return require_env(str(d))
+    """Return the env dir (enos.task.EnvDir: paths, state, resources) of dir ``d``."""
+    import enos
+    env = enos.load(str(d))
+    env.require_hosts()
+    return env.envdir
 
 
 # --------------------------------------------------------------------------- baselines

@@ -484,7 +484,7 @@ def cmd_tc(args, g) -> int:
     if not (args["--reset"] or args["--dry-run"] or args["--test"]):
         out["applied"] = env.tc(constraints)
         if fmt == "text":
-            _out(tc.describe_plan(tc.applied(env.environment)) or "no constraint applies to these hosts")
+            _out(tc.describe_plan(tc.applied(env.envdir)) or "no constraint applies to these hosts")
             for alias, st in sorted(out["applied"].items()):
                 _out(f"{alias}: {st}")
     report = None
@@ -632,8 +632,9 @@ def cmd_check(args, g) -> int:
 
 
 def cmd_inventory(args, g) -> int:
-    from enos.task import require_env
-    env = require_env(_env_arg(args))
+    from enos.experiment.env import load_or_current
+    env = load_or_current(_env_arg(args))
+    env.require_hosts()
     if args["--path"]:
         _out(str(env.inventory))
     else:
@@ -642,9 +643,9 @@ def cmd_inventory(args, g) -> int:
 
 
 def cmd_ssh(args, g) -> int:
-    from enos.task import require_env
-    env = require_env(_env_arg(args))
-    aliases = [h.alias for h in env.resources.hosts]
+    from enos.experiment.env import load_or_current
+    env = load_or_current(_env_arg(args))
+    aliases = [h.alias for h in env.require_hosts()]
     host = args["HOST"]
     if host not in aliases:
         import difflib
@@ -703,15 +704,9 @@ def cmd_backup(args, g) -> int:
 
 
 def cmd_extend(args, g) -> int:
-    import re
-    from enos.task import require_env
-    wt = args["--walltime"]
-    if not re.fullmatch(r"\+?\d+:[0-5]\d(:[0-5]\d)?", wt or ""):
-        raise _usage(f"--walltime: expected +H:MM[:SS] (e.g. +1:30), got '{wt}'")
-    env = require_env(_env_arg(args))
-    provider = env.provider(_progress(g["quiet"]))
-    provider.require("extend_walltime")
-    result = provider.extend(wt.lstrip("+"))
+    from enos.experiment.env import check_extension, load_or_current
+    walltime = check_extension(args["--walltime"])         # exit 2 before the env is read
+    result = load_or_current(_env_arg(args), quiet=g["quiet"]).extend(walltime)
     for k, v in result.items():
         _out(f"{k}: {v}")
     return 0

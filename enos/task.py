@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 from enos import failpoint, process
-from enos.errors import (DestroyIncomplete, EnosError, EnvDestroyed, NoEnvironment, StateDamaged, StateUnwritable,
+from enos.errors import (DestroyIncomplete, EnosError, StateDamaged, StateUnwritable,
                          Unsupported, UsageError)
 from enos.inventory import write_inventory
 from enos.model import Resources
@@ -45,8 +45,9 @@ log = logging.getLogger("enos.task")
 _RUN_FILES = ("ssh_config", "known_hosts", "inventory.yml")
 
 
-class Environment:
-    """An environment directory and its saved state."""
+class EnvDir:
+    """An env dir and its saved state (``state.json``, a :class:`~enos.state.State`): what the
+    task runner and the layers below :class:`enos.Env` work on."""
 
     def __init__(self, env_dir: Path, state: State):
         self.env_dir = Path(env_dir)
@@ -95,7 +96,7 @@ class Environment:
             self._config = Config.from_state(self.state.data["config"], provider_loader=load_provider_class)
         return self._config
 
-    def provider(self, progress=None, config=None) -> Provider:
+    def open_provider(self, progress=None, config=None) -> Provider:
         """Return the provider instance for this env (from the saved config unless given)."""
         config = config or self.config
         cls = load_provider_class(config.provider_type)
@@ -105,11 +106,15 @@ class Environment:
         return cls(ctx)
 
     @classmethod
-    def open(cls, env: Optional[str] = None, base: Path = Path(".")) -> "Environment":
+    def open(cls, env: Optional[str] = None, base: Path = Path(".")) -> "EnvDir":
         """Return the environment named by ``env`` (or ``<base>/current``).
         Raises NoEnvironment / StateError."""
         d = resolve_env(env, base)
         return cls(d, State.load(d))
+
+
+#: deprecated name of :class:`EnvDir`
+Environment = EnvDir
 
 
 def load_reservation(path) -> Config:
@@ -205,9 +210,9 @@ def _resume_or_refuse(env_dir: Path) -> Optional[State]:
 
 def up(config_file: Union[str, Path, Config], env: Optional[str] = None, base: Path = Path("."),
        force_deploy: bool = False, tags: Optional[str] = None, progress=None,
-       verbose: bool = False, provision: bool = True, ssh_timeout: float = 600.0) -> Environment:
+       verbose: bool = False, provision: bool = True, ssh_timeout: float = 600.0) -> EnvDir:
     """Book, reach and provision the resources of ``config_file`` (a reservation file, or
-    an already validated :class:`Config`); return the Environment.
+    an already validated :class:`Config`); return the EnvDir.
 
     Resumes the current env (or ``env``) if it has not been destroyed: the provider re-finds
     what it booked instead of booking twice. Raises ConfigError (nothing created, the
@@ -223,7 +228,7 @@ def up(config_file: Union[str, Path, Config], env: Optional[str] = None, base: P
         os.umask(old_umask)
 
 
-def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision, ssh_timeout) -> Environment:
+def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision, ssh_timeout) -> EnvDir:
     """``up`` under the umask: the phases below, in order, the env dir locked throughout."""
     progress = progress or NULL
     base = Path(base)
@@ -244,7 +249,7 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
         environment._config = config
         ensure_keypair(env_dir / "ssh", f"enos-{state.run_id}")
         control_dir(state.run_id)   # another user's socket dir is refused before booking
-        provider = environment.provider(progress, config)
+        provider = environment.open_provider(progress, config)
         resources = _book(environment, provider, force_deploy)
         _reach(environment, resources, ssh_timeout, progress)
         if provision:
@@ -305,7 +310,7 @@ def _open_for_up(env_dir: Path, config, cls, progress) -> State:
     return state
 
 
-def _book(environment: "Environment", provider: Provider, force_deploy: bool) -> Resources:
+def _book(environment: "EnvDir", provider: Provider, force_deploy: bool) -> Resources:
     """``booking`` → ``provider.init()`` → ``booked`` with the resources saved."""
     state = environment.state
     state.set_phase("booking")
@@ -317,7 +322,7 @@ def _book(environment: "Environment", provider: Provider, force_deploy: bool) ->
     return resources
 
 
-def _reach(environment: "Environment", resources: Resources, ssh_timeout: float, progress) -> None:
+def _reach(environment: "EnvDir", resources: Resources, ssh_timeout: float, progress) -> None:
     """Write ssh_config, known_hosts and the inventory; wait until every host answers SSH."""
     env_dir, run_id = environment.env_dir, environment.run_id
     _check_free_space(env_dir, "the SSH files and the inventory")
@@ -330,7 +335,7 @@ def _reach(environment: "Environment", resources: Resources, ssh_timeout: float,
     failpoint.checkpoint("task.ssh_ready")
 
 
-def _provision(environment: "Environment", provider: Provider, tags, progress, verbose: bool) -> None:
+def _provision(environment: "EnvDir", provider: Provider, tags, progress, verbose: bool) -> None:
     """``before_preinstall`` → the preinstall and the reservation's playbooks →
     ``after_preinstall`` → ``provisioned``."""
     env_dir, state, config = environment.env_dir, environment.state, environment.config
@@ -405,8 +410,8 @@ def _journal_summary(state: State, limit: int = 40) -> str:
 
 
 def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = False,
-            progress=None, forget: bool = False) -> Environment:
-    """Release everything the env booked, from its saved state only; return the Environment.
+            progress=None, forget: bool = False) -> EnvDir:
+    """Release everything the env booked, from its saved state only; return the EnvDir.
 
     Idempotent (a destroyed env is destroyed again harmlessly). With ``sweep``, also asks
     the provider to remove leftovers tagged with the run id. With ``forget``, frees
@@ -417,14 +422,14 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
     errors (the env stays ``destroying``: run destroy again), Unsupported (sweep on a
     provider that cannot), StateUnwritable (freed but not recorded)."""
     progress = progress or NULL
-    environment = Environment.open(env, base)
+    environment = EnvDir.open(env, base)
     with Lock(environment.env_dir):
         state = State.load(environment.env_dir)      # re-read under the lock
         state.best_effort = True
         environment.state = state
         if forget:
             return _forget(environment, progress)
-        provider = environment.provider(progress)
+        provider = environment.open_provider(progress)
         if sweep and "sweep" not in provider.capabilities:
             raise Unsupported(f"provider '{provider.type}' cannot sweep")
         state.set_phase("destroying")
@@ -474,7 +479,7 @@ def _record_final(state: State, done: str) -> None:
         raise err from None
 
 
-def _forget(environment: Environment, progress) -> Environment:
+def _forget(environment: EnvDir, progress) -> EnvDir:
     """Mark the env destroyed without freeing anything; say what the journal still lists."""
     state = environment.state
     left = _journal_summary(state)
@@ -508,19 +513,3 @@ def sweep_run(config_file: str, run_id: str, progress=None) -> List[str]:
         ctx = ProviderContext(config=config, journal=MemoryJournal(), env_dir=Path(tmp),
                               run_id=run_id, progress=progress)
         return ended + cls(ctx).sweep()
-
-
-def require_env(env: Optional[str], base: Path = Path(".")) -> Environment:
-    """Return the env for read-only commands (info, inventory, ssh, run), or raise
-    NoEnvironment with a hint when it has no resources yet."""
-    e = Environment.open(env, base)
-    if e.state.phase == "destroyed":
-        raise EnvDestroyed(f"environment {e.env_dir} (run {e.run_id}) is destroyed: its hosts are "
-                           f"gone; 'enos up' books new ones")
-    if e.state.phase == "destroying":
-        raise NoEnvironment(f"environment {e.env_dir} is {e.state.phase} (run {e.run_id}): its hosts are "
-                            f"being freed or gone; 'enos up' books new ones")
-    if e.resources is None:
-        raise NoEnvironment(f"environment {e.env_dir} has no resources yet (phase {e.state.phase}); "
-                            f"run 'enos up'")
-    return e

@@ -54,9 +54,11 @@ def env3(tmp_path_factory):
     p = subprocess.run(cmd + ["up", "-f", "r.yaml", "--env", "env", "--no-provision"], cwd=d,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    from enos.task import require_env
+    import enos
     try:
-        yield require_env(str(d / "env"))
+        env = enos.load(str(d / "env"))
+        env.require_hosts()
+        yield env.envdir
     finally:
         subprocess.run(cmd + ["destroy", "--env", "env"], cwd=d, capture_output=True, timeout=120)
 

@@ -282,7 +282,7 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
                                           "campaign": camp.raw})
         environment = open_env(camp, results, env, progress, config)
         if env:
-            check_network_constraints(camp, environment.environment.config)
+            check_network_constraints(camp, environment.envdir.config)
         for step in camp.setup + camp.steps:
             if step.roles:
                 environment.select(step.roles)     # UsageError naming the known roles

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence,
                     Union, overload)
 
-from enos import task
-from enos import render
+from enos import render, task
 from enos.errors import CommandFailed, EnvDestroyed, NoEnvironment, UsageError
 from enos.experiment.command import (PID_MARK, OutputCallback, RoleSelector, kill_group, take_pid,
                                      with_pid, wrap_command)
@@ -87,13 +87,13 @@ def load(env_dir: Union[str, os.PathLike], *, keep: bool = True, quiet: bool = F
     a loaded env is not destroyed at the end of a ``with`` block (``keep=False`` to do so).
 
     Raises NoEnvironment (no state there), StateError (unreadable state)."""
-    return Env(task.Environment.open(os.fspath(env_dir)), keep=keep, quiet=quiet)
+    return Env(task.EnvDir.open(os.fspath(env_dir)), keep=keep, quiet=quiet)
 
 
 def current(base: Union[str, os.PathLike] = ".", *, keep: bool = True, quiet: bool = False) -> "Env":
     """Attach to the env ``<base>/current`` points at (the last ``enos up`` run in
     ``base``); return its :class:`Env`. Raises NoEnvironment when there is none."""
-    return Env(task.Environment.open(None, Path(base)), keep=keep, quiet=quiet)
+    return Env(task.EnvDir.open(None, Path(base)), keep=keep, quiet=quiet)
 
 
 def load_or_current(env_dir: Optional[str] = None, base: Union[str, os.PathLike] = ".",
@@ -101,6 +101,13 @@ def load_or_current(env_dir: Optional[str] = None, base: Union[str, os.PathLike]
     """Return :func:`load` of ``env_dir``, or :func:`current` of ``base`` when it is None
     (what the CLI's ``--env DIR`` means). Raises NoEnvironment."""
     return load(env_dir, quiet=quiet) if env_dir else current(base, quiet=quiet)
+
+
+def check_extension(walltime: str) -> str:
+    """Return the walltime extension ``[+]H:MM[:SS]`` without its ``+``. Raises UsageError."""
+    if not re.fullmatch(r"\+?\d+:[0-5]\d(:[0-5]\d)?", walltime or ""):
+        raise UsageError(f"--walltime: expected +H:MM[:SS] (e.g. +1:30), got '{walltime}'")
+    return walltime.lstrip("+")
 
 
 def destroy(env: Optional[str] = None, base: Union[str, os.PathLike] = ".", sweep: bool = False,
@@ -123,13 +130,13 @@ def _remove_tc_of(env: Optional[str], base: Path, progress) -> None:
     state cannot be read (destroy then says why)."""
     from enos.errors import EnosError
     try:
-        environment = task.Environment.open(env, base)
+        environment = task.EnvDir.open(env, base)
     except EnosError:
         return
     _remove_tc(environment, progress)
 
 
-def _remove_tc(environment: "task.Environment", progress) -> None:
+def _remove_tc(environment: "task.EnvDir", progress) -> None:
     """Before a destroy: remove the tc trees enos applied (machines a provider does not
     wipe — static hosts, Grid'5000 nodes without redeploy — would keep them). Best effort,
     short: an unreachable host only gets a warning, the destroy goes on."""
@@ -152,71 +159,77 @@ class Env:
     :meth:`play` playbooks, :meth:`backup` files home, :meth:`destroy`. A context manager:
     destroyed on exit unless created with ``keep=True``."""
 
-    def __init__(self, environment: "task.Environment", keep: bool = True, quiet: bool = False,
+    def __init__(self, environment: "task.EnvDir", keep: bool = True, quiet: bool = False,
                  progress=None):
-        self._environment = environment
+        self._envdir = environment
         self.keep = keep
         self.quiet = quiet
         self._progress_obj = progress
 
     # --- what the env is -----------------------------------------------------------------
     @property
-    def environment(self) -> "task.Environment":
-        """The task runner's view of the env dir (state, paths)."""
-        return self._environment
+    def envdir(self) -> "task.EnvDir":
+        """The env dir and its saved state, as the task runner sees it (for the layers
+        below the Python API; scripts use the attributes of this object)."""
+        return self._envdir
+
+    @property
+    def environment(self) -> "task.EnvDir":
+        """Deprecated name of :attr:`envdir`."""
+        return self._envdir
 
     @property
     def env_dir(self) -> Path:
         """The env directory (absolute)."""
-        return self._environment.env_dir
+        return self._envdir.env_dir
 
     @property
     def run_id(self) -> str:
         """The run id tagging every resource of the env."""
-        return self._environment.run_id
+        return self._envdir.run_id
 
     @property
     def phase(self) -> str:
         """The env's phase (``booking``, ``ready``, ``destroyed``, ...)."""
-        return self._environment.state.phase
+        return self._envdir.state.phase
 
     @property
     def provider(self) -> Optional[str]:
         """The provider type (``local``, ``g5k``, ...)."""
-        return self._environment.state.data.get("provider")
+        return self._envdir.state.data.get("provider")
 
     @property
     def ssh_config(self) -> Path:
         """The env's ssh_config (``ssh -F`` it to reach a host by alias)."""
-        return self._environment.ssh_config
+        return self._envdir.ssh_config
 
     @property
     def inventory(self) -> Path:
         """The env's Ansible inventory."""
-        return self._environment.inventory
+        return self._envdir.inventory
 
     @property
     def hosts(self) -> List[Host]:
         """Every host of the env, in the order the provider gave them (empty before booking)."""
-        res = self._environment.resources
+        res = self._envdir.resources
         return list(res.hosts) if res else []
 
     @property
     def roles(self) -> "Roles":
         """A dict role → list of :class:`Host` (alias, address, user, port, extra, ...)."""
-        res = self._environment.resources
+        res = self._envdir.resources
         return Roles(res.roles() if res else {})
 
     @property
     def networks(self) -> List[IpPool]:
         """The networks the provider gave, with their free addresses."""
-        res = self._environment.resources
+        res = self._envdir.resources
         return list(res.networks) if res else []
 
     def reload(self) -> "Env":
         """Re-read the env's state from disk (another process may have changed it); return self."""
         from enos.state import State
-        self._environment.state = State.load(self.env_dir)
+        self._envdir.state = State.load(self.env_dir)
         return self
 
     def _progress(self):
@@ -229,7 +242,7 @@ class Env:
 
         Raises NoEnvironment (nothing booked yet, or being destroyed), EnvDestroyed (destroyed: exit 1), UsageError (unknown role
         or alias, naming the known roles)."""
-        self._require_hosts()
+        self.require_hosts()
         hosts = self.hosts
         if roles is None:
             return hosts
@@ -253,16 +266,19 @@ class Env:
         wanted = set(names)
         return [h for h in hosts if h.alias in wanted or wanted & set(h.roles)]
 
-    def _require_hosts(self) -> None:
+    def require_hosts(self) -> List[Host]:
+        """Return the env's hosts. Raises EnvDestroyed (destroyed), NoEnvironment (being
+        destroyed, or nothing booked yet) — what every command on the hosts checks first."""
         if self.phase == "destroyed":
             raise EnvDestroyed(f"environment {self.env_dir} (run {self.run_id}) is destroyed: its "
                                f"hosts are gone; run enos.up / 'enos up' to book new ones")
         if self.phase == "destroying":
             raise NoEnvironment(f"environment {self.env_dir} is destroying (run {self.run_id}): its hosts "
                                 f"are being freed; run enos.up / 'enos up' to book new ones")
-        if self._environment.resources is None:
+        if self._envdir.resources is None:
             raise NoEnvironment(f"environment {self.env_dir} has no resources yet (phase {self.phase}); "
                                 f"run enos.up / 'enos up'")
+        return self.hosts
 
     # --- commands ------------------------------------------------------------------------
     @overload
@@ -360,15 +376,15 @@ class Env:
         once over SSH on all hosts at once and cached in the env state; ``refresh`` gathers
         them again. Raises FactsError (hosts that did not answer), NoEnvironment."""
         from enos.experiment.facts import gather_facts
-        self._require_hosts()
-        return gather_facts(self._environment, refresh=refresh)
+        self.require_hosts()
+        return gather_facts(self._envdir, refresh=refresh)
 
     def _constraints(self, constraints):
         """Return (NetworkConstraints, groups) from ``constraints`` (None: the reservation's;
         a dict in the reservation's format; or a NetworkConstraints)."""
         from enos.reservation.config import constraints_from_data
         from enos.reservation.netconstraints import NetworkConstraints
-        config = self._environment.config
+        config = self._envdir.config
         groups = config.constraint_groups()
         if constraints is None:
             if config.network_constraints is None:
@@ -392,16 +408,16 @@ class Env:
         without sch_netem; nothing changed), PlanError, TcError (naming each failed host's
         tc command), FactsError, NoEnvironment."""
         from enos.experiment import tc
-        self._require_hosts()
+        self.require_hosts()
         nc, groups = self._constraints(constraints)
-        return tc.apply(self._environment, nc, groups, progress=self._progress())
+        return tc.apply(self._envdir, nc, groups, progress=self._progress())
 
     def tc_reset(self) -> Dict[str, str]:
         """Remove exactly the tc trees enos applied; return {alias: 'removed' | 'already
         gone'}. Raises TcError (hosts where removing failed), NoEnvironment."""
         from enos.experiment import tc
-        self._require_hosts()
-        return tc.reset(self._environment)
+        self.require_hosts()
+        return tc.reset(self._envdir)
 
     def tc_test(self, constraints: Union[None, Mapping, "NetworkConstraints"] = None,
                 check: bool = False) -> "TestReport":
@@ -411,9 +427,9 @@ class Env:
         Applies nothing. With ``check``, raises TcTestFailed when a measure is outside the
         tolerance (docs/network-constraints.md). Raises NoEnvironment, FactsError."""
         from enos.experiment import netprobe
-        self._require_hosts()
+        self.require_hosts()
         nc, groups = self._constraints(constraints)
-        report = netprobe.test(self._environment, nc, groups, progress=self._progress())
+        report = netprobe.test(self._envdir, nc, groups, progress=self._progress())
         if check and not report.ok:
             raise netprobe.TcTestFailed(report)
         return report
@@ -466,11 +482,22 @@ class Env:
         return sweep(dict(parameters), results, repeat=repeat, exclude=[dict(e) for e in exclude or ()])
 
     # --- the end -------------------------------------------------------------------------
+    def extend(self, walltime: str) -> dict:
+        """Ask the provider for ``walltime`` (``[+]H:MM[:SS]``) more on the env's reservation;
+        return what the provider says per reservation (e.g. per Grid'5000 site: job, answer,
+        new walltime). Raises UsageError (malformed walltime), Unsupported (the provider
+        cannot extend), NoEnvironment/EnvDestroyed, provider errors (refused)."""
+        walltime = check_extension(walltime)
+        self.require_hosts()
+        provider = self._envdir.open_provider(self._progress())
+        provider.require("extend_walltime")
+        return provider.extend(walltime)
+
     def destroy(self, sweep: bool = False) -> "Env":
         """Release everything the env booked (as ``enos destroy``); return self.
         Idempotent. Raises StateLocked, DestroyIncomplete, Unsupported (sweep)."""
-        _remove_tc(self._environment, self._progress())
-        self._environment = task.destroy(str(self.env_dir), sweep=sweep, progress=self._progress())
+        _remove_tc(self._envdir, self._progress())
+        self._envdir = task.destroy(str(self.env_dir), sweep=sweep, progress=self._progress())
         return self
 
     def __enter__(self) -> "Env":
@@ -484,7 +511,7 @@ class Env:
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict: env_dir, run_id, provider, phase, created,
         reservation file, ssh_config, inventory, hosts, roles (role → aliases), networks."""
-        st = self._environment.state.data
+        st = self._envdir.state.data
         return {"env_dir": str(self.env_dir), "run_id": self.run_id, "provider": self.provider,
                 "phase": self.phase, "created": st.get("created"),
                 "config_file": (st.get("config") or {}).get("file"),
@@ -508,7 +535,7 @@ class Env:
             d.update(hosts=[], roles={}, networks=[])
         if provider_info and self.phase not in ("new", "destroyed"):
             try:
-                d["provider_info"] = self._environment.provider().info()
+                d["provider_info"] = self._envdir.open_provider().info()
             except Exception as e:  # info must show the env even if the testbed does not answer
                 d["provider_info"] = {"error": str(e)}
         return d

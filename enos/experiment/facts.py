@@ -17,7 +17,7 @@ from enos.errors import CommandFailed, EnosError
 
 if TYPE_CHECKING:  # pragma: no cover
     from enos.model import Host, IpPool
-    from enos.task import Environment
+    from enos.task import EnvDir
 
 FACTS_KEY = "facts"
 #: tools ``enos tc --test`` and users care about
@@ -163,13 +163,13 @@ def addresses_on(facts: dict, network: str) -> List[tuple]:
     return out
 
 
-def cached_facts(env: "Environment") -> Optional[Dict[str, dict]]:
+def cached_facts(env: "EnvDir") -> Optional[Dict[str, dict]]:
     """Return the facts cached in the env state ({alias: facts}) or None if never gathered."""
     saved = env.state.data.get(FACTS_KEY)
     return dict(saved["hosts"]) if saved else None
 
 
-def gather_facts(env: "Environment", refresh: bool = False, timeout: float = 120.0,
+def gather_facts(env: "EnvDir", refresh: bool = False, timeout: float = 120.0,
                  hosts: Optional[Sequence["Host"]] = None) -> Dict[str, dict]:
     """Return ``{alias: facts}`` (see :func:`parse_facts`) of every host of ``env`` (or of
     ``hosts``): from the state's cache unless ``refresh`` or some host is missing there;

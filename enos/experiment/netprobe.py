@@ -34,7 +34,7 @@ from enos.reservation.netconstraints import format_delay, format_rate
 if TYPE_CHECKING:  # pragma: no cover
     from enos.model import Host
     from enos.reservation.netconstraints import NetworkConstraints
-    from enos.task import Environment
+    from enos.task import EnvDir
 
 RTT_TOLERANCE = 0.20
 RTT_FLOOR_MS = 2.0
@@ -249,7 +249,7 @@ def _python(argv: Sequence[str], host: "Host") -> str:
     return "python3 -c " + shlex.quote(PROGRAM) + " " + " ".join(shlex.quote(str(a)) for a in argv)
 
 
-def measure_pair(env: "Environment", src: "Host", dst: "Host", dst_address: str, nbytes: int,
+def measure_pair(env: "EnvDir", src: "Host", dst: "Host", dst_address: str, nbytes: int,
                  nprobes: int, wait: float, timeout: float = 120.0) -> dict:
     """Run the probe from ``src`` to ``dst`` (at ``dst_address``); return the client's
     figures (``rtt_ms``, ``answered``, ``probes``, ``rate_bit``, ``bytes``, ``seconds``).
@@ -287,7 +287,7 @@ def measure_pair(env: "Environment", src: "Host", dst: "Host", dst_address: str,
     return json.loads(client.stdout.strip().splitlines()[-1])
 
 
-def test(env: "Environment", constraints: "NetworkConstraints", groups: Sequence[str],
+def test(env: "EnvDir", constraints: "NetworkConstraints", groups: Sequence[str],
          progress=None) -> TestReport:
     """Measure every ordered pair of groups (with at least one host each) and compare with
     ``constraints``; return a :class:`TestReport` (``report.ok`` False when some measure

@@ -119,7 +119,7 @@ def run_play(env, playbook: Union[str, os.PathLike], extra_vars: Optional[Mappin
         pattern = f"{pattern}:&{limit}" if pattern else limit
     extravars: Dict[str, Any] = {}
     try:
-        extravars.update(env.environment.config.variables)
+        extravars.update(env.envdir.config.variables)
     except Exception:   # the saved reservation no longer validates: its variables are lost, not the play
         pass
     extravars.update(enos_env_dir=str(env.env_dir), enos_run_id=env.run_id)

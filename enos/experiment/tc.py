@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from enos.model import Host
     from enos.reservation.netconstraints import NetworkConstraints
     from enos.results import Result
-    from enos.task import Environment
+    from enos.task import EnvDir
 
 TC_KEY = "tc"
 #: rate of a class whose rule sets only delay/loss
@@ -279,7 +279,7 @@ def _reset_script(host: "Host", old: HostPlan) -> Tuple[str, List[str]]:
     return "\n".join(lines) + "\n", texts
 
 
-def _run_scripts(env: "Environment", scripts: Dict[str, Tuple["Host", str]],
+def _run_scripts(env: "EnvDir", scripts: Dict[str, Tuple["Host", str]],
                  timeout: float) -> Dict[str, "Result"]:
     """Run each host's own script, all hosts at once; return {alias: Result}."""
     from enos.ssh.remote import run_sessions
@@ -309,12 +309,12 @@ def _failure(result, texts: List[str]) -> Optional[Tuple[str, str]]:
     return None
 
 
-def _saved(env: "Environment") -> Dict[str, HostPlan]:
+def _saved(env: "EnvDir") -> Dict[str, HostPlan]:
     rec = env.state.data.get(TC_KEY) or {}
     return {a: HostPlan.from_dict(p) for a, p in (rec.get("hosts") or {}).items()}
 
 
-def _save(env: "Environment", update: Dict[str, Optional[HostPlan]]) -> None:
+def _save(env: "EnvDir", update: Dict[str, Optional[HostPlan]]) -> None:
     """Record (or forget, for None) hosts' trees in the env state, under its lock."""
     from enos.state import Lock, State, now_iso
     with Lock(env.env_dir):
@@ -331,12 +331,12 @@ def _save(env: "Environment", update: Dict[str, Optional[HostPlan]]) -> None:
         env.state = state
 
 
-def applied(env: "Environment") -> Dict[str, HostPlan]:
+def applied(env: "EnvDir") -> Dict[str, HostPlan]:
     """Return the trees enos recorded as applied on the env's hosts ({alias: HostPlan})."""
     return _saved(env)
 
 
-def apply(env: "Environment", constraints: "NetworkConstraints", groups: Sequence[str],
+def apply(env: "EnvDir", constraints: "NetworkConstraints", groups: Sequence[str],
           timeout: float = 120.0, progress=None) -> Dict[str, str]:
     """Apply ``constraints`` to the hosts of ``env``; return {alias: 'applied' | 'unchanged' |
     'removed'} for every host that has or had a tree.
@@ -392,7 +392,7 @@ def apply(env: "Environment", constraints: "NetworkConstraints", groups: Sequenc
     return status
 
 
-def reset(env: "Environment", timeout: float = 120.0) -> Dict[str, str]:
+def reset(env: "EnvDir", timeout: float = 120.0) -> Dict[str, str]:
     """Remove the trees enos recorded on the env's hosts (only root ``htb 1:`` qdiscs of the
     recorded interfaces); return {alias: 'removed' | 'already gone'}.
 

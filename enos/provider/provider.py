@@ -128,7 +128,7 @@ class Provider:
 
     def before_preinstall(self, env: Any) -> None:
         """Hook run once every host answers SSH, before the preinstall playbook.
-        ``env`` is the :class:`enos.task.Environment`. Default: nothing."""
+        ``env`` is the :class:`enos.task.EnvDir`. Default: nothing."""
 
     def after_preinstall(self, env: Any) -> None:
         """Hook run after the preinstall and the user's playbooks. Default: nothing."""
