@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from enos import process, signals
 from enos.environ import scrubbed_environ
 from enos.errors import EnosError, ProvisionError
+from enos.progress import NULL
 from enos.state import atomic_write
 
 PREINSTALL = Path(__file__).parent / "playbooks" / "preinstall.yml"
@@ -147,7 +149,6 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     before it starts (:mod:`enos.process`), so a killed enos leaves nothing that
     ``enos destroy`` cannot end; enos keeps its own signal handlers during the run
     (ansible-runner would install its own and never restore ours)."""
-    from enos.progress import NULL
     progress = progress or NULL
     forks = max(1, min(MAX_FORKS, host_count))
     pdd = Path(env_dir) / "ansible"
@@ -194,7 +195,6 @@ def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dic
     ended (:func:`enos.process.end_recorded`)."""
     import ansible_runner
 
-    from enos import process, signals
     pb = pb.resolve()
     env_dir = pdd.parent
     envvars = dict(envvars, **{process.PARENT_ENV: str(os.getpid())})
@@ -243,7 +243,6 @@ def run_playbook(env_dir: Path, inventory: Path, ssh_config: Path, playbook: Pat
     is reused); return its :class:`PlaybookRun` whatever the outcome (failed hosts are in
     it, not raised). Extra vars go through an owner-only file, as for :func:`run_playbooks`.
     Raises :class:`EnosError` when ansible-playbook cannot be found."""
-    from enos.progress import NULL
     progress = progress or NULL
     forks = max(1, min(MAX_FORKS, host_count))
     pdd = Path(env_dir) / "ansible"

@@ -7,15 +7,15 @@ import shlex
 from pathlib import Path
 from typing import Optional
 
+from enos.errors import UnsafeValue
 from enos.model import Resources
+from enos.names import unsafe_host_fields
 from enos.state import atomic_write
 
 
 def build_inventory(resources: Resources, ssh_config: Path, python: Optional[str] = None) -> dict:
     """Return the inventory as a dict in Ansible's YAML inventory shape. Raises
     UnsafeValue for a host whose alias, address, user, ... is not a safe value."""
-    from enos.errors import UnsafeValue
-    from enos.names import unsafe_host_fields
     hosts = {}
     for h in resources.hosts:
         bad = unsafe_host_fields(h)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
+from html import escape
 
 
 @dataclass
@@ -43,7 +44,6 @@ class Host:
         return f"Host({self.alias!r}, {self.user}@{self.address}:{self.port}, roles={self.roles!r}{extra}{jump})"
 
     def _repr_html_(self) -> str:
-        from html import escape
         cells = [self.alias, f"{self.user}@{self.address}:{self.port}", ", ".join(self.roles),
                  ", ".join(f"{k}={v}" for k, v in sorted(self.extra.items()))]
         return ("<table><tr><th>alias</th><th>address</th><th>roles</th><th>extra</th></tr><tr>"

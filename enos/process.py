@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from enos.state import atomic_write
 
 CHILDREN_DIR = "children"
 #: environment variable naming the PID the wrapped child expects as its parent
@@ -262,7 +263,6 @@ def record_process(env_dir: Path, pid: int, what: str) -> ChildRecord:
     """Record process ``pid`` (with its current start time) in ``<env>/children/``; return
     the record. Raises ProcessLookupError if it does not exist, OSError if the record cannot
     be written."""
-    from enos.state import atomic_write
     st = proc_stat(pid)
     if st is None:
         raise ProcessLookupError(pid)
@@ -391,7 +391,7 @@ def end_recorded(env_dir: Path, timeout: float = 1.5, only: Optional[Sequence[Ch
 
 
 def _set_parent_death_signal(sig: int) -> None:
-    import ctypes
+    import ctypes            # lazily: ~10 ms, only the wrapped child needs it
     import ctypes.util
     libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)

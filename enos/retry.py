@@ -11,6 +11,7 @@ import time
 from typing import Callable, Optional, Tuple, Type, TypeVar
 
 from enos.errors import Retryable
+from enos.signals import interruptible_sleep
 
 T = TypeVar("T")
 
@@ -43,7 +44,7 @@ def retry(fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 0.5,
     if attempts < 1:
         raise ValueError("attempts must be ≥ 1")
     if sleep is None:
-        from enos.signals import interruptible_sleep as sleep
+        sleep = interruptible_sleep
     delays = backoff_delays(attempts, base_delay, max_delay)
     attempt = 0
     while True:

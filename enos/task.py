@@ -21,23 +21,28 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
+import tempfile
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import TYPE_CHECKING, List, Optional, Union
 
 from enos import failpoint, process
 from enos.errors import (DestroyIncomplete, EnosError, StateDamaged, StateUnwritable,
                          Unsupported, UsageError)
-from enos.inventory import write_inventory
 from enos.model import Resources
 from enos.progress import NULL
-from enos.provider import load_provider_class
 from enos.provider.provider import Provider, ProviderContext
-from enos.reservation.config import Config, config_from_data, load_config
-from enos.ssh.client import control_dir, stop_masters, wait_for_ssh, write_ssh_files
-from enos.ssh.keys import ensure_keypair
 from enos.state import (CURRENT, LOCK_FILE, STATE_FILE, Lock, MemoryJournal, State, claim_env_dir, now_iso,
                         previous_run_traces, recovery_hint, resolve_env, set_current)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from enos.reservation.config import Config
+
+# Named lazy boundaries (docs/architecture.md): the provider registry and the reservation
+# schema load when a command needs a provider (up, destroy, info); the SSH set-up, the
+# inventory and Ansible when up reaches its phase. 'enos run' and the Python API's
+# first calls read an env dir without them.
 
 log = logging.getLogger("enos.task")
 
@@ -98,6 +103,7 @@ class EnvDir:
 
     def open_provider(self, progress=None, config=None) -> Provider:
         """Return the provider instance for this env (from the saved config unless given)."""
+        from enos.provider import load_provider_class
         config = config or self.config
         cls = load_provider_class(config.provider_type)
         ctx = ProviderContext(config=config, journal=self.state.journal, env_dir=self.env_dir,
@@ -121,6 +127,8 @@ def load_reservation(path) -> Config:
     """Read and validate the reservation file ``path`` with the provider registry; return
     its :class:`~enos.reservation.config.Config`. Raises ConfigError (file, line, key) or
     MissingDependency (the provider's library is not installed)."""
+    from enos.provider import load_provider_class
+    from enos.reservation.config import load_config
     return load_config(path, provider_loader=load_provider_class)
 
 
@@ -128,6 +136,8 @@ def reservation_from_data(data: dict, file: str, **kwargs) -> Config:
     """Validate already-parsed reservation ``data`` (named ``file`` in errors) with the
     provider registry; return its Config. Keyword arguments go to
     :func:`~enos.reservation.config.config_from_data`. Raises ConfigError."""
+    from enos.provider import load_provider_class
+    from enos.reservation.config import config_from_data
     return config_from_data(data, file, provider_loader=load_provider_class, **kwargs)
 
 
@@ -208,7 +218,7 @@ def _resume_or_refuse(env_dir: Path) -> Optional[State]:
     return None
 
 
-def up(config_file: Union[str, Path, Config], env: Optional[str] = None, base: Path = Path("."),
+def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base: Path = Path("."),
        force_deploy: bool = False, tags: Optional[str] = None, progress=None,
        verbose: bool = False, provision: bool = True, ssh_timeout: float = 600.0) -> EnvDir:
     """Book, reach and provision the resources of ``config_file`` (a reservation file, or
@@ -230,6 +240,8 @@ def up(config_file: Union[str, Path, Config], env: Optional[str] = None, base: P
 
 def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision, ssh_timeout) -> EnvDir:
     """``up`` under the umask: the phases below, in order, the env dir locked throughout."""
+    from enos.ssh.client import control_dir
+    from enos.ssh.keys import ensure_keypair
     progress = progress or NULL
     base = Path(base)
     config, cls = _load_for_up(config_file, progress)     # may raise: nothing created yet
@@ -277,6 +289,8 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
 def _load_for_up(config_file, progress):
     """Return (Config, provider class) of ``config_file``, its warnings shown. Raises
     ConfigError, MissingDependency (the provider's library) — before any env dir exists."""
+    from enos.provider import load_provider_class
+    from enos.reservation.config import Config
     config = config_file if isinstance(config_file, Config) else load_reservation(config_file)
     cls = load_provider_class(config.provider_type)
     for w in config.warnings:
@@ -324,6 +338,8 @@ def _book(environment: "EnvDir", provider: Provider, force_deploy: bool) -> Reso
 
 def _reach(environment: "EnvDir", resources: Resources, ssh_timeout: float, progress) -> None:
     """Write ssh_config, known_hosts and the inventory; wait until every host answers SSH."""
+    from enos.inventory import write_inventory
+    from enos.ssh.client import wait_for_ssh, write_ssh_files
     env_dir, run_id = environment.env_dir, environment.run_id
     _check_free_space(env_dir, "the SSH files and the inventory")
     write_ssh_files(env_dir, resources.hosts, run_id)
@@ -361,6 +377,7 @@ def end_processes(env_dir: Path, run_id: str) -> List[str]:
     """End the env's recorded children (:mod:`enos.process`: a playbook and all it
     started) and close its SSH connection masters (removing their socket dir); return
     what is still alive (normally []). Raises nothing."""
+    from enos.ssh.client import stop_masters
     left = process.end_recorded(env_dir)
     stop_masters(run_id)
     return left
@@ -499,11 +516,10 @@ def sweep_run(config_file: str, run_id: str, progress=None) -> List[str]:
     Uses the provider of ``config_file``. Raises UsageError unless ``run_id`` is a full run
     id (8 hex characters: matched exactly, never as a prefix), Unsupported if the
     provider cannot sweep."""
-    import tempfile
-    import re
     if not re.fullmatch(r"[0-9a-f]{8}", run_id or ""):
         raise UsageError(f"--run-id {run_id!r}: give a full run id (8 hex characters, as 'enos info' "
                          f"shows); a sweep matches it exactly, never as a prefix")
+    from enos.provider import load_provider_class
     config = load_reservation(config_file)
     cls = load_provider_class(config.provider_type)
     if "sweep" not in cls.capabilities:

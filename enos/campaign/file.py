@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from enos.errors import ConfigError
+from enos.experiment.sweep import combinations
+from enos.reservation.schemacheck import explain, fill_defaults, pick, show, violations
+from enos.reservation.yamlpos import load_yaml
 
 #: names every step template may use besides the parameters
 STEP_SCOPE = ("repeat", "hosts")
@@ -153,7 +156,6 @@ class Campaign:
     def combinations(self) -> List[Dict[str, Any]]:
         """Return every combination of the parameters minus the excluded ones, in the
         order of the file (the first parameter varies slowest)."""
-        from enos.experiment.sweep import combinations
         return combinations(self.parameters, self.exclude)
 
     def varied(self) -> List[str]:
@@ -180,7 +182,6 @@ def load_campaign(source, file: Optional[str] = None, base_dir: Optional[str] = 
     if isinstance(source, dict):
         file = file or "<campaign>"
         return _Checker(copy.deepcopy(source), file, {}, base_dir or os.getcwd()).build()
-    from enos.reservation.yamlpos import load_yaml
     file = str(source)
     try:
         with open(file, "rb") as f:
@@ -216,7 +217,6 @@ class _Checker:
                            keypath=".".join(str(p) for p in path) or None)
 
     def build(self) -> Campaign:
-        from enos.reservation.schemacheck import explain, fill_defaults, pick, show, violations
         data = self.data
         if data is None:
             raise ConfigError("the file is empty; expected a mapping with at least 'parameters' and 'steps'",

@@ -25,8 +25,14 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from enos import __version__
 from enos.campaign.file import Campaign, load_campaign
+from enos.campaign.runner import run_dir
+from enos.errors import UsageError
 from enos.experiment.sweep import REPEAT, Sweep, run_key
+from enos.state import atomic_write
+import enos.campaign.metrics as mx
+import enos.campaign.monitor as monitor
 
 log = logging.getLogger("enos.campaign")
 
@@ -34,9 +40,6 @@ log = logging.getLogger("enos.campaign")
 def collect_rows(camp: Campaign, results: Path) -> Tuple[List[dict], List[str]]:
     """Return (rows of results.csv, problems): one row per run × metric × host of the
     successful runs; a metric that cannot be read is a problem (text), not a row."""
-    import enos.campaign.metrics as mx
-    import enos.campaign.monitor as monitor
-    from enos.campaign.runner import run_dir
     rows, problems = [], []
     sweep = Sweep(results, camp.combinations(), camp.repeat)
     for run in sweep.runs:
@@ -142,7 +145,6 @@ def _metric_names(camp: Campaign, rows: List[dict]) -> List[str]:
 
 
 def _versions() -> Dict[str, str]:
-    from enos import __version__
     out = {"enos": __version__, "python": platform.python_version(), "platform": platform.platform()}
     for mod in ("execo_engine", "matplotlib", "jinja2", "ansible_runner"):
         try:
@@ -241,7 +243,6 @@ def write_html(camp: Campaign, results: Path, rows: List[dict], figures: List[Pa
     cols = names + [REPEAT, "host", "metric", "value"]
     parts.append(_table(cols, [[r.get(c) for c in cols] for r in rows]))
     parts.append("</body></html>")
-    from enos.state import atomic_write
     atomic_write(path, "\n".join(parts), mode=0o644)
 
 
@@ -249,7 +250,6 @@ def report(source, results=None) -> Dict[str, Any]:
     """Write results.csv, the figures and report.html of the campaign ``source`` (file,
     dict or Campaign) from its results dir; return {csv, html, figures, rows, problems}.
     Raises ConfigError (campaign file), UsageError (no results yet)."""
-    from enos.errors import UsageError
     camp = source if isinstance(source, Campaign) else load_campaign(source)
     results = Path(results or camp.default_results()).absolute()
     if not (results / "runs").is_dir():

@@ -25,15 +25,20 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from enos.campaign.file import Campaign, Step, load_campaign, render, render_data
-from enos.experiment.sweep import REPEAT, Sweep, combination_id
+from enos import task
+from enos.campaign.file import Campaign, Step, _strings, load_campaign, render, render_data
 from enos.errors import CampaignFailed, EnosError, UsageError
+from enos.experiment.env import Env, destroy as destroy_env, load
+from enos.experiment.sweep import REPEAT, Sweep, combination_id
+from enos.progress import NULL
+from enos.reservation.config import constraints_from_data
+from enos.state import STATE_FILE, State, atomic_write
+import enos.campaign.monitor as monitor
 
 log = logging.getLogger("enos.campaign")
 
 
 def _json(path: Path, data) -> None:
-    from enos.state import atomic_write
     atomic_write(path, json.dumps(data, indent=2, default=str) + "\n", mode=0o644)
 
 
@@ -61,7 +66,6 @@ def hosts_scope(env) -> Dict[str, List[dict]]:
 def check_reservation(camp: Campaign):
     """Return the campaign's reservation checked (a Config), or None when it has none.
     Raises ConfigError (nothing booked)."""
-    from enos import task
     if camp.reservation is None:
         return None
     if isinstance(camp.reservation, dict):
@@ -79,8 +83,6 @@ def check_network_constraints(camp: Campaign, config) -> None:
         return
     import jinja2
     from jinja2 import meta
-    from enos.campaign.file import _strings
-    from enos.reservation.config import constraints_from_data
     env = jinja2.Environment()
     for _path, text in _strings(camp.network_constraints, ()):
         if "hosts" in meta.find_undeclared_variables(env.parse(text)):
@@ -101,9 +103,6 @@ def open_env(camp: Campaign, results: Path, env_dir: Optional[str], progress=Non
     already ready there is used as it is; one interrupted while coming up is resumed).
     Raises UsageError when the campaign has no reservation and no env is given, and the
     errors of ``enos up``."""
-    from enos import task
-    from enos.experiment.env import Env, load
-    from enos.state import STATE_FILE, State
     if env_dir:
         env = load(env_dir)
         env.select()            # NoEnvironment if it has no hosts (or is destroyed)
@@ -168,7 +167,6 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -
             timing["steps"].append({"name": "network_constraints", "start": ts, "end": time.time(),
                                     "duration": time.time() - ts})
         if camp.monitor:
-            import enos.campaign.monitor as monitor
             limit = int(sum((s.timeout or 600) for s in camp.steps) + 120)
             monitored = monitor.start(env, token, max_seconds=limit)
         for i, step in enumerate(camp.steps, 1):
@@ -199,7 +197,6 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -
         # interrupted (Ctrl-C, SIGTERM): leave at once; the samplers stop by themselves
         # and the run, still in progress on disk, is redone by the next 'campaign run'
         if monitored and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
-            import enos.campaign.monitor as monitor
             try:
                 rows = monitor.to_rows(monitor.stop(env, token, monitored))
                 monitor.write_csv(rdir / "monitor.csv", rows)
@@ -221,7 +218,6 @@ def _fmt(seconds: float) -> str:
 
 def _setup(camp: Campaign, env, results: Path, hosts: dict, progress) -> None:
     """Run the campaign's setup once per environment (recorded in setup.json)."""
-    from enos.progress import NULL
     progress = progress or NULL
     marker = results / "setup.json"
     env_id = str(getattr(env, "env_dir", ""))
@@ -270,7 +266,6 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
     progress and those not done. Raises ConfigError (nothing booked), CampaignLocked,
     CampaignFailed (``stop_on_error`` and a run failed, or ``setup`` failed), the
     environment's errors."""
-    from enos.progress import NULL
     progress = progress or NULL
     camp = source if isinstance(source, Campaign) else load_campaign(source)
     config = None if env else check_reservation(camp)     # ConfigError before anything is taken
@@ -319,6 +314,5 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
                     log.warning("could not remove the network constraints: %s", e)
         stats = sweep.stats()
     if destroy and not env:
-        from enos.experiment.env import destroy as destroy_env
         destroy_env(str(results / "env"), progress=progress)
     return stats

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal as signals
 import threading
 import time
 import weakref
+from html import escape
 from typing import Dict, List, Optional
 
 from enos.errors import CommandFailed, Timeout, UsageError
@@ -149,7 +151,6 @@ class Background:
         if self.running:        # the hosts do not answer: drop the sessions
             self._cancel()
         results = self.wait(check=False)
-        import signal as signals
         for r in results:
             # a session ended by a signal has no exit status: the master just closes it
             if r.host.alias in sent and r.rc in (None, 255):
@@ -171,5 +172,4 @@ class Background:
     def _repr_html_(self) -> str:
         if self.results is not None:
             return self.results._repr_html_()
-        from html import escape
         return f"<p>{escape(repr(self))}</p>"

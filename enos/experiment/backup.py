@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shlex
+import stat as st_mod
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -172,7 +173,6 @@ def _tree_size(root: Path) -> tuple:
         st = root.lstat()
     except OSError:
         return 0, 0
-    import stat as st_mod
     if st_mod.S_ISREG(st.st_mode):
         return st.st_size, 1
     if not st_mod.S_ISDIR(st.st_mode):

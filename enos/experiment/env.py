@@ -17,12 +17,18 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, 
                     Union, overload)
 
 from enos import render, task
-from enos.errors import CommandFailed, EnvDestroyed, NoEnvironment, UsageError
+from enos.errors import CommandFailed, EnosError, EnvDestroyed, NoEnvironment, UsageError
 from enos.experiment.command import (PID_MARK, OutputCallback, RoleSelector, kill_group, take_pid,
                                      with_pid, wrap_command)
 from enos.model import Host, IpPool
+from enos.progress import QUIET, Progress
 from enos.results import Results
+from enos.ssh.remote import run_sessions
+from enos.state import State
 
+# The modules of what Env's methods do (tc, netprobe, facts, backup, play, background,
+# sweep) are loaded by the method that needs them: 'enos run' and 'enos info' start faster
+# (a named lazy boundary, docs/architecture.md).
 if TYPE_CHECKING:  # pragma: no cover
     from enos.experiment.background import Background
     from enos.experiment.netprobe import TestReport
@@ -35,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
 def _progress(quiet: bool, progress=None):
     if progress is not None:
         return progress
-    from enos.progress import QUIET, Progress
     return Progress(mode=QUIET) if quiet else Progress()
 
 
@@ -128,7 +133,6 @@ def destroy(env: Optional[str] = None, base: Union[str, os.PathLike] = ".", swee
 def _remove_tc_of(env: Optional[str], base: Path, progress) -> None:
     """:func:`_remove_tc` for the env dir ``env`` (or ``base/current``); nothing when its
     state cannot be read (destroy then says why)."""
-    from enos.errors import EnosError
     try:
         environment = task.EnvDir.open(env, base)
     except EnosError:
@@ -140,7 +144,6 @@ def _remove_tc(environment: "task.EnvDir", progress) -> None:
     """Before a destroy: remove the tc trees enos applied (machines a provider does not
     wipe — static hosts, Grid'5000 nodes without redeploy — would keep them). Best effort,
     short: an unreachable host only gets a warning, the destroy goes on."""
-    from enos.errors import EnosError
     rec = environment.state.data.get("tc") or {}
     if not rec.get("hosts") or environment.resources is None or environment.state.phase == "destroyed":
         return
@@ -228,7 +231,6 @@ class Env:
 
     def reload(self) -> "Env":
         """Re-read the env's state from disk (another process may have changed it); return self."""
-        from enos.state import State
         self._envdir.state = State.load(self.env_dir)
         return self
 
@@ -338,7 +340,6 @@ class Env:
         their Results (never raises for a host's failure). With ``on_pid``, the commands
         were wrapped by :func:`~enos.experiment.command.with_pid`: ``on_pid(alias, pid)`` is
         called when a host reports its PID, and the mark is taken out of the output."""
-        from enos.ssh.remote import run_sessions
         by_alias = {h.alias: h for h in hosts}
         cb = None
         if on_output is not None or on_pid is not None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
-from enos.errors import CommandFailed, EnosError
+from enos.errors import CommandFailed, EnosError, NoEnvironment
+from enos.ssh.remote import run_command
+from enos.state import Lock, State, now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
     from enos.model import Host, IpPool
@@ -177,11 +179,8 @@ def gather_facts(env: "EnvDir", refresh: bool = False, timeout: float = 120.0,
 
     Raises :class:`FactsError` naming the hosts that did not answer or whose output could
     not be read, NoEnvironment if the env has no resources, StateLocked."""
-    from enos.state import Lock, State, now_iso
-    from enos.ssh.remote import run_command
     res = env.resources
     if res is None:
-        from enos.errors import NoEnvironment
         raise NoEnvironment(f"environment {env.env_dir} has no resources yet; run 'enos up'")
     wanted = list(hosts) if hosts is not None else list(res.hosts)
     cached = cached_facts(env) or {}

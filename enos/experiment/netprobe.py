@@ -29,7 +29,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from enos.errors import EnosError
+from enos.experiment.facts import gather_facts
+from enos.experiment.tc import _endpoint
 from enos.reservation.netconstraints import format_delay, format_rate
+from enos.ssh.remote import run_command, run_sessions
 
 if TYPE_CHECKING:  # pragma: no cover
     from enos.model import Host
@@ -254,7 +257,6 @@ def measure_pair(env: "EnvDir", src: "Host", dst: "Host", dst_address: str, nbyt
     """Run the probe from ``src`` to ``dst`` (at ``dst_address``); return the client's
     figures (``rtt_ms``, ``answered``, ``probes``, ``rate_bit``, ``bytes``, ``seconds``).
     Raises EnosError when the probe could not run."""
-    from enos.ssh.remote import run_command, run_sessions
     port = random.randint(20000, 59000)
     bind = "::" if ":" in dst_address else "0.0.0.0"
     server_out: dict = {}
@@ -292,8 +294,6 @@ def test(env: "EnvDir", constraints: "NetworkConstraints", groups: Sequence[str]
     """Measure every ordered pair of groups (with at least one host each) and compare with
     ``constraints``; return a :class:`TestReport` (``report.ok`` False when some measure
     is outside the tolerances; the caller decides to raise :class:`TcTestFailed`)."""
-    from enos.experiment.facts import gather_facts
-    from enos.experiment.tc import _endpoint
     hosts = env.resources.hosts
     facts = gather_facts(env)
     rules = {(r.src, r.dst): r for r in constraints.group_rules(list(groups))}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from enos import render
+from enos.ansible import run_playbook
 from enos.errors import ProvisionError, UsageError
 from enos.experiment.command import RoleSelector
 
@@ -107,7 +108,6 @@ def run_play(env, playbook: Union[str, os.PathLike], extra_vars: Optional[Mappin
     The reservation's variables, ``enos_env_dir``, ``enos_run_id`` and ``extra_vars`` (which
     win) are handed to the play. Raises UsageError (missing playbook, unknown role),
     ProvisionError with ``.result`` when some host failed and ``check``."""
-    from enos.ansible import run_playbook
     pb = Path(playbook)
     if not pb.is_file():
         raise UsageError(f"playbook {pb} not found (relative paths start in {os.getcwd()})")

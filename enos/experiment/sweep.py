@@ -21,15 +21,19 @@ What this adds to execo (measured facts of execo 2.8.2, see docs/campaigns.md):
 """
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
+import logging
 import os
+import pickle
 import re
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from enos.errors import CampaignLocked, StateLocked, UsageError
+from enos.state import Lock, atomic_write
 
 REPEAT = "repeat"
 
@@ -117,7 +121,6 @@ class Sweep:
 
     def _new_sweeper(self):
         from execo_engine import ParamSweeper
-        import logging
         logging.getLogger("execo_engine").setLevel(logging.WARNING)
         return ParamSweeper(str(self.results / "sweep"), sweeps=list(self._order), save_sweeps=True,
                             name="enos-campaign")
@@ -131,7 +134,6 @@ class Sweep:
         """Take the results dir's lock and make every run that was in progress (its process
         died) runnable again; return self. Raises CampaignLocked if another live process
         owns the dir."""
-        from enos.state import Lock
         self.results.mkdir(parents=True, exist_ok=True)
         lock = Lock(self.results)
         try:
@@ -163,7 +165,6 @@ class Sweep:
         self.close()
 
     def _write_meta(self) -> None:
-        from enos.state import atomic_write
         meta_path = self.results / "sweep.json"
         meta = {}
         if meta_path.exists():
@@ -204,7 +205,6 @@ class Sweep:
     def failed(self, run: Dict[str, Any], error: str) -> None:
         """Record ``run``'s error; it is not retried by this process (the next
         ``campaign run`` retries it)."""
-        from enos.state import atomic_write
         self.failures_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.failures_dir / f"{run_key(run)}.json",
                      json.dumps({"run": run, "error": error, "time": time.time()}, indent=2, default=str),
@@ -249,8 +249,6 @@ class Sweep:
 
 def _read_pickles(sweep_dir: Path):
     """Return (done set, inprogress set) as execo wrote them (read under its flocks)."""
-    import fcntl
-    import pickle
     done, inprogress = [], set()
     path = sweep_dir / "done"
     if path.exists():
@@ -287,7 +285,6 @@ def _elapsed(results: Path) -> float:
 
 def _live_owner(results: Path) -> Optional[int]:
     """Return the pid holding the results dir's lock, or None."""
-    import fcntl
     path = results / ".lock"
     if not path.exists():
         return None

@@ -32,7 +32,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from enos.errors import EnosError, Unsupported, UsageError
+from enos.experiment.facts import addresses_on, gather_facts, interface_for
 from enos.reservation.netconstraints import Rule, format_delay, format_rate
+from enos.ssh.remote import run_sessions
+from enos.state import Lock, State, now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
     from enos.model import Host
@@ -157,7 +160,6 @@ def _is_ip(text: str) -> bool:
 def _endpoint(host: "Host", facts: dict, network: Optional[str]) -> Tuple[str, str]:
     """Return (interface, address) of ``host`` on ``network`` (None: its SSH address's).
     Raises PlanError."""
-    from enos.experiment.facts import addresses_on, interface_for
     if network:
         found = addresses_on(facts, network)
         if not found:
@@ -282,7 +284,6 @@ def _reset_script(host: "Host", old: HostPlan) -> Tuple[str, List[str]]:
 def _run_scripts(env: "EnvDir", scripts: Dict[str, Tuple["Host", str]],
                  timeout: float) -> Dict[str, "Result"]:
     """Run each host's own script, all hosts at once; return {alias: Result}."""
-    from enos.ssh.remote import run_sessions
     if not scripts:
         return {}
     results = run_sessions(env.ssh_config, [h for h, _ in scripts.values()],
@@ -316,7 +317,6 @@ def _saved(env: "EnvDir") -> Dict[str, HostPlan]:
 
 def _save(env: "EnvDir", update: Dict[str, Optional[HostPlan]]) -> None:
     """Record (or forget, for None) hosts' trees in the env state, under its lock."""
-    from enos.state import Lock, State, now_iso
     with Lock(env.env_dir):
         state = State.load(env.env_dir)
         rec = state.data.get(TC_KEY) or {"hosts": {}}
@@ -344,7 +344,6 @@ def apply(env: "EnvDir", constraints: "NetworkConstraints", groups: Sequence[str
     Hosts with a tree from an earlier apply that the new plan leaves out get it removed.
     Raises PlanError / NetemMissing (nothing changed), TcError (naming each failed host's
     tc command and message; the other hosts keep their new trees), FactsError."""
-    from enos.experiment.facts import gather_facts
     res = env.resources
     facts = gather_facts(env)
     new = plan(constraints, groups, res.hosts, facts)

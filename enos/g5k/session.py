@@ -14,6 +14,8 @@ import threading
 from typing import Any, Dict, List, Tuple
 
 from enos.errors import EnosError, Retryable
+from enos.g5k.api import Api
+from enos.g5k.credentials import load_credentials
 
 DEFAULT_GATEWAY = "access.grid5000.fr"
 
@@ -46,7 +48,6 @@ class Session:
     def creds(self):
         """The API credentials (loaded once). Raises AuthError."""
         if self._creds is None:
-            from enos.g5k.credentials import load_credentials
             self._creds = load_credentials()
         return self._creds
 
@@ -54,7 +55,6 @@ class Session:
     def api(self):
         """The API wrapper (:class:`enos.g5k.api.Api`, built once)."""
         if self._api is None:
-            from enos.g5k.api import Api
             self._api = Api(self.creds, timeout=float(self.opt("api_timeout")),
                             attempts=int(self.opt("api_attempts")),
                             base_delay=float(self.opt("retry_base_delay")),

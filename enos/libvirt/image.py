@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any, List, Optional
 
 from enos.errors import EnosError, NotRoot
 from enos.libvirt.initramfs import build_initramfs
+from enos.progress import NULL
 
 RECIPE_VERSION = 2
 SUITE = "bookworm"
@@ -254,7 +256,6 @@ def _run(cmd: List[str], what: str, **kw: Any) -> subprocess.CompletedProcess:
 def _end_group(p: subprocess.Popen, grace: float = 1.0) -> None:
     """SIGTERM the process group led by ``p`` (cleanly unmounting tools get ``grace``
     seconds), then SIGKILL it; reap ``p``. Returns None."""
-    import signal
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(p.pid, sig)
@@ -333,7 +334,6 @@ def build_image(output_dir: Optional[Path] = None, cache_dir: Optional[Path] = N
 
     Raises NotRoot, ImageBuildError (a tool missing: the message names the apt package;
     mmdebstrap/mkfs/qemu-img failing: the message has the tail of its output)."""
-    from enos.progress import NULL
     progress = progress or NULL
     mirror = mirror or os.environ.get("ENOS_DEBIAN_MIRROR") or None
     machine_arch()        # an architecture without a recipe: refuse before anything

@@ -23,7 +23,7 @@ _NOT_PROVIDERS = {"provider"}
 
 
 def _entry_points() -> Dict[str, object]:
-    from importlib.metadata import entry_points
+    from importlib.metadata import entry_points   # lazily: ~13 ms, only for a type that is not built in
     eps = entry_points()
     group = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else eps.get(ENTRY_POINT_GROUP, [])
     return {ep.name: ep for ep in group}
@@ -31,9 +31,8 @@ def _entry_points() -> Dict[str, object]:
 
 def builtin_providers() -> List[str]:
     """Return the names of the providers shipped in ``enos/provider/``."""
-    import enos.provider as pkg
     return sorted(m.name
-                  for m in pkgutil.iter_modules(pkg.__path__)
+                  for m in pkgutil.iter_modules(__path__)
                   if not m.name.startswith("_") and m.name not in _NOT_PROVIDERS)
 
 

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, FrozenSet, List, Optional
 
 from enos.errors import Unsupported
-# the shared types live in enos.model; re-exported here for providers written against this module
 from enos.model import Check, Host, IpPool, Resources  # noqa: F401
+from enos.progress import NULL
+# the shared types live in enos.model; re-exported here for providers written against this module
 
 if TYPE_CHECKING:  # pragma: no cover
     from enos.reservation.config import Config
@@ -74,7 +75,6 @@ class ProviderContext:
 
     def __post_init__(self):
         if self.progress is None:
-            from enos.progress import NULL
             self.progress = NULL
 
     @property

@@ -63,10 +63,13 @@ import copy
 import difflib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from enos.errors import ConfigError, ProviderNotFound
+from enos.errors import ConfigError, ProviderError, ProviderNotFound
+from enos.reservation.netconstraints import parse_network_constraints
+from enos.reservation.schemacheck import SchemaUnsupported, explain, fill_defaults, pick, show, violations
 
 if TYPE_CHECKING:  # pragma: no cover
     from enos.reservation.netconstraints import NetworkConstraints
@@ -178,7 +181,7 @@ def load_config(path, provider_loader: Callable) -> Config:
     (``FILE:LINE: key.path: message``) for anything wrong in the file, including an
     unreadable file, YAML syntax and an unknown provider type; the registry's
     :class:`~enos.errors.MissingDependency` propagates as is."""
-    from enos.reservation.yamlpos import load_yaml
+    from enos.reservation.yamlpos import load_yaml   # PyYAML (~30 ms) only when a file is read
     file = str(path)
     blob = read_bounded(file)
     try:
@@ -202,7 +205,6 @@ def read_bounded(file: str, limit: int = MAX_FILE_BYTES) -> bytes:
     """Return the bytes of the regular file ``file`` (at most ``limit``). Raises
     ConfigError for an unreadable file, something that is not a regular file (a FIFO,
     a device: opened without blocking and refused), or a file larger than ``limit``."""
-    import stat
     try:
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -383,11 +385,9 @@ class _Builder:
 
     def check(self, instance, schema, path, root=None, extra_keys=()) -> None:
         """Raise a ConfigError for the first (by line) violation of ``schema``."""
-        from enos.reservation.schemacheck import SchemaUnsupported, explain, pick, violations
         try:
             found = violations(instance, schema, root, tuple(path))
         except SchemaUnsupported as e:
-            from enos.errors import ProviderError
             raise ProviderError(f"the provider's schema cannot be checked: {e}") from None
         if found:
             v = pick(found, self.line)
@@ -396,7 +396,6 @@ class _Builder:
 
     # -- the steps
     def build(self) -> Config:
-        from enos.reservation.schemacheck import show
         data = self.data
         if data is None:
             raise ConfigError("the file is empty; expected a mapping with at least 'provider' and 'resources'",
@@ -456,7 +455,6 @@ class _Builder:
         """Refuse, whatever the provider, a compact ``resources`` label whose value is a
         plain value (``small: compute:1``, a space missing after ':'): no provider reads
         that, and it is the file's real defect even when its provider is unknown here."""
-        from enos.reservation.schemacheck import show
         res = data.get("resources")
         if not isinstance(res, dict):
             return
@@ -472,7 +470,6 @@ class _Builder:
                               f"got {show(value, self.scalars.get(p))}{hint}")
 
     def _provider(self, data: dict):
-        from enos.reservation.schemacheck import fill_defaults, show
         if "provider" not in data:
             raise self.err((), "missing key 'provider' (e.g. 'provider: local' or 'provider: {type: g5k, ...}')")
         value = data["provider"]
@@ -546,7 +543,6 @@ class _Builder:
         return node
 
     def _networks(self, value, path, cls) -> List[dict]:
-        from enos.reservation.schemacheck import fill_defaults
         schema = cls.schema if isinstance(cls.schema, dict) else {}
         sub = schema.get("properties", {}).get("resources", {})
         sub = sub.get("properties", {}).get("networks") if isinstance(sub, dict) else None
@@ -557,7 +553,6 @@ class _Builder:
         return fill_defaults(copy.deepcopy(value), sub, schema)
 
     def _machine_options(self, options: dict, path, cls, extra_keys=()) -> dict:
-        from enos.reservation.schemacheck import fill_defaults
         self.check(options, cls.machine_schema, path, extra_keys=extra_keys)
         return fill_defaults(copy.deepcopy(options), cls.machine_schema)
 
@@ -589,7 +584,6 @@ class _Builder:
         return specs
 
     def _compact(self, res: dict, path, cls) -> List[MachineSpec]:
-        from enos.reservation.schemacheck import show
         specs = []
         for label, value in res.items():
             p = path + (label,)
@@ -680,7 +674,6 @@ class _Builder:
     def _network_constraints(self, data: dict, machines: List[MachineSpec]):
         if "network_constraints" not in data:
             return None
-        from enos.reservation.netconstraints import parse_network_constraints
         known = list(dict.fromkeys([r for m in machines for r in m.roles]
                                    + [m.group for m in machines if m.group]))
         return parse_network_constraints(data["network_constraints"], known, self.check, self.err,
@@ -725,8 +718,6 @@ def constraints_from_data(value: Any, known_groups: List[str], source: str = "ne
     """Check and normalise a ``network_constraints`` mapping given from Python (e.g.
     ``env.tc({...})``); return a :class:`NetworkConstraints`. ``known_groups``: the env's
     roles and groups. Raises :class:`~enos.errors.ConfigError` naming ``source`` and the key."""
-    from enos.reservation.netconstraints import parse_network_constraints
-    from enos.reservation.schemacheck import explain, pick, violations
 
     def err(path, message):
         return ConfigError(message, file=source, keypath=".".join(str(p) for p in path) or None)

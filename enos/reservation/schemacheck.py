@@ -20,6 +20,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, List, Optional, Tuple
+import copy
 
 KEYWORDS = frozenset({
     "$ref", "type", "enum", "const",
@@ -455,7 +456,6 @@ def fill_defaults(instance, schema, root=None):
     """Write the ``default`` of every absent property into ``instance`` (in place,
     recursively through properties, additionalProperties, items, allOf, $ref, if/then/else
     and the matching anyOf/oneOf branch); return ``instance``. Defaults are deep-copied."""
-    import copy
     root = schema if root is None else root
     schema = resolve(schema, root)
     if not isinstance(schema, dict):

@@ -19,8 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from enos import signals
 from enos.errors import SshUnreachable, UnsafeValue
 from enos.model import Host
+from enos.names import unsafe_host_fields
+from enos.progress import NULL
 from enos.state import atomic_write
 
 CONTROL_PERSIST = "15m"
@@ -120,7 +123,6 @@ def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str,
     user knows, or ssh refuses it; one the user never met is trusted on first use into
     the env's file only."""
     user_known = Path(user_known) if user_known is not None else user_known_hosts()
-    from enos.names import unsafe_host_fields
     q = ssh_config_value
     cdir = control_dir(run_id)
     lines = [f"# written by enos for run {run_id}; use: ssh -F {known_hosts.parent / 'ssh_config'} ALIAS", ""]
@@ -221,8 +223,6 @@ def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.
 
     Returns None. Raises :class:`SshUnreachable` naming the late hosts and their last error;
     KeyboardInterrupt within ~0.1 s of SIGINT/SIGTERM (every probing ssh killed)."""
-    from enos import signals
-    from enos.progress import NULL
     progress = progress or NULL
     pending: Dict[str, str] = {a: "not tried yet" for a in aliases}
     deadline = time.monotonic() + timeout

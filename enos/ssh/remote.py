@@ -34,6 +34,7 @@ from enos.errors import CommandFailed
 from enos.model import Host
 from enos.results import Result, Results
 from enos.ssh import mux as sshmux
+from enos.ssh.client import secure_dir
 
 #: at most this many ssh processes at once (each holds 3 file descriptors)
 MAX_PARALLEL = 256
@@ -453,7 +454,6 @@ def ensure_control_dirs(ssh_config: Path) -> None:
         lines = Path(ssh_config).read_text().splitlines()
     except OSError:
         return
-    from enos.ssh.client import secure_dir
     for line in lines:
         parts = line.split(None, 1)
         if len(parts) == 2 and parts[0].lower() == "controlpath" and parts[1].strip().lower() != "none":

@@ -29,9 +29,11 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
-from enos.errors import Unsupported
+from enos.errors import FailpointHit, Unsupported
 from enos.provider import load_provider_class
-from enos.provider.provider import EXTEND_WALLTIME, SWEEP
+from enos.provider.provider import EXTEND_WALLTIME, SWEEP, ProviderContext
+from enos.state import MemoryJournal, State, new_run_id
+from enos.task import load_reservation
 from enos.testing.checks import check_resources
 
 
@@ -91,7 +93,6 @@ class ConformanceSuite:
         assert left == [], f"{when}: resources of run {run_id} left behind: {left}"
 
     def _provider_class(self, reservation: Path):
-        from enos.task import load_reservation
         return load_provider_class(load_reservation(str(reservation)).provider_type)
 
     # --- the checks -----------------------------------------------------------------------
@@ -105,7 +106,6 @@ class ConformanceSuite:
     def test_up_shape_then_cold_destroy(self, reservation, cli_env, tmp_path):
         """up returns well-formed resources, the testbed really has them, cold destroy frees
         them, and a second destroy is harmless."""
-        from enos.task import load_reservation
         config = load_reservation(str(reservation))
         env_dir = tmp_path / "env"
         self.up(tmp_path, reservation, cli_env, env_dir)
@@ -195,9 +195,6 @@ class ConformanceSuite:
     def test_capability_honesty(self, reservation, cli_env, tmp_path):
         """Undeclared capabilities raise Unsupported; a declared sweep really sweeps."""
         cls = self._provider_class(reservation)
-        from enos.task import load_reservation
-        from enos.provider.provider import ProviderContext
-        from enos.state import MemoryJournal
         ctx = ProviderContext(config=load_reservation(str(reservation)), journal=MemoryJournal(),
                               env_dir=tmp_path, run_id="00000000")
         prov = cls(ctx)
@@ -243,14 +240,12 @@ class ProviderConformance:
     # --- helpers ------------------------------------------------------------------------
     @staticmethod
     def _fresh_state(tmp_path: Path, name: str):
-        from enos.state import State, new_run_id
         d = tmp_path / name
         d.mkdir()
         return State.create(d, "reservation.yaml", {}, "conformance", run_id=new_run_id())
 
     @staticmethod
     def _reloaded(state):
-        from enos.state import State
         return State.load(state.env_dir).journal
 
     def _clean(self, run_id: str, when: str) -> None:
@@ -291,7 +286,6 @@ class ProviderConformance:
 
     def test_crash_at_every_checkpoint_then_destroy(self, make_provider, tmp_path, monkeypatch):
         """init stopped at each checkpoint it passes; destroy from the journal frees everything."""
-        from enos.errors import FailpointHit
         log = tmp_path / "checkpoints.log"
         monkeypatch.delenv("ENOS_FAILPOINTS", raising=False)
         monkeypatch.setenv("ENOS_FAILPOINT_LOG", str(log))
@@ -329,7 +323,6 @@ class ProviderConformance:
     def test_capability_honesty(self, make_provider, tmp_path):
         """Undeclared capabilities raise Unsupported; a declared sweep finds resources by run
         id with an empty journal."""
-        from enos.state import MemoryJournal
         st = self._fresh_state(tmp_path, "env")
         prov = make_provider(st.journal, st.run_id)
         if EXTEND_WALLTIME not in prov.capabilities:

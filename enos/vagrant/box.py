@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from enos.libvirt.image import ImageBuildError, _need, _run, build_image, image_files
+from enos.progress import NULL
 
 BOX_NAME = "enos/debian12"
 BOX_FILE = "enos-box.json"
@@ -98,7 +99,6 @@ def build_box(name: str = BOX_NAME, cache_dir: Optional[Path] = None, force: boo
 
     Raises NotRoot (the image needs root to build), ImageBuildError (a tool missing or
     failing: qemu-img, debugfs, vagrant; the message says which)."""
-    from enos.progress import NULL
     progress = progress or NULL
     qcow2 = build_image(cache_dir=cache_dir, progress=progress)
     files = image_files(qcow2)
