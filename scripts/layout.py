@@ -47,6 +47,35 @@ ORDERED_LAYERS = {"shared"}
 ISOLATED_LAYERS = {"testbed packages", "providers"}
 
 
+# The only modules that import enos modules lazily (inside a function), and what they may
+# import so: each is a measured start-up boundary (docs/architecture.md, "Lazy imports").
+LAZY_BOUNDARIES = {
+    "enos.cli": ("every command imports the layer it runs, so 'enos --help' loads nothing", {"*"}),
+    "enos.campaign": ("enos.campaign.run/report/status/sweep load the campaign machinery on call",
+                      {"enos.campaign.runner", "enos.campaign.report", "enos.experiment.sweep"}),
+    "enos.experiment.env": ("each Env method loads the module of what it does",
+                            {"enos.experiment.background", "enos.experiment.backup", "enos.experiment.facts",
+                             "enos.experiment.netprobe", "enos.experiment.play", "enos.experiment.sweep",
+                             "enos.experiment.tc", "enos.reservation.config", "enos.reservation.netconstraints"}),
+    "enos.task": ("the provider registry and reservation schema when a provider is needed; up's phases",
+                  {"enos.provider", "enos.reservation.config", "enos.ssh.client", "enos.ssh.keys",
+                   "enos.inventory", "enos.ansible"}),
+    "enos.reservation.config": ("PyYAML only when a file is read", {"enos.reservation.yamlpos"}),
+    "enos.vagrant.diagnose": ("libvirt-python may be missing: enos check reports it", {"enos.libvirt.diagnose"}),
+}
+
+
+def lazy_imports_outside_boundaries(mods=None):
+    """Every function-local import of an enos module that LAZY_BOUNDARIES does not name."""
+    out = []
+    for m, t, line, local in imports(mods):
+        if local:
+            allowed_here = LAZY_BOUNDARIES.get(m, ("", set()))[1]
+            if "*" not in allowed_here and t not in allowed_here:
+                out.append((m, t, line))
+    return out
+
+
 def module_name(path: Path) -> str:
     return ".".join(("enos",) + path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
 
@@ -207,7 +236,11 @@ def main(argv):
         print(f"  {m}:{line} -> {t}   ({unit_of(m)} -> {unit_of(t)})")
     unl = unlisted_units(mods)
     print(f"\nunits missing from the layer table: {len(unl)} {unl}")
-    return 1 if bad or unl else 0
+    lazy = lazy_imports_outside_boundaries(mods)
+    print(f"\nlazy enos imports outside the named boundaries: {len(lazy)}")
+    for m, t, line in lazy:
+        print(f"  {m}:{line} -> {t}")
+    return 1 if bad or unl or lazy else 0
 
 
 if __name__ == "__main__":

@@ -93,6 +93,14 @@ def test_every_import_follows_the_layer_table():
     assert bad == [], "imports against the layer table:\n" + "\n".join(bad)
 
 
+def test_lazy_imports_only_at_named_boundaries():
+    """enos modules import each other at the top (the dependency graph shows), except at the
+    start-up boundaries scripts/layout.py names (the CLI's commands, Env's methods, ...)."""
+    layout = _layout()
+    lazy = [f"{m}:{line} -> {t}" for m, t, line in layout.lazy_imports_outside_boundaries()]
+    assert lazy == [], "function-local imports outside LAZY_BOUNDARIES:\n" + "\n".join(lazy)
+
+
 def test_layer_table_catches_an_upward_import(tmp_path):
     """The check can fail: a model module importing the SSH layer is reported."""
     layout = _layout()
