@@ -1,10 +1,11 @@
-"""Benchmark (not a test): book 1,000 nodes over 5 sites against the local Grid'5000 API
+"""Benchmark (not a test): book every node of the default-queue, non-exotic clusters of the
+real reference data (4 sites, ~290 nodes; tests/g5kref.py) against the local Grid'5000 API
 server and print the g5k provider's own overhead (wall time minus the time spent waiting
 for the server: HTTP round trips and poll sleeps) and the number of API requests.
 
 Targets: overhead ≤ 2 s; requests O(sites) plus polls.
 
-    .venv/bin/python bench/g5k_scale.py [--sites 5] [--nodes 1000]
+    .venv/bin/python bench/g5k_scale.py [--sites 4] [--nodes N]   (N: at most that many)
 """
 from __future__ import annotations
 
@@ -23,32 +24,28 @@ sys.path.insert(0, str(HERE.parent))
 def main(argv=None) -> int:
     """Run the benchmark; return 0 if the overhead target is met, 1 otherwise."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sites", type=int, default=5)
-    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--sites", type=int, default=4)
+    ap.add_argument("--nodes", type=int, default=0, help="book at most this many nodes (0: all)")
     args = ap.parse_args(argv)
 
     from g5kserver import FakeG5k
+    from g5kref import need_reference
     from enos.reservation.config import Config, MachineSpec
     from enos.provider import g5k as g5kmod
     from enos.provider.provider import ProviderContext
     from enos.ssh.keys import ensure_keypair
     from enos.state import State
 
-    per_site = args.nodes // args.sites
-    names = ["rennes", "nancy", "lyon", "lille", "nantes", "grenoble", "luxembourg", "sophia"]
-    sites = {names[i]: {f"cl{i}a": per_site // 2 + 10, f"cl{i}b": per_site - per_site // 2 + 10}
-             for i in range(args.sites)}
+    sites = default_queue_clusters(need_reference(), args.sites, args.nodes)
     srv = FakeG5k(sites=sites, users={"alice": "pw"}, waiting_s=0.5, launching_s=0.1)
     srv.start()
     tmp = Path(tempfile.mkdtemp(prefix="enos-g5k-bench-"))
     creds = tmp / "creds.yaml"
     creds.write_text(f"username: alice\npassword: pw\nuri: {srv.url}\n")
     os.environ["G5K_CREDENTIALS_FILE"] = str(creds)
-    machines = []
-    for i, (site, clusters) in enumerate(sites.items()):
-        for c in clusters:
-            machines.append(MachineSpec(roles=[f"r{i}"], count=per_site // 2 if c.endswith("a")
-                                        else per_site - per_site // 2, label=c))
+    machines = [MachineSpec(roles=[f"r{i}"], count=n, label=c)
+                for i, clusters in enumerate(sites.values()) for c, n in clusters.items()]
+    wanted = sum(m.count for m in machines)
     config = Config(file="bench.yaml", provider_type="g5k",
                     options={"type": "g5k", "poll_interval": 0.2, "poll_max_interval": 1.0}, machines=machines)
     st = State.create(tmp, "bench.yaml", {}, "g5k")
@@ -96,7 +93,23 @@ def main(argv=None) -> int:
     print(f"API requests (init):   {n_req} = sites lookup {1 + len(sites)} + submissions {len(sites)} "
           f"+ job polls {polls}")
     print(f"destroy:               {destroy_s:.2f} s")
-    return 0 if min(overhead, cpu) <= 2.0 and len(res.hosts) == args.nodes else 1
+    return 0 if min(overhead, cpu) <= 2.0 and len(res.hosts) == wanted else 1
+
+
+def default_queue_clusters(ref, n_sites: int, cap: int) -> dict:
+    """Return {site: {cluster: node count}}: every node of the non-exotic clusters of the
+    default queue of the first ``n_sites`` sites, at most ``cap`` nodes in all (0: no cap)."""
+    out: dict = {}
+    left = cap or 10 ** 9
+    for site in ref.site_uids[:n_sites]:
+        for c in ref.cluster_uids(site):
+            data = ref.cluster(site, c)
+            if data.get("exotic") or "default" not in (data.get("queues") or []) or left <= 0:
+                continue
+            n = min(len(ref.nodes(site, c)), left)
+            out.setdefault(site, {})[c] = n
+            left -= n
+    return out
 
 
 if __name__ == "__main__":

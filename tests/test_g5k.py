@@ -13,7 +13,7 @@ import pytest
 
 from enos.reservation.config import Config, MachineSpec
 from enos.errors import (AuthError, ConfigError, DestroyIncomplete, ProviderError, RateLimited,
-                         ReservationUnavailable, Unavailable, UsageError)
+                         ReservationUnavailable, Timeout, Unavailable, UsageError)
 from enos.g5k import oar
 from enos.g5k.credentials import load_credentials
 from enos.g5k.plan import Group, assign_nodes
@@ -25,6 +25,7 @@ from enos.state import State
 
 sys.path.insert(0, str(Path(__file__).parent))
 from g5kserver import FakeG5k  # noqa: E402
+from g5kmodel import paris_date as paris  # noqa: E402
 
 PASSWORD = "s3cret-pw-7f1c"
 FAST = {"poll_interval": 0.05, "poll_max_interval": 0.2, "retry_base_delay": 0.02,
@@ -33,7 +34,7 @@ FAST = {"poll_interval": 0.05, "poll_max_interval": 0.2, "retry_base_delay": 0.0
 
 @pytest.fixture
 def server():
-    srv = FakeG5k(sites={"rennes": {"paravance": 6, "parasilo": 2}, "nancy": {"grisou": 4}},
+    srv = FakeG5k(sites={"rennes": {"paradoxe": 6, "parasilo": 2}, "nancy": {"gros": 4}},
                   users={"alice": PASSWORD}, waiting_s=0.15, launching_s=0.05, deploy_s=0.1, seed=7)
     srv.start()
     yield srv
@@ -52,9 +53,9 @@ def creds(server, tmp_path, monkeypatch):
 def cfg(options=None, machines=None, networks=None):
     opts = {"type": "g5k", **FAST, **(options or {})}
     ms = machines if machines is not None else [
-        MachineSpec(roles=["control"], count=1, label="paravance", keypath="resources.paravance.control"),
-        MachineSpec(roles=["compute"], count=2, label="paravance", keypath="resources.paravance.compute"),
-        MachineSpec(roles=["compute"], count=1, label="grisou", keypath="resources.grisou.compute")]
+        MachineSpec(roles=["control"], count=1, label="paradoxe", keypath="resources.paradoxe.control"),
+        MachineSpec(roles=["compute"], count=2, label="paradoxe", keypath="resources.paradoxe.compute"),
+        MachineSpec(roles=["compute"], count=1, label="gros", keypath="resources.gros.compute")]
     return Config(file="reservation.yaml", provider_type="g5k", options=opts, machines=ms,
                   networks=networks or [])
 
@@ -88,24 +89,24 @@ def test_walltime_reservation_and_refusal_parsing():
 
 
 def test_resource_expression():
-    terms = [oar.cluster_term("paravance", 3), *oar.server_terms(["grisou-1.nancy.grid5000.fr"]),
+    terms = [oar.cluster_term("paradoxe", 3), *oar.server_terms(["gros-1.nancy.grid5000.fr"]),
              oar.network_term("kavlan"), oar.network_term("slash_22")]
     assert oar.network_term("prod") is None
     assert oar.resource_expression(terms, "26:00") == (
-        "{cluster='paravance'}/nodes=3+{network_address='grisou-1.nancy.grid5000.fr'}/nodes=1"
+        "{cluster='paradoxe'}/nodes=3+{network_address='gros-1.nancy.grid5000.fr'}/nodes=1"
         "+{type='kavlan'}/vlan=1+slash_22=1,walltime=26:00:00")
 
 
 def test_assign_nodes_by_cluster_order_and_servers():
-    groups = [Group(["a"], "paravance", 1, site="rennes"), Group(["b"], "paravance", 2, site="rennes"),
-              Group(["c"], "paravance", 1, servers=["paravance-9.rennes.grid5000.fr"], site="rennes")]
-    got = [n for n in ["paravance-10.rennes.grid5000.fr", "paravance-2.rennes.grid5000.fr",
-                       "paravance-9.rennes.grid5000.fr", "paravance-1.rennes.grid5000.fr"]]
+    groups = [Group(["a"], "paradoxe", 1, site="rennes"), Group(["b"], "paradoxe", 2, site="rennes"),
+              Group(["c"], "paradoxe", 1, servers=["paradoxe-9.rennes.grid5000.fr"], site="rennes")]
+    got = [n for n in ["paradoxe-10.rennes.grid5000.fr", "paradoxe-2.rennes.grid5000.fr",
+                       "paradoxe-9.rennes.grid5000.fr", "paradoxe-1.rennes.grid5000.fr"]]
     pairs = assign_nodes(groups, {"rennes": got})
     assert [(g.roles[0], n.split(".")[0]) for g, n in pairs] == [
-        ("a", "paravance-1"), ("b", "paravance-2"), ("b", "paravance-10"), ("c", "paravance-9")]
+        ("a", "paradoxe-1"), ("b", "paradoxe-2"), ("b", "paradoxe-10"), ("c", "paradoxe-9")]
     with pytest.raises(ValueError):
-        assign_nodes([Group(["a"], "paravance", 5, site="rennes")], {"rennes": got})
+        assign_nodes([Group(["a"], "paradoxe", 5, site="rennes")], {"rennes": got})
 
 
 def test_retry_only_retryable_and_gives_up():
@@ -177,10 +178,10 @@ def test_init_books_one_job_per_site_and_reconnects(server, creds, tmp_path):
     p = provider(env, cfg({"job_name": "exp1", "walltime": "1:00"}))
     res = p.init()
     assert [(h.alias, h.roles) for h in res.hosts] == [
-        ("paravance-1", ["control"]), ("paravance-2", ["compute"]), ("paravance-3", ["compute"]),
-        ("grisou-1", ["compute"])]
+        ("paradoxe-1", ["control"]), ("paradoxe-2", ["compute"]), ("paradoxe-3", ["compute"]),
+        ("gros-1", ["compute"])]
     h = res.hosts[0]
-    assert h.address == "paravance-1.rennes.grid5000.fr" and h.user == "alice"
+    assert h.address == "paradoxe-1.rennes.grid5000.fr" and h.user == "alice"
     assert h.jump == "alice@access.grid5000.fr" and h.extra["g5k_site"] == "rennes"
     jobs = server.active_jobs(p.ctx.run_id)
     assert len(jobs) == 2 and {j["name"] for j in jobs} == {f"enos-{p.ctx.run_id}-exp1"}
@@ -206,7 +207,7 @@ def test_reconnect_by_name_after_crash_between_post_and_record(server, creds, tm
     name = p.job_name
     # the journal says "submitting" on rennes, the job exists on the server (POST went through)
     p.ctx.journal.record("job:rennes", {"site": "rennes", "name": name, "submitting": True})
-    status, job = server.submit("rennes", "alice", {"name": name, "resources": "{cluster='paravance'}/nodes=3,walltime=1:00"})
+    status, job = server.submit("rennes", "alice", {"name": name, "command": "sleep 1d", "resources": "{cluster='paradoxe'}/nodes=3,walltime=1:00"})
     assert status == 201
     res = p.init()
     assert server.count("POST", r"/rennes/jobs$") == 0      # reused, not booked twice
@@ -219,7 +220,7 @@ def test_reconnect_by_name_after_crash_between_post_and_record(server, creds, tm
 def test_destroy_finds_job_by_name_when_uid_was_never_recorded(server, creds, tmp_path):
     p = provider(tmp_path / "env", cfg())
     p.ctx.journal.record("job:nancy", {"site": "nancy", "name": p.job_name, "submitting": True})
-    server.submit("nancy", "alice", {"name": p.job_name, "resources": "nodes=1,walltime=1:00"})
+    server.submit("nancy", "alice", {"name": p.job_name, "command": "sleep 1d", "resources": "nodes=1,walltime=1:00"})
     assert len(server.active_jobs(p.ctx.run_id)) == 1
     p.destroy()
     assert server.active_jobs(p.ctx.run_id) == []
@@ -280,11 +281,28 @@ def test_could_run_at_becomes_reservation_unavailable_and_leaves_no_job(server, 
 
 
 def test_busy_nodes_give_the_servers_could_run_date(server, creds, tmp_path):
-    server.submit("nancy", "alice", {"name": "someone-else", "resources": "{cluster='grisou'}/nodes=4,walltime=3:00"})
-    time.sleep(0.3)
-    p = provider(tmp_path / "env", cfg())
-    with pytest.raises(ReservationUnavailable, match="could run at"):
+    # someone else holds every gros node served for 3 hours: an advance reservation in 10
+    # minutes is refused by OAR with the date it could run at (Europe/Paris time)
+    busy = server.seed_job("nancy", cluster="gros", walltime=3 * 3600)
+    end = busy["scheduled_at"] + 3 * 3600
+    at = paris(time.time() + 600)
+    p = provider(tmp_path / "env", cfg({"reservation": at}))
+    with pytest.raises(ReservationUnavailable, match="could run at") as e:
         p.init()
+    assert e.value.next_slot == paris(end)
+    assert server.active_jobs(p.ctx.run_id) == []
+
+
+def test_batch_job_on_busy_nodes_waits_for_them(server, creds, tmp_path):
+    # without a reservation date OAR queues the job: it waits with a predicted start
+    busy = server.seed_job("nancy", cluster="gros", walltime=2 * 3600)
+    p = provider(tmp_path / "env", cfg({"wait_timeout": 0.5}))
+    with pytest.raises(Timeout, match="not running"):
+        p.init()
+    waiting = {j["site"]: j for j in server.active_jobs(p.ctx.run_id)}
+    assert waiting["nancy"]["state"] == "waiting"
+    assert waiting["nancy"]["scheduled_at"] == busy["scheduled_at"] + 2 * 3600
+    p.destroy()
     assert server.active_jobs(p.ctx.run_id) == []
 
 
@@ -315,7 +333,7 @@ def test_job_dying_while_waiting_deletes_the_other_sites(server, creds, tmp_path
 
 def test_journal_is_written_before_the_post(server, creds, tmp_path, monkeypatch):
     seen = {}
-    p = provider(tmp_path / "env", cfg(machines=[MachineSpec(["a"], 1, label="grisou")]))
+    p = provider(tmp_path / "env", cfg(machines=[MachineSpec(["a"], 1, label="gros")]))
     real = p.api.submit
 
     def spy(site, spec):
@@ -334,12 +352,12 @@ def test_deploy_retries_failed_nodes_and_skips_deployed_ones(server, creds, tmp_
     env = tmp_path / "env"
     c = cfg({"env_name": "debian12-min", "deploy_retries": 2})
     p = provider(env, c)
-    server.deploy_failures["paravance-2.rennes.grid5000.fr"] = 1
+    server.deploy_failures["paradoxe-2.rennes.grid5000.fr"] = 1
     res = p.init()
     assert all(h.user == "root" and h.keyfile == str(p.ctx.ssh_key) for h in res.hosts)
     deps = list(server.deployments.values())
     assert sum(1 for d in deps if d["site_uid"] == "rennes") == 2          # one retry for the failed node
-    assert [d["nodes"] for d in deps if d["site_uid"] == "rennes"][1] == ["paravance-2.rennes.grid5000.fr"]
+    assert [d["nodes"] for d in deps if d["site_uid"] == "rennes"][1] == ["paradoxe-2.rennes.grid5000.fr"]
     assert all("deploy" in j["types"] for j in server.active_jobs(p.ctx.run_id))
     assert all(p.ctx.ssh_pubkey in (d["_key"] or "") for d in deps)    # the env key goes to every node
     n = len(server.deployments)
@@ -352,9 +370,9 @@ def test_deploy_retries_failed_nodes_and_skips_deployed_ones(server, creds, tmp_
 
 def test_deploy_failing_beyond_retries_is_an_error(server, creds, tmp_path):
     p = provider(tmp_path / "env", cfg({"env_name": "debian12-min", "deploy_retries": 1},
-                                        machines=[MachineSpec(["a"], 1, label="grisou")]))
-    server.deploy_failures["grisou-1.nancy.grid5000.fr"] = 5
-    with pytest.raises(ProviderError, match="grisou-1.nancy.grid5000.fr after 2 attempt"):
+                                        machines=[MachineSpec(["a"], 1, label="gros")]))
+    server.deploy_failures["gros-1.nancy.grid5000.fr"] = 5
+    with pytest.raises(ProviderError, match="gros-1.nancy.grid5000.fr after 2 attempt"):
         p.init()
     assert len(server.active_jobs(p.ctx.run_id)) == 1      # kept for a retry; destroy frees it
     p.destroy()
@@ -362,10 +380,10 @@ def test_deploy_failing_beyond_retries_is_an_error(server, creds, tmp_path):
 
 
 def test_kavlan_and_subnet_pools(server, creds, tmp_path):
-    machines = [MachineSpec(["control"], 1, label="paravance", keypath="provider.resources.machines.0",
+    machines = [MachineSpec(["control"], 1, label="paradoxe", keypath="provider.resources.machines.0",
                             options={"primary_network": "v", "secondary_networks": ["ips"]}),
                 MachineSpec(["compute"], 2, label=None, keypath="provider.resources.machines.1",
-                            options={"servers": ["grisou-2.nancy.grid5000.fr", "grisou-3.nancy.grid5000.fr"],
+                            options={"servers": ["gros-2.nancy.grid5000.fr", "gros-3.nancy.grid5000.fr"],
                                      "primary_network": "prod"})]
     nets = [{"id": "v", "type": "kavlan", "roles": ["exp"], "site": "rennes"},
             {"id": "ips", "type": "slash_22", "roles": ["vips"], "site": "rennes"},
@@ -373,18 +391,23 @@ def test_kavlan_and_subnet_pools(server, creds, tmp_path):
     p = provider(tmp_path / "env", cfg({"env_name": "debian12-min"}, machines=machines, networks=nets))
     res = p.init()
     by = {h.alias: h for h in res.hosts}
-    assert by["paravance-1"].address.startswith("paravance-1-kavlan-") and by["paravance-1"].extra["g5k_vlan"]
-    assert by["grisou-2"].address == "grisou-2.nancy.grid5000.fr"
+    assert by["paradoxe-1"].address.startswith("paradoxe-1-kavlan-") and by["paradoxe-1"].extra["g5k_vlan"]
+    assert by["gros-2"].address == "gros-2.nancy.grid5000.fr"
     import ipaddress
     pools = {n.name: n for n in res.networks}
     assert set(pools) == {"v", "ips"}
     for pool in pools.values():
         net = ipaddress.ip_network(pool.cidr)
         assert pool.free and all(ipaddress.ip_address(a) in net for a in pool.free)
-        assert pool.gateway not in pool.free and pool.dns
+        assert pool.gateway not in pool.free
+        # the reference data has no servers/dns.json (its README): the API answers 404 and
+        # the pools say no DNS server rather than inventing one
+        assert pool.dns is None
+    assert server.count("GET", r"^/sites/rennes/servers/dns$") >= 1
+    assert str(ipaddress.ip_network(pools["v"].cidr)) == server.sites["rennes"].data["kavlans"][by["paradoxe-1"].extra["g5k_vlan"]]["network"]
     assert ipaddress.ip_network(pools["ips"].cidr).prefixlen == 22 and pools["ips"].roles == ["vips"]
     vdep = [d for d in server.deployments.values() if d["site_uid"] == "rennes"][0]
-    assert vdep["vlan"] == by["paravance-1"].extra["g5k_vlan"]
+    assert vdep["vlan"] == by["paradoxe-1"].extra["g5k_vlan"]
     p.destroy()
 
 

@@ -30,7 +30,7 @@ from g5kserver import FakeG5k  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 PASSWORD = "e2e-pw-" + os.urandom(4).hex()
-NODES = ["paravance-1.rennes.grid5000.fr", "paravance-2.rennes.grid5000.fr", "grisou-1.nancy.grid5000.fr"]
+NODES = ["paradoxe-1.rennes.grid5000.fr", "paradoxe-2.rennes.grid5000.fr", "gros-1.nancy.grid5000.fr"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def testbed(tmp_path_factory):
             time.sleep(0.05)
         subprocess.run(["ssh-add", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)}, check=True,
                        capture_output=True)
-        server = FakeG5k(sites={"rennes": {"paravance": 2}, "nancy": {"grisou": 1}},
+        server = FakeG5k(sites={"rennes": {"paradoxe": 2}, "nancy": {"gros": 1}},
                          users={"alice": PASSWORD}, waiting_s=0.1, launching_s=0.05, deploy_s=0.1)
         server.start()
         creds = work / "g5k.yaml"
@@ -98,10 +98,10 @@ def g5k_yaml(path: Path, tb, extra: str = "", networks: str = "") -> Path:
   poll_max_interval: 0.2
   retry_base_delay: 0.05
 {extra}resources:
-  paravance:
+  paradoxe:
     control: 1
     compute: 1
-  grisou:
+  gros:
     compute: 1
 {networks}""")
     return path

@@ -535,7 +535,7 @@ def g5k(tmp_path):
     """The local Grid'5000 API server (jobs wait 600 s unless a test says otherwise)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from g5kserver import FakeG5k
-    server = FakeG5k(sites={"rennes": {"paravance": 2}}, users={"alice": "pw-signals"},
+    server = FakeG5k(sites={"rennes": {"paradoxe": 2}}, users={"alice": "pw-signals"},
                      waiting_s=600, launching_s=0.05, deploy_s=600)
     server.start()
     creds = tmp_path / "g5k.yaml"
@@ -557,7 +557,7 @@ def _g5k_yaml(path: Path, key: Path, extra: str = "") -> None:
   poll_interval: 0.5
   poll_max_interval: 30
 {extra}resources:
-  paravance:
+  paradoxe:
     node: 2
 """)
 
