@@ -295,11 +295,11 @@ def status_reservation(job: Job, now: float, base: str) -> dict:
 # --- placement -----------------------------------------------------------------------------
 
 def busy_intervals(jobs: Iterable[Job], now: float) -> Dict[str, List[Tuple[float, float]]]:
-    """Return resource → [(start, end)] of the active jobs (nodes by FQDN, vlans as
-    ``vlan:<id>``, subnets as ``subnet:<cidr>``)."""
+    """Return resource → [(start, end)] of the active jobs but best-effort ones (nodes by
+    FQDN, vlans as ``vlan:<id>``, subnets as ``subnet:<cidr>``)."""
     out: Dict[str, List[Tuple[float, float]]] = {}
     for j in jobs:
-        if not j.active(now):
+        if not j.active(now) or j.spec.get("queue") == "besteffort":   # OAR kills those for others
             continue
         for r in j.nodes + [f"vlan:{v}" for v in j.vlans] + [f"subnet:{s}" for s in j.subnets]:
             out.setdefault(r, []).append((j.start, j.end))

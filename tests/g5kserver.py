@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import random
 import re
 import threading
@@ -231,7 +232,8 @@ class FakeG5k:
             self.next_uid += 1
             now = time.time()
             die = any(s in (spec.get("name") or "") for s in self.die_while_waiting)
-            job = M.Job(self.next_uid, site, user, dict(spec), walltime, now, start,
+            # OAR counts in whole seconds: a job starts on a second
+            job = M.Job(self.next_uid, site, user, dict(spec), walltime, now, float(math.ceil(start)),
                         self.launching_s if launching is None else launching,
                         die_at=now + self.waiting_s / 2 if die else None, vlan_ints=self.vlan_ints)
             self.jobs[job.uid] = job
