@@ -61,7 +61,9 @@ def _guarded(tmp_path, code: str) -> tuple:
                                        f"'{DEFAULT_GATEWAY}', 'true'])"),
     ("ssh through it as a jump host", "import subprocess; subprocess.run(['ssh', '-J', 'alice@access.grid5000.fr', "
                                       "'10.0.0.1', 'true'])"),
-    ("ssh to a node by its real name", "import subprocess; subprocess.run(['ssh', 'paravance-1.rennes.grid5000.fr'])"),
+    ("ssh to a node by its real name", "import subprocess; subprocess.run(['ssh', 'paradoxe-1.rennes.grid5000.fr'])"),
+    ("ssh through an ssh ProxyCommand to it", "import subprocess; subprocess.run(['ssh', '-o', 'ProxyCommand=ssh -W "
+                                              "%h:%p alice@access.grid5000.fr', '127.0.0.1', 'true'])"),
     ("HTTP to the real API", "import urllib.request; urllib.request.urlopen('https://api.grid5000.fr/stable/', timeout=5)"),
     ("TCP to a public address", "import socket; socket.create_connection(('192.0.2.1', 22), timeout=5)"),
 ])

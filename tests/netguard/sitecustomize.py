@@ -10,7 +10,8 @@ loudly, what would break it from Python or from an ``ssh`` started by Python (en
 - a name lookup of a real Grid'5000 name (``*.grid5000.fr``, the g5k provider's default
   gateway ``access.grid5000.fr``);
 - an ``ssh`` whose first hop (its ProxyJump, else its HostName, as ``ssh -G`` resolves
-  them without connecting) is such a name or address.
+  them without connecting; for a ``ProxyCommand ssh ...``, that ssh's own first hop) is
+  such a name or address.
 
 Each refusal raises PermissionError in the offending process and is appended to the file
 ``$ENOS_NETGUARD_LOG``, which the test session / the benchmark checks at its end (a
@@ -96,6 +97,15 @@ def _install() -> None:
             conf.setdefault(k, v)
         if not conf.get("hostname"):
             return          # not a connection (ssh -V, ssh -Q ...)
+        proxy = conf.get("proxycommand", "none")
+        if proxy not in ("none", ""):
+            import shlex
+            try:
+                words = shlex.split(proxy.replace("%h", "proxied-host").replace("%p", "22"))
+            except ValueError:
+                words = []
+            if words and os.path.basename(words[0]) == "ssh":
+                return check_ssh(words)        # the first hop is the proxy ssh's own
         hop = conf.get("proxyjump", "none")
         target = conf.get("hostname", "") if hop in ("none", "") else hop.split(",")[0]
         host = target.rsplit("@", 1)[-1]
