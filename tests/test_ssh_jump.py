@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from enos.provider.provider import Host
+from enos.model import Host
 from enos.ssh import jump
 from enos.ssh.client import ssh_config_value
 
