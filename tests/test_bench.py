@@ -1,5 +1,5 @@
-"""The benchmark harness (bench/run.py) works end to end in quick mode: 3 local hosts, one
-repetition of every case, a table with every case whose figures are the medians of its
+"""The benchmark harness (bench/run.py) works end to end in quick mode: 3 local hosts (3 to 5
+for the scale case), one repetition of every case, a table with every case whose figures are the medians of its
 samples, whose ratios are those medians' ratios and whose verdicts follow from the targets,
 and every host it created destroyed; a broken enos makes it fail (exit 2) instead of
 printing a table. No timing assertion: the figures of a quick run on a busy test machine
@@ -23,7 +23,18 @@ CASES = ["`enos up` 3 local hosts", "`enos destroy` 3 local hosts", "start-up: `
          "`run_command` API, 3 hosts, hot", "`run_command` API, 3 hosts, cold",
          "start-up: `import enos` (in the interpreter)", "`env.run` experiment API, 3 hosts, hot",
          "`run_command` API with ssh processes (use_masters=False), 3 hosts, hot",
-         "provisioning 3 hosts (preinstall + 3 tasks)", "provisioning 3 hosts vs ansible-runner defaults"]
+         "provisioning 3 hosts (sample playbook) vs hand-tuned", "provisioning 3 hosts vs the play alone",
+         "provisioning 3 hosts vs ansible-runner defaults", "`enos run hostname` CLI, one host, hot",
+         "campaign step (20 steps, `true` on 3 hosts): `env.sweep` + `env.run`, monitoring off",
+         "campaign step (20 steps, `true` on 3 hosts): `enos campaign run`, `monitor: false`",
+         "campaign step (20 steps, `true` on 3 hosts): `enos campaign run`, `monitor: true`",
+         "`enos up` + sample playbook, 3 local hosts", "`enos up` + sample playbook, 5 local hosts vs the line",
+         "`enos destroy`, 5 local hosts vs the line", "memory per host (PSS of the env's processes), 5 hosts",
+         "`enos up` 5 hosts: peak processes on the machine", "`enos up` 5 hosts: peak threads on the machine",
+         "`enos up` 5 hosts: peak file handles on the machine",
+         "`enos up` 5 hosts: peak descriptors of one enos/ansible process", "`enos info`, 5 hosts",
+         "ssh_config + inventory written, 5 hosts", "`enos run hostname` CLI, 5 hosts, hot",
+         "`env.run` experiment API, 5 hosts, hot"]
 
 
 @pytest.mark.root
@@ -45,12 +56,16 @@ def test_quick_benchmark_runs_and_cleans_up(tmp_path):
         assert r["pass"] in (True, False, None)
         if r["baseline"] is not None:
             assert abs(r["baseline"] - statistics.median(r["baseline_samples"])) < 0.002, r
-            want = r["enos"] / r["baseline"] if r["ratio_kind"] == "enos/base" else r["baseline"] / r["enos"]
-            assert abs(r["ratio"] - want) < 1e-9 * want, r
+            if r["ratio_kind"] == "enos-base":
+                assert abs(r["ratio"] - (r["enos"] - r["baseline"])) < 1e-9, r
+            else:
+                want = r["enos"] / r["baseline"] if r["ratio_kind"] == "enos/base" else r["baseline"] / r["enos"]
+                assert abs(r["ratio"] - want) < 1e-9 * want, r
         _check_verdict(r)
     assert "| case | enos (s) | baseline (s) | ratio | target | result |" in p.stdout
-    # every env it brought up (2: the up/destroy one and the fan-out one) is gone
-    assert len(data["run_ids"]) == 2 and data["left_alive"] == []
+    # every env it brought up (6: the up/destroy one, the fan-out one, the provisioning one and
+    # the three of the scale case) is gone
+    assert len(data["run_ids"]) == 6 and data["left_alive"] == []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     for rid in data["run_ids"]:
@@ -73,6 +88,14 @@ def _check_verdict(r: dict) -> None:
     m = re.match(r"≥ ([\d.]+)× faster", t)
     if m:
         assert r["pass"] == (r["ratio"] is not None and r["ratio"] >= float(m.group(1))), r
+        return
+    m = re.match(r"≤ \+([\d.]+) ms", t)
+    if m:
+        assert r["pass"] == (r["ratio"] is not None and r["ratio"] <= float(m.group(1)) / 1000), r
+        return
+    m = re.match(r"< (\d+)", t)
+    if m:
+        assert r["pass"] == (r["enos"] < int(m.group(1))), r
 
 
 @pytest.mark.root

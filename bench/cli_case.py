@@ -1,0 +1,30 @@
+"""bench case ``cli``: ``enos run`` on one host against plain ssh through the same
+connection master (issue 22: ≤ 1.5×).
+
+``enos run --env DIR --roles ALIAS hostname`` and ``ssh -F DIR/ssh_config ALIAS hostname``,
+both started the same way (a subprocess of this process, wall time), interleaved, at least
+15 times each (each is tens of milliseconds); the master is open for both (warm-up first).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import ENOS, log, open_env, timed
+
+MIN_SAMPLES = 15
+
+
+def bench_cli(table, env_dir: Path, repeat: int) -> None:
+    """The one-host ``enos run`` row on the env at ``env_dir`` (its first host)."""
+    env = open_env(env_dir)
+    alias = env.resources.hosts[0].alias
+    cli = ENOS + ["run", "--env", str(env_dir), "--roles", alias, "hostname"]
+    ssh = ["ssh", "-F", str(env.ssh_config), "-o", "BatchMode=yes", alias, "hostname"]
+    timed(cli), timed(ssh)                       # warm: byte code, master open
+    ours, theirs = [], []
+    for _ in range(max(repeat, MIN_SAMPLES)):
+        ours.append(timed(cli))
+        theirs.append(timed(ssh))
+    log(f"enos run, one host: {sorted(ours)[len(ours) // 2]:.3f}s vs ssh {sorted(theirs)[len(theirs) // 2]:.3f}s")
+    table.add("`enos run hostname` CLI, one host, hot", ours, theirs, "≤ 1.50× plain ssh",
+              lambda e, r: r is not None and r <= 1.5, base_name="(plain ssh, same master)")
