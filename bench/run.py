@@ -301,10 +301,9 @@ def parse_args(argv: Optional[List[str]]):
     return a
 
 
-def run_cases(a, table: Table, envs: Envs, tmp: Path) -> None:
+def run_cases(a, table: Table, envs: Envs, tmp: Path, enoslib_py: Optional[Path]) -> None:
     """Run the cases ``a.cases`` asks for, adding their rows to ``table``."""
     only, counts, repeat = a.cases, a.counts, a.repeat
-    enoslib_py = ensure_enoslib() if a.use_enoslib else None
     if "updown" in only:
         for n in counts:
             log(f"enos up / destroy of {n} hosts x{repeat}")
@@ -360,6 +359,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     desc = machine()
     log(desc)
     WORK.mkdir(parents=True, exist_ok=True)
+    try:   # set-up, before the network guard: EnOSlib comes from the package index
+        enoslib_py = ensure_enoslib() if a.use_enoslib else None
+    except (OSError, subprocess.CalledProcessError) as e:
+        log(f"FAILED: could not build EnOSlib's virtualenv: {e}")
+        return 2
     guard_log = start_network_guard()
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
     envs = Envs(tmp)
@@ -368,7 +372,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rc = 0
     error = None
     try:
-        run_cases(a, table, envs, tmp)
+        run_cases(a, table, envs, tmp, enoslib_py)
     except KeyboardInterrupt:
         log("interrupted: destroying the hosts")
         rc = 130
