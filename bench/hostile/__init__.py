@@ -1,0 +1,1 @@
+"""The hostile-input and damaged-state harness (bench/hostile_inputs.py)."""
