@@ -69,7 +69,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from enos.errors import ConfigError, ProviderError, ProviderNotFound
 from enos.reservation.netconstraints import parse_network_constraints
-from enos.reservation.schemacheck import SchemaUnsupported, explain, fill_defaults, pick, show, violations
+from enos.reservation.schemacheck import (SchemaUnsupported, explain, fill_defaults, pick, scalar_problem, show,
+                                         violations)
 
 if TYPE_CHECKING:  # pragma: no cover
     from enos.reservation.netconstraints import NetworkConstraints
@@ -183,12 +184,7 @@ def load_config(path, provider_loader: Callable) -> Config:
     :class:`~enos.errors.MissingDependency` propagates as is."""
     from enos.reservation.yamlpos import load_yaml   # PyYAML (~30 ms) only when a file is read
     file = str(path)
-    blob = read_bounded(file)
-    try:
-        text = blob.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not UTF-8 text (byte 0x{blob[e.start]:02x} cannot be decoded)",
-                          file=file, line=blob.count(b"\n", 0, e.start) + 1) from None
+    text = decode_text(read_bounded(file), file)
     doc = load_yaml(text, file)
     base_dir = os.path.dirname(os.path.abspath(file))
     config = _Builder(doc.data, file, doc.positions, doc.scalars, provider_loader,
@@ -197,29 +193,33 @@ def load_config(path, provider_loader: Callable) -> Config:
     return config
 
 
-#: a reservation file is a few kilobytes; anything above this is refused unread
+#: a reservation (or campaign) file is a few kilobytes; anything above this is refused unread
 MAX_FILE_BYTES = 1 << 20
 
 
-def read_bounded(file: str, limit: int = MAX_FILE_BYTES) -> bytes:
-    """Return the bytes of the regular file ``file`` (at most ``limit``). Raises
-    ConfigError for an unreadable file, something that is not a regular file (a FIFO,
-    a device: opened without blocking and refused), or a file larger than ``limit``."""
+def read_bounded(file: str, limit: int = MAX_FILE_BYTES, what: str = "reservation file") -> bytes:
+    """Return the bytes of the regular file ``file`` (at most ``limit``): the ONE reader of
+    the files enos is given (reservations, campaigns; the state loader maps its refusal to
+    a damaged state). A symbolic link is followed to what it names, which must be a
+    regular file too. Raises ConfigError (naming the file as ``what``) for an unreadable
+    file, a directory, something that is not a regular file (a FIFO, a device: opened
+    without blocking and refused unread), or a file larger than ``limit``."""
     try:
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as e:
-        raise ConfigError(f"cannot read the reservation file: {e.strerror or e}", file=file) from None
+        raise ConfigError(f"cannot read the {what}: {e.strerror or e}", file=file) from None
+    except ValueError as e:                 # a NUL in the path
+        raise ConfigError(f"cannot read the {what}: {e}", file=file) from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise ConfigError("cannot read the reservation file: Is a directory", file=file)
+            raise ConfigError(f"cannot read the {what}: Is a directory", file=file)
         if not stat.S_ISREG(st.st_mode):
             kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if (
                 stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "a special file"
-            raise ConfigError(f"is {kind}, not a regular file; give the path of a reservation file",
-                              file=file)
+            raise ConfigError(f"is {kind}, not a regular file; give the path of a {what}", file=file)
         if st.st_size > limit:
-            raise ConfigError(f"the file is {st.st_size} bytes; a reservation file may be at most "
+            raise ConfigError(f"the file is {st.st_size} bytes; a {what} may be at most "
                               f"{limit} bytes", file=file)
         chunks, size = [], 0
         while True:
@@ -228,14 +228,46 @@ def read_bounded(file: str, limit: int = MAX_FILE_BYTES) -> bytes:
                 break
             size += len(chunk)
             if size > limit:
-                raise ConfigError(f"the file grows beyond {limit} bytes; a reservation file may be "
+                raise ConfigError(f"the file grows beyond {limit} bytes; a {what} may be "
                                   f"at most {limit} bytes", file=file)
             chunks.append(chunk)
         return b"".join(chunks)
     except OSError as e:
-        raise ConfigError(f"cannot read the reservation file: {e.strerror or e}", file=file) from None
+        raise ConfigError(f"cannot read the {what}: {e.strerror or e}", file=file) from None
     finally:
         os.close(fd)
+
+
+def decode_text(blob: bytes, file: str) -> str:
+    """Return ``blob`` decoded as UTF-8 (a BOM is dropped). Raises ConfigError naming the
+    line of the first byte that is not UTF-8."""
+    try:
+        return blob.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte 0x{blob[e.start]:02x} cannot be decoded)",
+                          file=file, line=blob.count(b"\n", 0, e.start) + 1) from None
+
+
+def network_problem(text: str) -> Optional[str]:
+    """Return why ``text`` is not an IPv4 network testbed hosts can have addresses in
+    (``'10.20.0.0/24'`` is; a multicast, loopback, link-local, reserved or unspecified
+    range, a /31 or /32, or no CIDR at all are not), or None."""
+    import ipaddress
+    try:
+        net = ipaddress.IPv4Network(text, strict=False)
+    except ValueError as e:
+        return f"expected an IPv4 network like 10.20.0.0/24, got {text!r} ({e})"
+    if "/" not in text:
+        return f"expected an IPv4 network with its prefix length, like {text}/24"
+    for test, what in ((net.is_multicast, "a multicast range"), (net.is_loopback, "the loopback range"),
+                       (net.is_link_local, "the link-local range"), (net.is_unspecified, "the unspecified range"),
+                       (net.network_address.is_unspecified, "a range starting at 0.0.0.0"),
+                       (net.is_reserved, "a reserved range")):
+        if test:
+            return f"{text} is {what}: hosts cannot be given addresses in it"
+    if net.prefixlen > 30:
+        return f"{text} has no room for hosts (a /{net.prefixlen}); use a prefix length of at most 30"
+    return None
 
 
 def config_from_data(data: dict, file: str, positions: Optional[dict] = None, *,
@@ -307,6 +339,7 @@ MAX_GROUP_RANGE = 1000
 #: at most this many machines in one reservation (Grid'5000 has ~1000 nodes)
 MAX_MACHINES = 10_000
 _MISSING_SPACE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*:\S")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
 
 def _dotted(path) -> str:
@@ -404,6 +437,9 @@ class _Builder:
             raise ConfigError(f"expected a mapping of keys (provider, resources, ...), got {show(data)}",
                               file=self.file, line=self.line(()))
         self._check_plain(data, ())
+        bad = scalar_problem(data)
+        if bad:
+            raise self.err(*bad)
         variables = self._top_level_keys(data)
         self._compact_shape(data)
         cls, options = self._provider(data)
@@ -413,6 +449,8 @@ class _Builder:
             big = max(machines, key=lambda m: m.count)
             raise ConfigError(f"{total} machines asked for; at most {MAX_MACHINES} are allowed",
                               file=self.file, line=big.line, keypath=big.keypath or None)
+        self._one_line(data)            # after the schemas: their wording of a bad name comes first
+        self._network_values(data)
         provision = self._provision(data)
         variables = self._variables(data, variables)
         constraints = self._network_constraints(data, machines)
@@ -436,6 +474,44 @@ class _Builder:
         elif not isinstance(value, (str, int, float, bool)) and value is not None:
             raise self.err(path, f"expected plain YAML data (text, numbers, lists, mappings), "
                                  f"got a {type(value).__name__}")
+
+    def _one_line(self, data: dict) -> None:
+        """Refuse a control character (a newline, a tab, an escape...) in a text of the
+        provider section, the machines or the network constraints: there every text is a
+        name, an address, a path or a value for a command line. (Free Ansible data, under
+        ``variables`` and a host's ``extra``, may hold several lines.)"""
+        stack = [(data.get(k), (k,)) for k in ("provider", "resources", "topology", "network_constraints")
+                 if isinstance(data, dict) and k in data]
+        while stack:
+            value, path = stack.pop()
+            if path[-1:] in (("extra",), ("variables",)):
+                continue
+            if isinstance(value, str) and _CONTROL.search(value):
+                ch = _CONTROL.search(value).group()
+                raise self.err(path, f"a control character ({ch!r}) cannot be part of this value: "
+                                     f"write it on one line")
+            if isinstance(value, dict):
+                stack += [(v, path + (k,)) for k, v in value.items()]
+                stack += [(k, path + (k,)) for k in value if isinstance(k, str)]
+            elif isinstance(value, list):
+                stack += [(v, path + (i,)) for i, v in enumerate(value)]
+
+    def _network_values(self, data: dict) -> None:
+        """Check every ``cidr``/``subnet`` of the provider section and the resources (any
+        provider: static networks, the local subnet, libvirt and Vagrant networks) as an
+        IPv4 network hosts can be given addresses in: not multicast, loopback, link-local,
+        reserved or the unspecified range, and a prefix length of at most 30."""
+        stack = [(data.get(k), (k,)) for k in ("provider", "resources") if k in data]
+        while stack:
+            value, path = stack.pop()
+            if isinstance(value, dict):
+                stack += [(v, path + (k,)) for k, v in value.items()]
+            elif isinstance(value, list):
+                stack += [(v, path + (i,)) for i, v in enumerate(value)]
+            elif isinstance(value, str) and path[-1] in ("cidr", "subnet"):
+                problem = network_problem(value)
+                if problem:
+                    raise self.err(path, problem)
 
     def _top_level_keys(self, data: dict) -> dict:
         variables = {}
@@ -594,6 +670,7 @@ class _Builder:
             if isinstance(value, dict):
                 self.check(label, _LABEL, p)
                 self.check(value, _ROLE_COUNTS, p)
+                self._counts_allowed(cls, p, label)
                 for role, count in value.items():
                     specs.append(MachineSpec(roles=[role], count=int(count), label=label,
                                              keypath=_dotted(p + (role,)), line=self.line(p + (role,))))
@@ -652,11 +729,20 @@ class _Builder:
                                                      line=self.line(q)))
                         continue
                     self.check(label, _LABEL, p + (label,))
+                    self._counts_allowed(cls, p + (label,), label)
                     for role, count in roles.items():
                         q = p + (label, role)
                         specs.append(MachineSpec(roles=list(dict.fromkeys([role, name])), count=int(count),
                                                  label=label, group=name, keypath=_dotted(q), line=self.line(q)))
         return specs
+
+    def _counts_allowed(self, cls, path, label) -> None:
+        """Refuse a number of machines for a provider whose machines are hosts given by
+        address (``static``): it books nothing, so it cannot make up hosts."""
+        ms = cls.machine_schema if isinstance(cls.machine_schema, dict) else {}
+        if "address" in (ms.get("required") or ()):
+            raise self.err(path, f"the '{cls.type}' provider takes existing hosts by address, not a number "
+                                 f"of machines: write '{label}:' (a role) then '- address: HOST' for each host")
 
     @staticmethod
     def _is_host(value, cls) -> bool:

@@ -67,7 +67,16 @@ _RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10
                "kibit": 2**10, "mibit": 2**20, "gibit": 2**30, "tibit": 2**40,
                "bps": 8, "kbps": 8 * 10**3, "mbps": 8 * 10**6, "gbps": 8 * 10**9, "tbps": 8 * 10**12,
                "kibps": 8 * 2**10, "mibps": 8 * 2**20, "gibps": 8 * 2**30, "tibps": 8 * 2**40}
+#: the longest delay tc is asked for (1 hour, in ms) and the highest rate (10 tbit/s):
+#: beyond them a value is a typo, and tc would overflow its counters
+MAX_DELAY_MS = 3_600_000.0
+MAX_RATE_BIT = 10 * 10**12
 _NUM_UNIT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z%]*)\s*$")
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:20] + f"...({len(text)} characters)"
 
 
 def parse_delay(value) -> float:
@@ -83,7 +92,10 @@ def parse_delay(value) -> float:
     unit = m.group(2).lower() if m else None
     if m is None or (unit and unit not in _TIME_UNITS) or (not unit and float(m.group(1)) != 0):
         raise ValueError(f"expected a delay such as 10ms, 1.5s or 500us, got '{value}'")
-    return float(m.group(1)) * _TIME_UNITS.get(unit, 1.0)
+    ms = float(m.group(1)) * _TIME_UNITS.get(unit, 1.0)
+    if not ms <= MAX_DELAY_MS:
+        raise ValueError(f"a delay is at most 1 hour (3600s), got '{_short(value)}'")
+    return ms
 
 
 def parse_rate(value) -> int:
@@ -97,7 +109,10 @@ def parse_rate(value) -> int:
     if m is None or unit not in _RATE_UNITS:
         raise ValueError(f"expected a rate such as 100mbit or 1gbit (tc units, any case: bit, kbit, "
                          f"mbit, gbit, tbit; bps, kbps, mbps, gbps = bytes per second), got '{value}'")
-    bits = int(round(float(m.group(1)) * _RATE_UNITS[unit]))
+    number = float(m.group(1)) * _RATE_UNITS[unit]
+    if not number <= MAX_RATE_BIT:
+        raise ValueError(f"a rate is at most 10tbit, got '{_short(value)}'")
+    bits = int(round(number))
     if bits <= 0:
         raise ValueError(f"a rate must be more than 0, got '{value}'")
     return bits

@@ -46,6 +46,18 @@ _Loader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
+
+
+def _bounded_int(loader, node):
+    """An integer of at most 100 digits (Python refuses to convert more than 4300, with a
+    ValueError no caller expects; nothing enos reads needs more than 19)."""
+    if len(node.value) > 100:
+        raise yaml.constructor.ConstructorError(None, None, f"a number of {len(node.value)} digits cannot "
+                                                f"be right here", node.start_mark)
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _bounded_int)
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
@@ -106,9 +118,11 @@ class YamlDocument:
 class _Walk:
     """State of one walk over the node graph: the value budget and the warnings."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, max_values: int = MAX_VALUES, what: str = "a reservation"):
         self.file = file
-        self.left = MAX_VALUES
+        self.max_values = max_values
+        self.what = what
+        self.left = max_values
         self.warnings: List[str] = []
 
     def spend(self, path: Path_, positions: Dict[Path_, int]) -> None:
@@ -117,8 +131,8 @@ class _Walk:
         self.left -= 1
         if self.left < 0:
             where = path[:2]
-            raise ConfigError(f"more than {MAX_VALUES} values once YAML aliases are expanded "
-                              f"(an alias bomb?); a reservation is far smaller", file=self.file,
+            raise ConfigError(f"more than {self.max_values} values once YAML aliases are expanded "
+                              f"(an alias bomb?); {self.what} is far smaller", file=self.file,
                               line=positions.get(where), keypath=_dotted(where))
 
 
@@ -180,8 +194,9 @@ def _dotted(path: Path_) -> Optional[str]:
     return ".".join(str(p) for p in path) or None
 
 
-def load_yaml(text: str, file: str) -> YamlDocument:
-    """Parse one YAML document and return a :class:`YamlDocument`.
+def load_yaml(text: str, file: str, max_values: int = MAX_VALUES, what: str = "a reservation") -> YamlDocument:
+    """Parse one YAML document and return a :class:`YamlDocument`. At most ``max_values``
+    values (aliases expanded) are read; ``what`` names the kind of file in that error.
 
     An empty document gives ``data = None``. Raises :class:`ConfigError` on a syntax
     error (``FILE:LINE: YAML syntax error: <problem>``), a duplicate key, a tag this safe
@@ -194,7 +209,7 @@ def load_yaml(text: str, file: str) -> YamlDocument:
             return YamlDocument(None, {}, {})
         positions: Dict[Path_, int] = {(): node.start_mark.line + 1}
         scalars: Dict[Path_, str] = {}
-        walk = _Walk(file)
+        walk = _Walk(file, max_values, what)
         _walk(loader, node, (), positions, scalars, walk, set())
         data = loader.construct_document(node)
     except yaml.YAMLError as err:
