@@ -70,9 +70,13 @@ def check_reservation(camp: Campaign):
         return None
     if isinstance(camp.reservation, dict):
         sub = {k[1:]: v for k, v in camp.positions.items() if k[:1] == ("reservation",)}
-        return task.reservation_from_data(camp.reservation, camp.file, positions=sub,
-                                          base_dir=camp.base_dir, check_files=True)
-    return task.load_reservation(camp.reservation)
+        config = task.reservation_from_data(camp.reservation, camp.file, positions=sub,
+                                            base_dir=camp.base_dir, check_files=True)
+    else:
+        config = task.load_reservation(camp.reservation)
+    camp.check_against(config)          # roles, and the templates with the reservation's hosts
+    check_network_constraints(camp, config)
+    return config
 
 
 def check_network_constraints(camp: Campaign, config) -> None:
