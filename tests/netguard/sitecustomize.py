@@ -3,26 +3,35 @@ start: tests/conftest.py and bench/run.py put this directory first on PYTHONPATH
 
 The project's network rule: tests and benchmarks talk only to loopback or to hosts inside
 network namespaces (or VMs on bridges inside them) that they created. This guard refuses,
-loudly, what would break it from Python or from an ``ssh`` started by Python (enos, Ansible):
+loudly, what would break it from Python or from an ``ssh`` started by Python (enos, Ansible).
+It fails CLOSED: what it cannot show to be local is refused.
 
-- a ``socket.connect`` to an IP address that is neither loopback nor routed through a
-  local interface other than the default route's (i.e. a bridge of a test's hosts);
+- a ``socket.connect`` to an IP address that is not local: local is loopback, an address
+  of this machine, or an address directly on a bridge, veth or dummy link (no gateway)
+  that is not the default route's device (the test hosts' bridges); an address routed
+  through a gateway, on a physical or tunnel device, or with no route at all is refused;
 - a name lookup of a real Grid'5000 name (``*.grid5000.fr``, the g5k provider's default
   gateway ``access.grid5000.fr``);
-- an ``ssh`` whose first hop (its ProxyJump, else its HostName, as ``ssh -G`` resolves
-  them without connecting; for a ``ProxyCommand ssh ...``, that ssh's own first hop) is
-  such a name or address.
+- an ``ssh`` started by Python (``subprocess``, ``os.exec*``, ``os.posix_spawn``) whose first
+  hop (its ProxyJump, else its HostName, as ``ssh -G`` resolves them without connecting)
+  is such a name or address (for a ``ProxyCommand ssh ...``, that ssh's own first hop); an ssh
+  whose destination ``ssh -G`` cannot resolve, or
+  which names no host, is refused too (``ssh -V``/``-Q``/``-O`` make no connection).
+
+What it does NOT see (tests/netguard/README.md): connections made by programs that are
+not Python (Vagrant, libvirtd, QEMU, Chromium, an ssh started by them); those run inside
+network namespaces the tests create, or under ``unshare --net``.
 
 Each refusal raises PermissionError in the offending process and is appended to the file
-``$ENOS_NETGUARD_LOG``, which the test session / the benchmark checks at its end (a
-refusal swallowed by a retry loop still fails the run).
+named by ``$ENOS_NETGUARD_LOG`` when it happens (a test of the guard itself points it at
+its own file), which the test session / the benchmark checks at its end (a refusal
+swallowed by a retry loop still fails the run).
 """
 from __future__ import annotations
 
 import os
 import sys
 
-_LOG = os.environ.get("ENOS_NETGUARD_LOG")
 
 
 def _install() -> None:
@@ -54,6 +63,14 @@ def _install() -> None:
             cache["dev"] = dev
         return cache["dev"]
 
+    def virtual_link(dev: str) -> bool:
+        """True for a bridge, veth or dummy link (what tests create for their hosts)."""
+        key = f"dev:{dev}"
+        if key not in cache:
+            words = output(["ip", "-d", "-o", "link", "show", "dev", dev])[1].split()
+            cache[key] = any(kind in words for kind in ("bridge", "veth", "dummy"))
+        return cache[key]
+
     def local_ip(text: str) -> bool:
         try:
             ip = ipaddress.ip_address(text.split("%")[0])
@@ -65,10 +82,15 @@ def _install() -> None:
             return False
         key = f"ip:{ip}"
         if key not in cache:
-            out = output(["ip", "-o", "route", "get", str(ip)])[1]
+            rc, out = output(["ip", "-o", "route", "get", str(ip)])
             words = out.split()
             dev = words[words.index("dev") + 1] if "dev" in words else ""
-            cache[key] = bool(dev) and dev != default_dev()
+            if rc != 0 or not words:
+                cache[key] = False                  # no route (or unreachable): not local
+            elif words[0] == "local":
+                cache[key] = True                   # an address of this machine
+            else:
+                cache[key] = bool(dev) and "via" not in words and dev != default_dev() and virtual_link(dev)
         return cache[key]
 
     def real_g5k(name: str) -> bool:
@@ -77,26 +99,27 @@ def _install() -> None:
 
     def refuse(what: str) -> None:
         msg = f"enos network guard: refused {what} (pid {os.getpid()}: {' '.join(sys.argv)[:200]})"
-        if _LOG:
+        log = os.environ.get("ENOS_NETGUARD_LOG")
+        if log:
             try:
-                with open(_LOG, "a") as f:
+                with open(log, "a") as f:
                     f.write(msg + "\n")
             except OSError:
                 pass
         raise PermissionError(msg)
 
     def check_ssh(args) -> None:
-        argv = [str(a) for a in args]
+        argv = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in args]
+        if any(a in ("-V", "-Q", "-O", "-G") or a.startswith(("-Q", "-O")) for a in argv[1:]):
+            return          # not a connection: version, query, control-master command, -G itself
         # ssh OPTIONS DESTINATION [COMMAND]: ask ssh itself where it would go
         rc, out = output(["ssh", "-G", *argv[1:]])
-        if rc != 0:
-            return
         conf = {}
         for line in out.splitlines():
             k, _, v = line.partition(" ")
             conf.setdefault(k, v)
-        if not conf.get("hostname"):
-            return          # not a connection (ssh -V, ssh -Q ...)
+        if rc != 0 or not conf.get("hostname"):
+            refuse(f"an ssh whose destination 'ssh -G' cannot resolve ({' '.join(argv)[:200]})")
         proxy = conf.get("proxycommand", "none")
         if proxy not in ("none", ""):
             import shlex
@@ -134,10 +157,15 @@ def _install() -> None:
                 host = host.decode(errors="replace")
             if isinstance(host, str) and real_g5k(host):
                 refuse(f"a name lookup of {host}")
-        elif event == "subprocess.Popen":
-            executable, argv = args[0], args[1]
-            prog = os.path.basename(str(executable or (argv[0] if isinstance(argv, (list, tuple)) and argv else "")))
-            if prog == "ssh" and isinstance(argv, (list, tuple)) and "-G" not in argv and "-O" not in argv:
+        elif event in ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn"):
+            if event == "os.spawn":
+                executable, argv = args[1], args[2]
+            else:
+                executable, argv = args[0], args[1]
+            if isinstance(argv, (str, bytes)):
+                argv = [argv]
+            prog = os.path.basename(os.fsdecode(executable or (argv[0] if argv else "")))
+            if prog == "ssh" and isinstance(argv, (list, tuple)):
                 busy[0] = True
                 try:
                     check_ssh(argv)
