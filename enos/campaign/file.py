@@ -468,13 +468,13 @@ def _reservation_names(config):
 
 def _reservation_hosts(config) -> dict:
     """The ``hosts`` template variable as the reservation will give it (placeholder
-    addresses of TEST-NET-1, aliases as known or ``<role>-<n>``)."""
+    addresses of TEST-NET-2, aliases as known or ``<role>-<n>``)."""
     hosts, every = {}, []
     for m in config.machines:
         opts = m.options or {}
         for n in range(1, min(int(m.count), 1000) + 1):
             alias = str(opts.get("alias") or opts.get("address") or f"{'-'.join(m.roles) or 'host'}-{n}")
-            h = {"alias": alias, "address": str(opts.get("address") or f"192.0.2.{(len(every) % 254) + 1}"),
+            h = {"alias": alias, "address": str(opts.get("address") or f"198.51.100.{(len(every) % 254) + 1}"),
                  "roles": list(m.roles) + ([m.group] if m.group else [])}
             every.append(h)
             for r in h["roles"]:
@@ -483,14 +483,23 @@ def _reservation_hosts(config) -> dict:
     return hosts
 
 
+class _AnyHostList(list):
+    """A role's hosts before any host exists: one placeholder, and any index gives one."""
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            return dict(AnyHosts.HOST, alias=f"host-{index + 1 if index >= 0 else 1}")
+        return super().__getitem__(index)
+
+
 class AnyHosts(dict):
     """The ``hosts`` of a template checked before any host exists: every role (and
-    ``all``) has one placeholder host (an address of TEST-NET-1, never contacted)."""
+    ``all``) has placeholder hosts (addresses of TEST-NET-2, never contacted)."""
 
-    HOST = {"alias": "host-1", "address": "192.0.2.1", "roles": ["role"]}
+    HOST = {"alias": "host-1", "address": "198.51.100.1", "roles": ["role"]}
 
     def __missing__(self, key):
-        return [dict(self.HOST)]
+        return _AnyHostList([dict(self.HOST)])
 
 
 def check_rendering(camp: "Campaign", hosts, err, sites=None) -> None:
