@@ -83,3 +83,74 @@ def alive(pid: int) -> bool:
 def exists(pid: int) -> bool:
     """True if ``pid`` has a /proc entry (alive or zombie)."""
     return os.path.exists(f"/proc/{pid}")
+
+
+def wait_running(cmdline: str, count: int, timeout: float = 60) -> List[int]:
+    """Wait until exactly ``count`` processes run the command line ``cmdline`` (the hosts of
+    the local provider share this machine's PID space, so a remote command is seen here);
+    return their PIDs. Raises AssertionError naming what was seen when it does not happen:
+    a test that interrupts "a running remote command" must know it runs."""
+    import time
+    deadline = time.monotonic() + timeout
+    found: List[int] = []
+    while time.monotonic() < deadline:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                continue
+            if args == cmdline:
+                found.append(int(pid))
+        if len(found) == count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{count} processes '{cmdline}' expected running, found {len(found)}: {found}")
+
+
+def wait_gone(pids, timeout: float = 10) -> List[int]:
+    """Wait until none of ``pids`` has a /proc entry (a killed process is a zombie until its
+    parent reaps it: in-process tests are that parent); return those still there."""
+    import time
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if exists(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if exists(p)]
+    return left
+
+
+def free_run(run_id: str) -> List[str]:
+    """Free whatever of ``run_id`` is left on this machine (a test's finaliser, whatever
+    the test did or failed): enos' own sweep by run id first, then by hand (processes by
+    PID, links, namespaces: every name carries the run id). Return what was left before."""
+    from enos.provider.local import LocalProvider
+    from enos.provider.provider import ProviderContext
+    from enos.state import MemoryJournal
+    left = leftovers(run_id)
+    if not left:
+        return []
+    try:
+        ctx = ProviderContext(config=local_config({"a": 1}), journal=MemoryJournal(),
+                              env_dir=Path("/nonexistent"), run_id=run_id)
+        LocalProvider(ctx).sweep()
+    except Exception:                       # the by-hand pass below still runs
+        pass
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for name in [line.split()[0] for line in ns.splitlines() if line.startswith(f"enos-{run_id}-")]:
+        for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split():
+            try:
+                os.kill(int(pid), 9)
+            except (ValueError, ProcessLookupError):
+                pass
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    for line in leftovers(run_id):
+        kind, _, rest = line.partition(" ")
+        if kind == "link":
+            subprocess.run(["ip", "link", "del", rest], capture_output=True)
+        elif kind == "process":
+            try:
+                os.kill(int(rest.split()[0]), 9)
+            except (ValueError, ProcessLookupError):
+                pass
+    return left

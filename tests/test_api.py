@@ -13,7 +13,7 @@ import pytest
 import enos
 from enos.errors import CommandFailed, ConfigError, NoEnvironment, Timeout, UsageError
 from enoscli import enos as enos_cli
-from localhosts import RUN_IDS, alive, leftovers
+from localhosts import RUN_IDS, alive, leftovers, wait_running
 
 pytestmark = pytest.mark.root
 
@@ -398,8 +398,6 @@ def test_jupyter_html_rendered_in_chromium(env, tmp_path):
     """Every object's ``_repr_html_`` is well-formed (strict parse), escapes what the hosts
     print, and renders in a real headless Chromium as the expected tables, the status of
     a failed host in red and of a successful one in green."""
-    import shutil
-    import subprocess
     results = env.run("echo '<b>bold</b> & <script>x</script>'; test $(hostname) != compute-2", check=False)
     pb = tmp_path / "p.yml"
     pb.write_text(PLAYBOOK)
@@ -413,8 +411,6 @@ def test_jupyter_html_rendered_in_chromium(env, tmp_path):
         c = _Checker(frag)
         assert not c.errors and c.tags[0] == "table", (name, c.errors, frag[:200])
         assert "<script>" not in frag and "<b>" not in frag, name
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is needed (apt-get install chromium)"
     probe = """<script>
     const out = {};
     for (const div of document.querySelectorAll('div[data-part]')) {
@@ -430,8 +426,8 @@ def test_jupyter_html_rendered_in_chromium(env, tmp_path):
     page = "<html><body>" + "".join(f'<div data-part="{k}">{v}</div>' for k, v in parts.items()) \
         + '<pre id="out"></pre>' + probe + "</body></html>"
     (tmp_path / "page.html").write_text(page)
-    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                          (tmp_path / "page.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    from chromium import chromium       # in a network namespace of its own: nothing can leave
+    dom = chromium(["--dump-dom", (tmp_path / "page.html").as_uri()], tmp_path, "api").stdout
     import html as htmllib
     import re
     got = json.loads(htmllib.unescape(re.search(r'<pre id="out">(.*?)</pre>', dom, re.S).group(1)))
@@ -547,10 +543,8 @@ def test_ctrl_c_inside_the_with_block_destroys(tmp_path):
         env_dir, run_id = p.stdout.readline().split()
         RUN_IDS.append(run_id)
         assert p.stdout.readline() == "running\n"
-        deadline = time.monotonic() + 30       # until the foreground 'sleep 301' runs on both hosts
-        while time.monotonic() < deadline and sum(
-                1 for pid in filter(str.isdigit, os.listdir("/proc")) if _cmdline(pid) == "sleep 3142") < 2:
-            time.sleep(0.05)
+        wait_running("sleep 3141", 2)     # the background command runs on both hosts,
+        wait_running("sleep 3142", 2)     # and so does the foreground one env.run waits for
         children = _children(p.pid)
         os.killpg(p.pid, signal.SIGINT)
         out, err = p.communicate(timeout=120)

@@ -23,7 +23,7 @@ from enos.local.plan import pick_subnet, plan_hosts
 from enos.provider.local import LocalProvider
 from enos.provider.provider import ProviderContext
 from enos.state import MemoryJournal, State
-from localhosts import RUN_IDS, alive, exists, leftovers, local_config, make_provider, ssh
+from localhosts import RUN_IDS, alive, exists, free_run, leftovers, local_config, make_provider, ssh, wait_gone
 
 REPO = Path(__file__).resolve().parent.parent
 root = pytest.mark.root
@@ -37,6 +37,17 @@ def nothing_left_at_the_end():
         left = {r: leftovers(r) for r in set(RUN_IDS)}
         left = {r: v for r, v in left.items() if v}
         assert not left, f"leftovers after the local tests: {left}"
+
+
+@pytest.fixture(autouse=True)
+def free_what_the_test_made():
+    """Whatever a test asserts or fails: every run id it created is freed after it (enos'
+    sweep, then by hand), so one failing test never leaves hosts that fail the next one."""
+    first = len(RUN_IDS)
+    yield
+    if os.geteuid() == 0:
+        for run_id in set(RUN_IDS[first:]):
+            free_run(run_id)
 
 
 @pytest.fixture
@@ -194,7 +205,8 @@ def test_second_init_reuses_everything_and_force_deploy_recreates(up4):
     assert all(alive(p) for p in pids)
     fresh = prov.init(force_deploy=True)
     new_pids = [h["pid"] for h in prov.ctx.journal.get("local")["hosts"]]
-    assert set(new_pids).isdisjoint(pids) and not any(exists(p) for p in pids)
+    assert set(new_pids).isdisjoint(pids) and not any(alive(p) for p in pids)
+    assert wait_gone(pids) == [], "the old sshds were killed but never reaped"
     assert [h.address for h in fresh.hosts] == [h.address for h in res.hosts]
     assert ssh(prov.ctx.ssh_key, fresh.hosts[2].address, "hostname").stdout.strip() == "compute-2"
 
@@ -245,11 +257,16 @@ def test_cold_destroy_removes_everything_and_is_idempotent(tmp_path):
     prov.init()
     pids = [h["pid"] for h in prov.ctx.journal.get("local")["hosts"]]
     run_id = prov.run_id
-    assert len(leftovers(run_id)) == 3 + 1 + 3 + 3     # netns, bridge, veths, sshds
+    # what lasts, counted by name and by recorded PID (a ps scan would also count the
+    # short-lived sshd a connection forks)
+    made = [x for x in leftovers(run_id) if not x.startswith("process ")]
+    assert sorted(made) == sorted([f"netns enos-{run_id}-{n}" for n in range(3)] + [f"link eb{run_id}"]
+                                  + [f"link ev{run_id}{n}" for n in range(3)]), made
+    assert len(pids) == 3 and all(alive(p) for p in pids)
     cold = make_provider(env, local_config({"a": 2, "b": 1}))   # new provider from the saved state
     cold.destroy()
     assert leftovers(run_id) == []
-    assert not any(exists(p) for p in pids), "sshd zombies left after destroy"
+    assert wait_gone(pids) == [], "sshd zombies left after destroy"
     assert not (env / f"local-{run_id}").exists()
     cold.destroy()
     make_provider(env, local_config({"a": 2, "b": 1})).destroy()

@@ -5,6 +5,7 @@ local envs whose run ids share a prefix: sweeping one leaves the other intact.""
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -67,21 +68,32 @@ def test_sweep_needs_a_full_run_id_and_spares_the_other_run(tmp_path):
 
 
 def test_destroy_kills_only_the_recorded_process(tmp_path):
-    """A recorded sshd PID whose start time no longer matches (the PID was reused by
-    another process) is not killed by destroy."""
+    """A recorded sshd PID that now belongs to another process (the PID was reused: same
+    number, another start time) is not killed by destroy, which still frees the host (its
+    sshd found in the namespace). The journal is pointed at a live bystander's PID, as a
+    reuse would leave it."""
+    import copy
     prov = make_provider(tmp_path / "e", local_config({"web": 1}), run_id="21a00002")
     bystander = subprocess.Popen(["sleep", "300"])
     try:
         prov.init()
         rec = prov.ctx.journal.get("local")
-        real = rec["hosts"][0]["pid"]
+        real, start = rec["hosts"][0]["pid"], rec["hosts"][0]["start"]
         from enos import process
-        assert prov._is_ours(real, rec["hosts"][0]["start"])
-        # another process with that PID would have another start time
-        assert not prov._is_ours(bystander.pid, rec["hosts"][0]["start"])
+        assert prov._is_ours(real, start) and process.alive(real)
+        # the PID was reused by the bystander: the journal names it, with the sshd's start time
+        reused = copy.deepcopy(rec)
+        reused["hosts"][0]["pid"] = bystander.pid
+        prov.ctx.journal.record("local", reused)
+        assert prov.ctx.journal.get("local")["hosts"][0]["pid"] == bystander.pid
+        assert not prov._is_ours(bystander.pid, start)
         assert not prov._is_ours(bystander.pid)          # and no argument of this run
         prov.destroy()
-        assert bystander.poll() is None and not process.alive(real)
+        assert bystander.poll() is None, "destroy killed a process that is not the env's"
+        deadline = time.monotonic() + 10
+        while process.alive(real) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not process.alive(real), "the env's sshd (found in its namespace) was not stopped"
     finally:
         bystander.kill()
         bystander.wait()

@@ -1,7 +1,8 @@
 """Network constraints on two real VMs (libvirt provider, real libvirtd + QEMU/TCG): the
 Debian guest kernel has sch_netem, so a delay really takes effect. ``enos up`` applies
 the constraints (``enable: true``), ``enos tc --test`` measures the round-trip time between
-the two VMs with real UDP echoes, and ``enos tc --reset`` removes the qdiscs (the same probes then show the VMs' own RTT).
+the two VMs with real UDP echoes and the rate with a real TCP transfer (both must be what
+was asked: a failed measurement fails the test), and ``enos tc --reset`` removes the qdiscs (the same probes then show the VMs' own RTT).
 
 Slow: two VMs booting under TCG (~1-3 min), see tests/test_libvirt_real.py.
 """
@@ -18,6 +19,7 @@ from libvirtd_fixture import leftovers  # noqa: E402
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.libvirtd]
 
 DELAY_MS = 50
+RATE_MBIT = 20
 
 
 def test_delay_really_takes_effect_between_two_vms(libvirtd, tmp_path):
@@ -35,7 +37,7 @@ resources:
 network_constraints:
   enable: true
   default_delay: {DELAY_MS}ms
-  default_rate: 20Mbit
+  default_rate: {RATE_MBIT}Mbit
 """)
     env = tmp_path / "env"
     p = _enos(libvirtd, tmp_path, "up", "-f", str(res), "--env", str(env))
@@ -56,7 +58,11 @@ network_constraints:
         for m in report["measures"]:
             assert m["rtt_requested_ms"] == 2 * DELAY_MS
             assert abs(m["rtt_ms"] - 2 * DELAY_MS) <= 0.2 * 2 * DELAY_MS, m      # real UDP echoes
-        assert t.returncode == (0 if report["ok"] else 1)
+            # the rate is measured too (a real TCP transfer) and must be the one asked for:
+            # a failed or missing measurement fails the test
+            assert m["rate_requested_bit"] == RATE_MBIT * 10**6, m
+            assert m["rate_bit"] is not None and abs(m["rate_bit"] - RATE_MBIT * 10**6) <= 0.15 * RATE_MBIT * 10**6, m
+        assert report["ok"] and t.returncode == 0, (t.stdout[-2000:], t.stderr[-2000:])
         # without the constraints, the same probes: the delay was the netem qdisc's
         r = _enos(libvirtd, tmp_path, "tc", "--reset", "--env", str(env))
         assert r.returncode == 0, r.stderr[-2000:]

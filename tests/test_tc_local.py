@@ -1,6 +1,7 @@
 """Network constraints on real ``local`` hosts (sshd in network namespaces), through the
 real CLI: a rate limit really takes effect (a TCP transfer between namespace hosts is
-measured), delay/loss are refused on this kernel (no sch_netem) before anything changes,
+measured), delay/loss are refused before anything changes when the hosts' kernel lacks
+sch_netem (as the facts enos gathered say; applied when it has it),
 apply is idempotent and recorded, the failing tc command is named, --reset removes only
 what enos created, and facts are gathered and cached."""
 from __future__ import annotations
@@ -145,9 +146,27 @@ def test_unshaped_after_reset_and_apply_is_idempotent(env3):
     assert t.returncode == 1          # the constraint asked for is not there: out of tolerance
 
 
+def _has_netem(ns: str) -> bool:
+    """Whether the kernel of a namespace host takes a netem qdisc, found out by asking the
+    kernel itself (a netem qdisc on the host's own loopback, removed at once)."""
+    p = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem",
+                        "delay", "1ms"], capture_output=True, text=True)
+    if p.returncode == 0:
+        subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", "lo", "root"], check=True)
+    return p.returncode == 0
+
+
 def test_delay_and_loss_refused_without_netem_nothing_changed(env3):
+    """What enos does with delay/loss follows the hosts' kernel as its facts report it, and
+    the facts agree with the kernel itself: without sch_netem, refused before anything
+    changes; with it, applied."""
     cwd, env = env3
     st = _state(env)
+    facts = json.loads(enos(cwd, "info", "--facts", "--env", str(env), "-o", "json").stdout)
+    netem = {a: f["netem"] for a, f in facts.items()}
+    assert set(netem) == {"client-1", "server-1", "server-2"} and len(set(netem.values())) == 1, netem
+    has = _has_netem(_ns(st, "client-1"))
+    assert (netem["client-1"] != "missing") == has, (netem, has)      # the facts tell the truth
     def tree(a):   # classes and filters (the qdisc line carries packet counters)
         return _tc(_ns(st, a), "class", "show", "dev", "eth0") + _tc(_ns(st, a), "filter", "show", "dev", "eth0")
     before = {a: tree(a) for a in ("client-1", "server-1")}
@@ -155,11 +174,16 @@ def test_delay_and_loss_refused_without_netem_nothing_changed(env3):
     for extra in ("  default_delay: 10ms\n", "  default_loss: 1%\n"):
         (cwd / "slow.yaml").write_text((cwd / "reservation.yaml").read_text() + extra)
         p = enos(cwd, "tc", "-f", "slow.yaml", "--env", str(env), check=False)
+        assert "Traceback" not in p.stderr
+        if has:
+            assert p.returncode == 0 and "netem" in _tc(_ns(st, "client-1"), "qdisc", "show", "dev", "eth0")
+            continue
         assert p.returncode == 1, p.stderr
-        assert "sch_netem" in p.stderr and "Nothing was changed" in p.stderr and "Traceback" not in p.stderr
+        assert "sch_netem" in p.stderr and "Nothing was changed" in p.stderr
         assert {a: tree(a) for a in before} == before
-    facts = json.loads(enos(cwd, "info", "--facts", "--env", str(env), "-o", "json").stdout)
-    assert {f["netem"] for f in facts.values()} == {"missing"}
+    if has:
+        enos(cwd, "tc", "--env", str(env))          # back to the rate-only tree the other tests expect
+        return
     # --dry-run still shows the commands a netem kernel would get
     d = enos(cwd, "tc", "--dry-run", "-f", "slow.yaml", "--env", str(env))
     assert "netem limit 100000 loss 1%" in d.stdout and "warning" in d.stderr
@@ -231,9 +255,14 @@ def test_python_api_facts_tc_test_reset(tmp_path):
         assert report.ok and len(report.measures) == 2, report.table()
         for m in report.measures:
             assert abs(m.rate_bit - 8e6) <= 0.15 * 8e6
-        # a CLI process sees what Python applied, and reset from Python removes it
-        p = enos(tmp_path, "tc", "--dry-run", "-f", "/dev/null", check=False)
-        assert p.returncode == 2
+        # a CLI process sees what Python applied: the same constraints from a file are
+        # "unchanged" on both hosts (the CLI read the recorded trees and found them live),
+        # and its measure agrees; then reset from Python removes them
+        (tmp_path / "nc.yaml").write_text("provider: local\nresources:\n  local:\n    a: 1\n    b: 1\n"
+                                          "network_constraints:\n  constraints:\n"
+                                          "    - {src: a, dst: b, rate: 8mbit, symmetric: true}\n")
+        p = enos(tmp_path, "tc", "--env", str(env.env_dir), "-f", str(tmp_path / "nc.yaml"))
+        assert "a-1: unchanged" in p.stdout and "b-1: unchanged" in p.stdout, p.stdout
         assert env.tc_reset() == {"a-1": "removed", "b-1": "removed"}
         with pytest.raises(TcTestFailed):
             env.tc_test(nc, check=True)

@@ -4,13 +4,13 @@ They are read from ``<repo>/../shared/corpus/reservations/`` (``MANIFEST.tsv`` l
 they are data from public repositories and are not copied into the project). Without that
 directory the test skips, except with ``CI=true`` where it fails.
 """
-import os
 from pathlib import Path
 
 import jinja2  # noqa: F401  (the vagrant extra: a missing prerequisite fails, never skips)
 import pytest
 
 from corpus import corpus_dir, manifest_rows
+from prereq import missing
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,10 +23,7 @@ FILES = [CORPUS / row["file"] for row in manifest_rows(CORPUS)
 
 def _need_corpus():
     if not FILES:
-        msg = f"no corpus at {CORPUS} (MANIFEST.tsv)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"no corpus at {CORPUS} (MANIFEST.tsv)")
 
 
 def test_the_corpus_has_43_vagrant_files():
