@@ -29,7 +29,8 @@ from enos import task
 from enos.campaign.file import Campaign, Step, _strings, load_campaign, render, render_data
 from enos.errors import CampaignFailed, EnosError, UsageError
 from enos.experiment.env import Env, destroy as destroy_env, load
-from enos.experiment.sweep import REPEAT, Sweep, combination_id
+from enos.experiment.sweep import REPEAT, Sweep, _read_pickles, combination_id, run_key
+from enos.failpoint import checkpoint
 from enos.progress import NULL
 from enos.reservation.config import constraints_from_data
 from enos.state import STATE_FILE, State, atomic_write
@@ -213,6 +214,32 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -
     return error
 
 
+def finished_before(sweep: Sweep, results: Path) -> List[Dict[str, Any]]:
+    """Mark done every run whose ``result.json`` says ok but that the sweep does not count
+    as done (its process was killed after writing the result, before recording it: the run
+    finished and must never be redone). Return those runs."""
+    stats_done = _done_keys(sweep)
+    recovered = []
+    for one in sweep.runs:
+        if run_key(one) in stats_done:
+            continue
+        try:
+            result = json.loads((run_dir(results, one) / "result.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(result, dict) and result.get("status") == "ok":
+            sweep.done(one)
+            recovered.append(one)
+    if recovered:
+        log.info("%d run(s) had finished before the last process died: not redone", len(recovered))
+    return recovered
+
+
+def _done_keys(sweep: Sweep) -> set:
+    done, _ = _read_pickles(sweep.results / "sweep") if (sweep.results / "sweep").exists() else (set(), set())
+    return {run_key(dict(r)) for r in done}
+
+
 def _fmt(seconds: float) -> str:
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)
@@ -277,6 +304,7 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
     results = Path(results or camp.default_results()).absolute()
     sweep = Sweep(results, camp.combinations(), camp.repeat)
     with sweep:
+        finished_before(sweep, results)      # a kill -9 between result.json and the sweep's record
         _json(results / "campaign.json", {"file": camp.file, "fingerprint": camp.fingerprint(),
                                           "campaign": camp.raw})
         environment = open_env(camp, results, env, progress, config)
@@ -299,6 +327,7 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
                     t = time.monotonic()
                     error = run_one(camp, environment, one, run_dir(results, one), hosts)
                     durations.append(time.monotonic() - t)
+                    checkpoint("campaign.result_written")
                     if error:
                         sweep.failed(one, error)
                         progress.info(f"run {label} failed: {error}")
