@@ -26,8 +26,14 @@ def static_env(d: Path) -> Path:
     env.mkdir()
     st = State.create(env, str(res), {"provider": "static", "resources": {"db": [
         {"address": "127.0.0.1", "port": 1}]}}, "static")
-    st.data["resources"] = Resources(hosts=[Host(alias="db-1", address="127.0.0.1", port=1,
-                                                 roles=["db"])]).to_dict()
+    hosts = [Host(alias="db-1", address="127.0.0.1", port=1, roles=["db"])]
+    st.data["resources"] = Resources(hosts=hosts).to_dict()
+    from enos.inventory import write_inventory        # the files 'enos up' writes
+    from enos.ssh.client import write_ssh_files
+    cfg = write_ssh_files(env, hosts, st.run_id)
+    write_inventory(env, Resources(hosts=hosts), cfg)
+    (d / "camp.yaml").write_text("reservation: static.yaml\nparameters:\n  a: [1]\nsteps:\n  - run: \"true\"\n")
+    (d / "nc.yaml").write_text(STATIC + "network_constraints:\n  default_rate: 10mbit\n")
     st.set_phase("ready")
     return env
 
