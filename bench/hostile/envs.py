@@ -17,7 +17,7 @@ LOCAL = "provider:\n  type: local\nresources:\n  local:\n    db: 1\n    web: 1\n
 def static_env(d: Path) -> Path:
     """Write a ready env of the static provider in ``d/env`` (through enos' State class);
     return it."""
-    from enos.provider.provider import Host, Resources
+    from enos.model import Host, Resources
     from enos.state import State
     d.mkdir(parents=True, exist_ok=True)
     res = d / "static.yaml"

@@ -29,7 +29,7 @@ from enos import task
 from enos.campaign.file import Campaign, Step, _strings, load_campaign, render, render_data
 from enos.errors import CampaignFailed, EnosError, UsageError
 from enos.experiment.env import Env, destroy as destroy_env, load
-from enos.experiment.sweep import REPEAT, Sweep, _read_pickles, combination_id, run_key
+from enos.experiment.sweep import REPEAT, Sweep, combination_id, run_key
 from enos.failpoint import checkpoint
 from enos.progress import NULL
 from enos.reservation.config import constraints_from_data
@@ -218,7 +218,7 @@ def finished_before(sweep: Sweep, results: Path) -> List[Dict[str, Any]]:
     """Mark done every run whose ``result.json`` says ok but that the sweep does not count
     as done (its process was killed after writing the result, before recording it: the run
     finished and must never be redone). Return those runs."""
-    stats_done = _done_keys(sweep)
+    stats_done = sweep.done_keys()
     recovered = []
     for one in sweep.runs:
         if run_key(one) in stats_done:
@@ -233,11 +233,6 @@ def finished_before(sweep: Sweep, results: Path) -> List[Dict[str, Any]]:
     if recovered:
         log.info("%d run(s) had finished before the last process died: not redone", len(recovered))
     return recovered
-
-
-def _done_keys(sweep: Sweep) -> set:
-    done, _ = _read_pickles(sweep.results / "sweep") if (sweep.results / "sweep").exists() else (set(), set())
-    return {run_key(dict(r)) for r in done}
 
 
 def _fmt(seconds: float) -> str:

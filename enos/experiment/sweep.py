@@ -212,6 +212,15 @@ class Sweep:
         self._sweeper.skip(self._hashable(run))
 
     # --- counts ------------------------------------------------------------------
+    def done_keys(self) -> set:
+        """Return the keys (:func:`run_key`) of the runs recorded done on disk (no lock
+        needed)."""
+        sweep_dir = self.results / "sweep"
+        if not ((sweep_dir / "done").exists() or (sweep_dir / "inprogress").exists()):
+            return set()
+        done, _ = _read_pickles(sweep_dir)
+        return {run_key(dict(r)) for r in done}
+
     def stats(self) -> Dict[str, Any]:
         """Return ``{done, remaining, in_progress, failed, total, failures: [...], elapsed}``
         from the files (no lock needed). ``in_progress`` counts runs started by a process
