@@ -63,7 +63,3 @@ def unsafe_host_fields(host) -> List[str]:
         bad.append(f"port {port!r}")
     return bad
 
-
-def is_host_name(value: str) -> bool:
-    """True when ``value`` is a safe host name or IP address (see :data:`HOST_NAME_RE`)."""
-    return isinstance(value, str) and _ok(HOST_NAME_RE, value)

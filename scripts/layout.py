@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent / "enos"
 # bottom first; a unit imports only units of lower layers (plus PEERS)
 LAYERS = [
     ("shared", ["enos", "enos.errors", "enos.names", "enos.environ", "enos.failpoint", "enos.signals",
-                "enos.retry", "enos.progress", "enos.tables", "enos.render", "enos.numbers"]),
+                "enos.retry", "enos.progress", "enos.tables", "enos.render"]),
     ("model", ["enos.model", "enos.results"]),
     ("state", ["enos.state", "enos.process", "enos.inventory"]),
     ("ssh, ansible, reservation file", ["enos.ssh", "enos.ansible", "enos.reservation"]),
@@ -70,7 +70,7 @@ def lazy_imports_outside_boundaries(mods=None):
     out = []
     for m, t, line, local in imports(mods):
         if local:
-            allowed_here = LAZY_BOUNDARIES.get(m, ("", set()))[1]
+            allowed_here = LAZY_BOUNDARIES.get(m, LAZY_BOUNDARIES.get(unit_of(m), ("", set())))[1]
             if "*" not in allowed_here and t not in allowed_here:
                 out.append((m, t, line))
     return out

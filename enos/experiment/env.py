@@ -9,6 +9,7 @@ return. ``enos up``/``run``/``destroy``/``info`` are thin wrappers over these fu
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from enos.experiment.command import (PID_MARK, OutputCallback, RoleSelector, kil
 from enos.model import Host, IpPool
 from enos.progress import QUIET, Progress
 from enos.results import Results
-from enos.ssh.remote import run_sessions
+from enos.ssh.remote import ensure_control_dirs, run_sessions
 from enos.state import State
 
 # The modules of what Env's methods do (tc, netprobe, facts, backup, play, background,
@@ -128,6 +129,15 @@ def destroy(env: Optional[str] = None, base: Union[str, os.PathLike] = ".", swee
         _remove_tc_of(env, Path(base), p)
     environment = task.destroy(env, base=Path(base), sweep=sweep, progress=p, forget=forget)
     return Env(environment, keep=True, quiet=quiet)
+
+
+def sweep_run(reservation: Union[str, os.PathLike], run_id: str, quiet: bool = False,
+              progress=None) -> List[str]:
+    """Remove every resource tagged with ``run_id`` whose env dir is gone or damaged (as
+    ``enos destroy --sweep --run-id``), the provider taken from ``reservation``; return
+    what was removed. Raises UsageError (not a full run id), Unsupported (the provider
+    cannot sweep), ConfigError, DestroyIncomplete."""
+    return task.sweep_run(os.fspath(reservation), run_id, progress=_progress(quiet, progress))
 
 
 def _remove_tc_of(env: Optional[str], base: Path, progress) -> None:
@@ -399,11 +409,16 @@ class Env:
             return constraints_from_data(dict(constraints), known, source="env.tc(constraints)"), groups
         raise UsageError(f"constraints: expected a network_constraints mapping, not {type(constraints).__name__}")
 
-    def tc(self, constraints: Union[None, Mapping, "NetworkConstraints"] = None) -> Dict[str, str]:
+    def tc(self, constraints: Union[None, Mapping, "NetworkConstraints"] = None, *,
+           dry_run: bool = False) -> Dict[str, Any]:
         """Shape the network between groups: apply ``constraints`` (default: the
         reservation's ``network_constraints``; or a mapping in the same format) with tc on
         every host at once; return {alias: 'applied' | 'unchanged' | 'removed'}.
         Idempotent; recorded in the env state for :meth:`tc_reset`.
+
+        ``dry_run=True`` changes nothing and returns {alias: [tc command lines]}: the
+        commands a host would get (those of a kernel with sch_netem even where it is
+        missing, with a warning on the progress output).
 
         Raises ConfigError (a bad constraints mapping), NetemMissing (delay/loss on a kernel
         without sch_netem; nothing changed), PlanError, TcError (naming each failed host's
@@ -411,7 +426,21 @@ class Env:
         from enos.experiment import tc
         self.require_hosts()
         nc, groups = self._constraints(constraints)
+        if dry_run:
+            facts = self.facts()
+            plans = tc.plan(nc, groups, self.hosts, facts, check_netem=False)
+            try:
+                tc.plan(nc, groups, self.hosts, facts)
+            except tc.NetemMissing as e:
+                self._progress().info(f"warning: {e}")
+            return {a: [" ".join(c) for c in p.commands()] for a, p in sorted(plans.items())}
         return tc.apply(self._envdir, nc, groups, progress=self._progress())
+
+    def tc_applied(self) -> str:
+        """Return a readable summary of the constraints enos applied in this env ("" when
+        none)."""
+        from enos.experiment import tc
+        return tc.describe_plan(tc.applied(self._envdir))
 
     def tc_reset(self) -> Dict[str, str]:
         """Remove exactly the tc trees enos applied; return {alias: 'removed' | 'already
@@ -483,6 +512,18 @@ class Env:
         return sweep(dict(parameters), results, repeat=repeat, exclude=[dict(e) for e in exclude or ()])
 
     # --- the end -------------------------------------------------------------------------
+    def ssh_command(self, host: str, command: Sequence[str] = ()) -> List[str]:
+        """Return the argv of an SSH session on ``host`` (an alias) through the env's
+        ssh_config, running ``command`` if given (as ``enos ssh``). Raises UsageError naming
+        the closest alias, NoEnvironment/EnvDestroyed."""
+        aliases = [h.alias for h in self.require_hosts()]
+        if host not in aliases:
+            close = difflib.get_close_matches(host, aliases, n=1)
+            raise UsageError(f"no host '{host}' in {self.env_dir}" + (f"; did you mean '{close[0]}'?" if close else "")
+                             + f" (hosts: {', '.join(aliases)})")
+        ensure_control_dirs(self.ssh_config)   # gone after a reboot or a destroy: ssh cannot bind its master
+        return ["ssh", "-F", str(self.ssh_config), host, *command]
+
     def extend(self, walltime: str) -> dict:
         """Ask the provider for ``walltime`` (``[+]H:MM[:SS]``) more on the env's reservation;
         return what the provider says per reservation (e.g. per Grid'5000 site: job, answer,

@@ -152,6 +152,16 @@ class Config:
         return (f"variables for the playbooks ({len(names)}, from 'variables:' and the top-level "
                 f"keys enos does not use itself): " + ", ".join(names))
 
+    def summary(self) -> dict:
+        """Return the normalised reservation as ``enos validate -o json`` prints it (file,
+        provider, options, machines, networks, variables, provision, warnings,
+        network_constraints)."""
+        nc = self.network_constraints
+        return {"file": self.file, "provider": self.provider_type, "options": self.options,
+                "machines": [dict(vars(m)) for m in self.machines], "networks": self.networks,
+                "variables": self.variables, "provision": self.provision, "warnings": self.warnings,
+                "network_constraints": nc.to_dict() if nc is not None else None}
+
     def error(self, keypath, message: str) -> ConfigError:
         """Return (not raise) a ConfigError located at ``keypath``."""
         kp = keypath if isinstance(keypath, str) else _dotted(keypath)

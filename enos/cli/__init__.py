@@ -1,0 +1,199 @@
+"""enos — book testbed machines, provision them with Ansible, give them back.
+
+Usage:
+  enos [-v | -vv | -q] <command> [<args>...]
+  enos help [<command>]
+  enos --version
+  enos -h | --help
+
+Commands:
+  up          book the resources of a reservation.yaml, wait for SSH, provision them
+  destroy     release everything an environment booked
+  info        show an environment: hosts, roles, networks, reservation state
+  validate    check a reservation.yaml without booking anything
+  new         write a commented reservation.yaml for a provider
+  check       say what a provider needs on this machine and whether it is there
+  inventory   print the Ansible inventory of an environment
+  ssh         open a shell (or run a command) on one host of an environment
+  run         run a command on the hosts of an environment, in parallel
+  backup      bring files and directories home from the hosts, in parallel
+  extend      ask the testbed for more time on a reservation
+  tc          apply the reservation's network_constraints (delay, rate, loss between
+              groups), remove them (--reset) or measure them (--test)
+  build       build a base image for a provider (e.g. enos build libvirt)
+  campaign    run a benchmark campaign (a resumable parameter sweep), see its status, report it
+
+Options:
+  -v, --verbose  more logs, and a traceback on errors; -vv for debug logs
+  -q, --quiet    no progress display, only errors
+  --version      print the version and exit
+  -h, --help     show this help
+
+Exit codes:
+  0    success
+  1    a run-time failure (testbed refusal, hosts unreachable, provisioning failed, ...)
+  2    a usage or configuration error (nothing was booked)
+  130  interrupted (Ctrl-C or SIGTERM): 'enos destroy' frees what was booked,
+       'enos up' resumes
+
+Environments:
+  'enos up' creates ./enos_<UTC timestamp>/ (state, ssh_config, known_hosts, inventory,
+  keys) and points ./current at it; the other commands use ./current unless --env DIR
+  names another. -v/-q may be given anywhere on the command line.
+
+Run 'enos help <command>' for a command's options.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+from typing import Callable, Dict, List, Optional
+
+from docopt import DocoptExit, docopt
+
+from enos import __version__, signals
+from enos.cli import campaigns, envs, hosts
+from enos.cli.options import out
+from enos.errors import ConfigError, EnosError
+
+log = logging.getLogger("enos")
+
+#: name -> usage text of each command (docopt), and name -> the function running it; each
+#: command module keeps its usage text beside its function
+COMMANDS: Dict[str, str] = {}
+HANDLERS: Dict[str, Callable] = {}
+for _module in (envs, hosts, campaigns):
+    for _name, (_doc, _fn) in _module.COMMANDS.items():
+        COMMANDS[_name], HANDLERS[_name] = _doc, _fn
+#: the order of 'enos --help'
+COMMANDS = {k: COMMANDS[k] for k in ("up", "destroy", "info", "validate", "new", "check", "inventory", "ssh",
+                                     "run", "backup", "extend", "build", "tc", "campaign")}
+
+
+def _split_globals(argv: List[str]) -> tuple[List[str], dict]:
+    """Take -v/-vv/-q/--verbose/--quiet out of argv wherever they are (before a '--')."""
+    g = {"verbose": 0, "quiet": False}
+    rest: List[str] = []
+    passthrough = False
+    for a in argv:
+        if passthrough:
+            rest.append(a)
+            continue
+        if a == "--":
+            passthrough = True
+            rest.append(a)
+        elif a in ("-v", "--verbose"):
+            g["verbose"] += 1
+        elif a == "-vv":
+            g["verbose"] += 2
+        elif a in ("-q", "--quiet"):
+            g["quiet"] = True
+        else:
+            rest.append(a)
+    return rest, g
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING
+    if verbose == 1:
+        level = logging.INFO
+    elif verbose >= 2:
+        level = logging.DEBUG
+    if quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the enos CLI; return the exit code (0, 1, 2 or 130, see ``enos --help``)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (e.g. 'enos info | head'): not a failure of enos
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    argv, g = _split_globals(list(sys.argv[1:] if argv is None else argv))
+    parsed = _parse(argv)
+    if isinstance(parsed, int):
+        return parsed
+    cmd, args = parsed
+    _setup_logging(g["verbose"], g["quiet"])
+    old = signals.install()       # SIGINT and SIGTERM: KeyboardInterrupt, exit 130
+    try:
+        return _run(cmd, args, g)
+    except KeyboardInterrupt:
+        if g["verbose"]:
+            log.exception("interrupted")
+        print(f"enos {cmd}: interrupted{INTERRUPTED_HINTS.get(cmd, '')}", file=sys.stderr)
+        return 130
+    finally:
+        signals.restore(old)
+
+
+#: what to say after a Ctrl-C, per command
+INTERRUPTED_HINTS = {"up": "; 'enos destroy' frees what was booked, 'enos up' resumes",
+                     "campaign": "; the same 'enos campaign run' resumes (the interrupted run is redone)"}
+
+
+def _parse(argv: List[str]):
+    """Return (command, its docopt arguments), or an exit code when there is nothing to run
+    (help, version, an unknown command or bad arguments: exit 2 with the usage)."""
+    if not argv or argv[0] in ("-h", "--help"):
+        out(__doc__.strip())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        out(f"enos {__version__}")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "help":
+        if not rest:
+            out(__doc__.strip())
+            return 0
+        cmd, rest = rest[0], ["--help"]
+    if cmd not in COMMANDS:
+        import difflib
+        close = difflib.get_close_matches(cmd, list(COMMANDS) + ["help"], n=1, cutoff=0.5)
+        hint = f"; did you mean 'enos {close[0]}'?" if close else ""
+        print(f"enos: unknown command '{cmd}'{hint} (commands: {', '.join(COMMANDS)}; see 'enos --help')",
+              file=sys.stderr)
+        return 2
+    doc = COMMANDS[cmd]
+    if "-h" in rest or "--help" in rest:
+        out(doc.strip())
+        return 0
+    try:
+        return cmd, docopt(doc, argv=[cmd] + rest, default_help=False)
+    except DocoptExit:
+        usage = doc[doc.index("Usage:"):].split("\n\n")[0]
+        print(f"enos {cmd}: invalid arguments {' '.join(rest) or '(none)'}\n{usage}", file=sys.stderr)
+        return 2
+
+
+def _run(cmd: str, args, g) -> int:
+    """Run the command; map enos' errors (and a full or read-only disk) to their exit code
+    and one line on stderr (a traceback only with -v)."""
+    try:
+        return HANDLERS[cmd](args, g)
+    except EnosError as e:
+        if g["verbose"]:
+            log.exception("enos %s failed", cmd)
+        print(f"enos {cmd}: error: {e}" if not isinstance(e, ConfigError) else f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        if g["verbose"]:
+            log.exception("enos %s failed", cmd)
+        print(f"enos {cmd}: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

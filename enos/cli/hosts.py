@@ -1,0 +1,154 @@
+"""The commands on the hosts of an environment: run, backup, tc. Each is its usage text
+(docopt) beside a function that parses, calls the Python API, prints."""
+from __future__ import annotations
+
+from enos.cli.options import data, env_dir, out, output, roles, seconds
+
+RUN = """Run a shell command on the hosts of an environment, in parallel.
+
+Exits 1 with a summary naming the hosts if the command fails anywhere (unless
+--tolerate-failures).
+
+Usage:
+  enos run [--env DIR] [--roles ROLES] [--timeout S] [--tolerate-failures] [-o FORMAT] CMD
+
+Options:
+  --env DIR            environment directory [default: current]
+  --roles ROLES        comma-separated roles (or host aliases) to run on [default: all]
+  --timeout S          seconds before the command is killed on a host
+  --tolerate-failures  exit 0 even if the command fails on some hosts
+  -o, --output FORMAT  text or json [default: text]
+"""
+
+
+def run(args, g) -> int:
+    from enos.errors import CommandFailed
+    from enos.experiment.env import load_or_current
+    fmt = output(args, ("text", "json"))
+    timeout = seconds("--timeout", args["--timeout"])
+    results = load_or_current(env_dir(args)).run(args["CMD"], roles=roles(args), timeout=timeout, check=False)
+    if fmt == "json":
+        data([r.to_dict() for r in results], "json")
+    else:
+        for r in results:
+            out(f"── {r.alias} ({r.status})")
+            if r.stdout:
+                out(r.stdout.rstrip("\n"))
+            if r.stderr and not r.ok:
+                out(r.stderr.rstrip("\n"))
+    if results.failed and not args["--tolerate-failures"]:
+        raise CommandFailed(args["CMD"], results.failed, results)
+    return 0
+
+
+BACKUP = """Bring files and directories home from the hosts of an environment, in parallel.
+
+One tar stream per host through its SSH connection master; PATHs land in
+DEST/<alias>/<path> (absolute paths keep their full path, relative ones start in the
+remote user's home). Prints per host the size fetched and the paths that were missing
+there. Names with spaces or newlines are safe. Exits 1 if a host's transfer failed (a
+missing path alone is reported, not a failure).
+
+Usage:
+  enos backup [--env DIR] [--roles ROLES] [--dest DIR] [--timeout S] [--sudo] [-o FORMAT] PATH...
+
+Options:
+  --env DIR            environment directory [default: current]
+  --roles ROLES        comma-separated roles (or host aliases) to fetch from [default: all]
+  --dest DIR           where to put the files (default: <env>/backup)
+  --timeout S          seconds before a host's transfer is given up
+  --sudo               read the files as root (sudo -n) on hosts whose user is not root
+  -o, --output FORMAT  text or json [default: text]
+"""
+
+
+def backup(args, g) -> int:
+    from enos.errors import EnosError
+    from enos.experiment.env import load_or_current
+    fmt = output(args, ("text", "json"))
+    timeout = seconds("--timeout", args["--timeout"])
+    env = load_or_current(env_dir(args), quiet=g["quiet"])
+    report = env.backup(args["PATH"], roles=roles(args), dest=args["--dest"], timeout=timeout, sudo=args["--sudo"])
+    out(report.to_json(indent=2) if fmt == "json" else "\n".join(report.lines()))
+    bad = [h for h in report.hosts.values() if not h.ok]
+    if bad:
+        raise EnosError(f"backup failed on {len(bad)} of {len(report.hosts)} host(s): "
+                        + ", ".join(f"{h.host} ({h.error})" for h in bad))
+    return 0
+
+
+TC = """Shape the network between groups of hosts as the reservation's network_constraints
+ask (delay, rate, loss; Enos' format, see docs/network-constraints.md), with Linux tc on
+every host in parallel: an htb class per destination group, a netem qdisc for delay and
+loss, a u32 filter per destination address, on the interface of the network named by the
+constraint (default: the one SSH uses). Idempotent; what was applied is recorded in the
+env state. 'enos up' does it too when network_constraints.enable is true.
+
+  enos tc             apply (again) the constraints
+  enos tc --test      measure RTT, throughput and loss between every two groups and print
+                      requested vs measured; exit 1 when outside the tolerance
+  enos tc --reset     remove exactly what enos applied
+  enos tc --dry-run   print the tc commands per host, change nothing
+
+Delay and loss need the kernel module sch_netem on the hosts (refused otherwise, before
+anything is changed); rate limits need only htb.
+
+Usage:
+  enos tc [--env DIR] [-f FILE] [--reset | --dry-run] [--test] [-o FORMAT]
+
+Options:
+  --env DIR            environment directory [default: current]
+  -f FILE              take network_constraints from this reservation file instead of the
+                       one the environment was created with
+  --reset              remove the tc trees enos applied (only those)
+  --test               measure and compare with the constraints (applies nothing)
+  --dry-run            print the commands without running them
+  -o, --output FORMAT  text or json [default: text]
+"""
+
+
+def tc(args, g) -> int:
+    from enos.experiment import netprobe
+    from enos.experiment.env import load_or_current
+    from enos.experiment.reservation import network_constraints
+    fmt = output(args, ("text", "json"))
+    env = load_or_current(env_dir(args), quiet=g["quiet"])
+    constraints = network_constraints(args["-f"]) if args["-f"] else None
+    result: dict = {}
+    if args["--reset"]:
+        result["reset"] = env.tc_reset()
+    if args["--dry-run"]:
+        result["commands"] = env.tc(constraints, dry_run=True)
+    if not (args["--reset"] or args["--dry-run"] or args["--test"]):
+        result["applied"] = env.tc(constraints)
+    if args["--test"]:
+        result["test"] = env.tc_test(constraints)
+    if fmt == "json":
+        data({k: v.to_dict() if k == "test" else v for k, v in result.items()}, "json")
+    else:
+        _tc_text(result, env)
+    if "test" in result and not result["test"].ok:
+        raise netprobe.TcTestFailed(result["test"])
+    return 0
+
+
+def _tc_text(result: dict, env) -> None:
+    if "reset" in result:
+        for alias, st in sorted(result["reset"].items()):
+            out(f"{alias}: {st}")
+        if not result["reset"]:
+            out("nothing to remove: enos applied no network constraints in this environment")
+    for alias, cmds in result.get("commands", {}).items():
+        out(f"── {alias}")
+        for c in cmds:
+            out(c)
+    if "applied" in result:
+        out(env.tc_applied() or "no constraint applies to these hosts")
+        for alias, st in sorted(result["applied"].items()):
+            out(f"{alias}: {st}")
+    if "test" in result:
+        out(result["test"].table())
+
+
+#: name -> (usage text, function), in the order of 'enos --help'
+COMMANDS = {"run": (RUN, run), "backup": (BACKUP, backup), "tc": (TC, tc)}

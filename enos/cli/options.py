@@ -1,0 +1,84 @@
+"""The one place where command-line values become Python values, and where results are
+printed: every number, duration and choice of the ``enos`` command goes through here, so
+``abc``, ``nan``, ``inf`` and negatives are refused the same way everywhere (UsageError,
+exit 2, before anything is read or booked)."""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Optional, Sequence
+
+from enos.errors import UsageError
+
+#: the longest wait a command line may ask for (30 days)
+MAX_SECONDS = 30 * 86400.0
+
+
+def seconds(option: str, value) -> Optional[float]:
+    """Return ``value`` (text from the command line) as a number of seconds, or None when
+    not given. Raises UsageError unless it is a finite number > 0 and at most
+    :data:`MAX_SECONDS`."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"{option}: expected a number of seconds, got '{value}'") from None
+    if not math.isfinite(number) or number <= 0 or number > MAX_SECONDS:
+        raise UsageError(f"{option}: expected a number of seconds between 0 and {MAX_SECONDS:.0f} "
+                         f"(30 days), got '{value}'")
+    return number
+
+
+def output(args, allowed: Sequence[str]) -> str:
+    """Return the ``-o/--output`` format. Raises UsageError unless it is one of ``allowed``."""
+    fmt = args["--output"]
+    if fmt not in allowed:
+        raise UsageError(f"--output must be {', '.join(allowed[:-1])} or {allowed[-1]}, not '{fmt}'")
+    return fmt
+
+
+def env_dir(args) -> Optional[str]:
+    """Return ``--env`` (None for the default, ``./current``)."""
+    env = args.get("--env")
+    return None if env in (None, "current") else env
+
+
+def roles(args) -> Optional[str]:
+    """Return ``--roles`` (None for every host)."""
+    return None if args.get("--roles") in (None, "all") else args["--roles"]
+
+
+def progress(quiet: bool):
+    """Return the progress display of a command (silent under ``-q``)."""
+    from enos.progress import QUIET, Progress
+    return Progress(mode=QUIET) if quiet else Progress()
+
+
+def out(text: str) -> None:
+    """Print ``text`` on stdout (one line feed at its end), flushed."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def warn(command: str, text: str) -> None:
+    """Print ``enos COMMAND: warning: TEXT`` on stderr."""
+    print(f"enos {command}: warning: {text}", file=sys.stderr)
+
+
+def data(value, fmt: str) -> None:
+    """Print ``value`` as JSON or YAML (``fmt``)."""
+    import json
+    if fmt == "yaml":
+        import yaml
+        out(yaml.safe_dump(value, sort_keys=False))
+    else:
+        out(json.dumps(value, indent=2, default=str))
+
+
+def duration(total: float) -> str:
+    """Return seconds as ``1h02m03s`` / ``2m03s``."""
+    total = int(total)
+    h, rest = divmod(total, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
