@@ -183,3 +183,21 @@ def test_closed_stdout_is_not_a_traceback():
                         "import os; r, w = os.pipe(); os.close(r); os.dup2(w, 1); sys.exit(main(['--help']))"],
                        capture_output=True, text=True)
     assert "Traceback" not in p.stderr
+
+
+def test_check_and_validate_are_python_api(tmp_path):
+    """What 'enos check' and 'enos validate' do is a call of the Python API (the CLI only
+    prints): enos.check gives the provider and each need; enos.validate the Config."""
+    import enos
+    report = enos.check(provider="static")
+    assert report.provider == "static"
+    whats = [c.what for c in report.checks]
+    assert whats[:3] == ["ssh client", "ssh-keygen", "ansible-playbook"]
+    assert "python libraries of 'static'" in whats
+    assert report.missing == [c for c in report.checks if not c.ok]
+    f = tmp_path / "r.yaml"
+    f.write_text("provider: static\nresources:\n  db:\n    - address: 10.0.0.3\n")
+    cfg = enos.validate(f)
+    assert cfg.provider_type == "static" and cfg.summary()["provider"] == "static"
+    with pytest.raises(enos.errors.UsageError):
+        enos.check()
