@@ -37,6 +37,7 @@ from enos.errors import DestroyIncomplete, NotRoot, ProviderError
 from enos.failpoint import checkpoint
 from enos.local import guard, netns
 from enos.local.diagnose import checks
+from enos.local.netlink import IPRoute
 from enos.local.network import create_netns, ensure_bridge, is_ours, link_names, teardown_hosts
 from enos.local.plan import (HostPlan, check_config, our_arg, our_link, our_netns,
                              plan_hosts, subnet_lock, subnet_option, used_networks)
@@ -118,7 +119,6 @@ class LocalProvider(Provider):
         wanted = subnet_option(config)
         if wanted is None:
             return
-        from pyroute2 import IPRoute
         with IPRoute() as ipr:
             clash = [u for u in used_networks(ipr) if u.overlaps(wanted)]
         if clash:
@@ -174,7 +174,6 @@ class LocalProvider(Provider):
         Raises NotRoot (exit 2) when not root, before creating anything; ConfigError for a
         subnet clashing with this machine's; ProviderError when a step fails."""
         sshd = self._preflight()
-        from pyroute2 import IPRoute
         self._keep_range_local()
         rec = self.ctx.journal.get(JOURNAL_KEY) or {}
         with IPRoute() as ipr:
@@ -258,7 +257,7 @@ class LocalProvider(Provider):
             return
         if os.geteuid() != 0:
             raise NotRoot("destroying local hosts needs root")
-        from pyroute2 import IPRoute, NetlinkError
+        from pyroute2 import NetlinkError
         plans = [HostPlan(**h) for h in rec.get("hosts", [])]
         with IPRoute() as ipr:
             left = teardown_hosts(ipr, plans, self.run_id)
@@ -287,7 +286,7 @@ class LocalProvider(Provider):
         DestroyIncomplete if something resists, NotRoot when not root."""
         if os.geteuid() != 0:
             raise NotRoot("sweeping local hosts needs root")
-        from pyroute2 import IPRoute, NetlinkError
+        from pyroute2 import NetlinkError
         rid = self.run_id
         removed: List[str] = []
         left: List[str] = []

@@ -1,0 +1,204 @@
+"""The Python API where researchers use it: a real Jupyter kernel (ipykernel, driven by
+nbclient) executes examples/notebook/experiment.ipynb on real ``local`` namespace hosts,
+under the kernel's running asyncio loop, and every output is checked (the HTML ones
+parsed strictly and rendered in headless Chromium); nothing of the envs is left after.
+And the same API called from inside ``asyncio.run(...)``."""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+import browser
+from localhosts import RUN_IDS, leftovers
+from prereq import missing
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK = REPO / "examples" / "notebook" / "experiment.ipynb"
+RESERVATION = {"provider": "local", "resources": {"local": {"server": 1, "client": 2}}}
+
+
+def _destroy_all(base: Path) -> List[str]:
+    """Destroy every env found under ``base`` that is not destroyed yet (a failed cell
+    must not leak hosts); return their run ids."""
+    import json
+    import enos
+    run_ids = []
+    for state in sorted(base.rglob("state.json")):
+        data = json.loads(state.read_text())
+        run_ids.append(data["run_id"])
+        RUN_IDS.append(data["run_id"])
+        if data.get("phase") != "destroyed":
+            enos.load(state.parent).destroy()
+    return run_ids
+
+
+def _processes_with(marker: str) -> List[str]:
+    """Return the processes (this one excluded) whose environment holds ``marker``: the
+    kernel and anything it started."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker.encode() in env:
+            out.append(f"{pid} {args}")
+    return out
+
+
+def _outputs(nb) -> Dict[str, dict]:
+    """Return tag → {"stdout": text, "stderr": text, "plain": text/plain of the result,
+    "html": list of HTML outputs, "errors": [ename: evalue]} for each tagged code cell."""
+    out = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tag = cell.metadata["tags"][0]
+        o = {"stdout": "", "stderr": "", "plain": "", "html": [], "errors": []}
+        for x in cell.outputs:
+            if x.output_type == "stream":
+                o[x.name] += x.text
+            elif x.output_type == "error":
+                o["errors"].append(f"{x.ename}: {x.evalue}")
+            else:
+                o["plain"] += x.data.get("text/plain", "")
+                if "text/html" in x.data:
+                    o["html"].append(x.data["text/html"])
+        out[tag] = o
+    return out
+
+
+def _execute(base: Path):
+    """Execute the notebook in a fresh python3 kernel (this venv's interpreter) with
+    ``ENOS_NOTEBOOK_BASE=base``, cwd the notebook's directory; return the notebook."""
+    try:
+        import nbclient
+        import nbformat
+    except ImportError:
+        missing("nbclient/nbformat/ipykernel are not installed (the 'test' extra)")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    old = os.environ.get("ENOS_NOTEBOOK_BASE")
+    os.environ["ENOS_NOTEBOOK_BASE"] = str(base)
+    try:
+        client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=600, allow_errors=True,
+                                         resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+        client.execute()
+    finally:
+        if old is None:
+            del os.environ["ENOS_NOTEBOOK_BASE"]
+        else:
+            os.environ["ENOS_NOTEBOOK_BASE"] = old
+    return nb
+
+
+def _table(o: dict, headers: List[str]) -> browser.Table:
+    """The one table of a cell's HTML output, strictly parsed, with these headers."""
+    assert len(o["html"]) == 1, o
+    tabs = browser.tables(o["html"][0])
+    assert len(tabs) >= 1 and tabs[0].headers[:len(headers)] == headers, tabs
+    return tabs[0]
+
+
+def test_notebook_runs_the_whole_experiment_in_a_real_kernel(tmp_path):
+    base = tmp_path / "envs"
+    base.mkdir()
+    try:
+        nb = _execute(base)
+    finally:
+        run_ids = _destroy_all(base)
+    out = _outputs(nb)
+    errors = {tag: o["errors"] for tag, o in out.items() if o["errors"]}
+    assert not errors, errors
+
+    assert "running loop: yes" in out["setup"]["stdout"]            # the hostile case indeed
+    assert f"python: {sys.executable}" in out["setup"]["stdout"]
+    hosts = _table(out["up"], ["role", "alias", "address", "user", "port", "extra"])
+    assert sorted(r[1] for r in hosts.rows) == ["client-1", "client-2", "server-1"]
+    assert "ready: 3 host(s)" in out["up"]["plain"]
+
+    res = _table(out["run"], ["host", "roles", "status", "duration", "stdout", "stderr"])
+    assert {r[0]: (r[2], r[4]) for r in res.rows} == {a: ("ok", a) for a in ("server-1", "client-1", "client-2")}
+
+    play = _table(out["play"], ["host", "status", "ok", "changed", "failed", "skipped", "failures"])
+    assert {r[0]: (r[1], r[3], r[4]) for r in play.rows} == {"client-1": ("changed", "2", "0"),
+                                                            "client-2": ("changed", "2", "0")}
+    for alias in ("server-1", "client-1", "client-2"):
+        assert repr(alias) in out["facts"]["plain"]
+    assert out["tc"]["plain"] == "{'client-1': 'applied', 'client-2': 'applied', 'server-1': 'applied'}"
+    assert "rate_requested_bit=20000000" in out["tc_test"]["plain"]
+
+    back = _table(out["backup"], ["host", "status", "size", "files", "fetched", "missing", "into"])
+    assert sorted(r[0] for r in back.rows) == ["client-1", "client-2"]
+    for alias in ("client-1", "client-2"):
+        # local hosts share the disk: each client fetched both scratch dirs, its own included
+        got = list(base.glob(f"enos_*/backup/{alias}/**/{alias}/scratch/notebook/message.txt"))
+        assert len(got) == 1 and got[0].read_text() == f"{alias}: hello from the notebook\n"
+
+    assert out["sweep"]["plain"] == "{(1, 1): 1024, (1, 2): 1024, (4, 1): 4096, (4, 2): 4096}"
+    assert out["destroy"]["plain"] == "'destroyed'"
+    assert out["with"]["stdout"] == "{'server-1': 'server-1\\n'}\ndestroyed\ndestroyed\n"
+    counts = out["campaign"]["plain"]
+    assert "'done': 2" in counts and "'failed': 0" in counts and "'total': 2" in counts, counts
+
+    # what the user sees: the same outputs rendered by a real browser
+    parts = {tag: o["html"][0] for tag, o in out.items() if o["html"]}
+    seen = browser.render_tables(parts, tmp_path)
+    assert set(seen) == {"up", "run", "play", "backup"}
+    assert all(t["visible"] for tabs in seen.values() for t in tabs)
+    assert {row[2][1] for row in seen["run"][0]["rows"]} == {"rgb(26, 127, 55)"}          # ok: green
+
+    # nothing left: every env destroyed, no namespace, link or process of theirs, no
+    # process of the kernel
+    assert len(run_ids) == 4, run_ids                    # up, with, kept, campaign
+    assert {rid: leftovers(rid) for rid in run_ids} == {rid: [] for rid in run_ids}
+    assert _processes_with(f"ENOS_NOTEBOOK_BASE={base}") == []
+
+
+def test_the_api_works_inside_asyncio_run(tmp_path):
+    """Called from a coroutine (a running loop in the calling thread): up in a ``with``
+    block, run, tc, tc_reset, facts, destroy, ``enos.destroy`` and a campaign."""
+    import enos
+    import enos.campaign
+    seen = {}
+
+    async def main():
+        assert asyncio.get_running_loop()
+        with enos.up(RESERVATION, base=tmp_path, provision=False, quiet=True) as env:
+            RUN_IDS.append(env.run_id)
+            seen["run_id"] = env.run_id
+            seen["hostname"] = env.run("hostname", roles="server")[0].stdout
+            seen["facts"] = sorted(env.facts())
+            seen["tc"] = env.tc({"default_rate": "50mbit", "groups": ["server", "client"]})
+            seen["reset"] = env.tc_reset()
+        seen["phase"] = env.reload().phase
+        kept = enos.up(RESERVATION, keep=True, base=tmp_path, provision=False, quiet=True)
+        RUN_IDS.append(kept.run_id)
+        seen["kept"] = kept.run_id
+        seen["destroyed"] = enos.destroy(base=tmp_path).phase
+        camp = {"reservation": RESERVATION, "parameters": {"n": [1, 2]},
+                "steps": [{"roles": ["server"], "run": "echo value={{ n }}", "collect": "stdout"}],
+                "metrics": {"v": {"regex": "value=([0-9]+)"}}}
+        seen["campaign"] = enos.campaign.run(camp, results=tmp_path / "camp", destroy=True)
+
+    try:
+        asyncio.run(main())
+    finally:
+        _destroy_all(tmp_path)
+    assert seen["hostname"] == "server-1\n"
+    assert seen["facts"] == ["client-1", "client-2", "server-1"]
+    assert seen["tc"] == {"client-1": "applied", "client-2": "applied", "server-1": "applied"}
+    assert seen["reset"] == {"client-1": "removed", "client-2": "removed", "server-1": "removed"}
+    assert seen["phase"] == "destroyed" and seen["destroyed"] == "destroyed"
+    assert seen["campaign"]["done"] == 2 and seen["campaign"]["failed"] == 0
+    for rid in (seen["run_id"], seen["kept"]):
+        assert leftovers(rid) == []
