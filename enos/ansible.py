@@ -13,7 +13,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from enos import process, signals
 from enos.environ import scrubbed_environ
@@ -100,9 +100,10 @@ def failure_message(res: dict) -> str:
 class _Events:
     """Collects failures and drives the progress display from ansible-runner events."""
 
-    def __init__(self, task, verbose: bool):
+    def __init__(self, task, verbose: bool, on_event: Optional[Callable[[dict], None]] = None):
         self.task = task
         self.verbose = verbose
+        self.on_event = on_event
         self.failures: List[tuple] = []
         self.current = ""
         self.stats: dict = {}
@@ -110,6 +111,8 @@ class _Events:
     def __call__(self, event: dict) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data", {}) or {}
+        if self.on_event is not None:
+            self.on_event(event)
         if kind == "playbook_on_task_start":
             self.current = data.get("task", "")
             if self.task:
@@ -187,12 +190,14 @@ class PlaybookRun:
 
 def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dict, forks: int,
              tags: Optional[str], limit: Optional[str], progress, verbose: bool,
-             facts: Optional[Path], check: bool = False, run_id: Optional[str] = None) -> PlaybookRun:
+             facts: Optional[Path], check: bool = False, run_id: Optional[str] = None,
+             on_event: Optional[Callable[[dict], None]] = None) -> PlaybookRun:
     """Run one playbook (extra vars from the 0600 ``vars_file``); return its PlaybookRun.
     With ``check``, raise ProvisionError when it failed (inside the progress task, which
     then shows the failure). KeyboardInterrupt on SIGINT/SIGTERM: the playbook is cancelled
     (ansible-runner polls :data:`enos.signals.STOP` every 0.2 s) and everything it started
-    ended (:func:`enos.process.end_recorded`)."""
+    ended (:func:`enos.process.end_recorded`). ``on_event(event)`` sees every
+    ansible-runner event (per-task results)."""
     import ansible_runner
 
     pb = pb.resolve()
@@ -208,7 +213,7 @@ def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dic
     atomic_write(pdd / "env" / "settings", json.dumps({"pexpect_timeout": 0.2}), mode=0o600)
     kwargs = {"fact_cache": str(facts)} if facts is not None else {}  # absolute: shared by a run's playbooks
     with progress.task(f"ansible {pb.name}") as task:
-        events = _Events(task, verbose)
+        events = _Events(task, verbose, on_event)
         # a signal cancels the run; ansible-runner copies os.environ into its artifacts
         with signals.flag_only(), scrubbed_environ():
             ended = False
@@ -238,10 +243,12 @@ def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dic
 
 def run_playbook(env_dir: Path, inventory: Path, ssh_config: Path, playbook: Path, host_count: int,
                  extravars: Optional[dict] = None, tags: Optional[str] = None, limit: Optional[str] = None,
-                 progress=None, verbose: bool = False, run_id: Optional[str] = None) -> PlaybookRun:
+                 progress=None, verbose: bool = False, run_id: Optional[str] = None,
+                 on_event: Optional[Callable[[dict], None]] = None) -> PlaybookRun:
     """Run one playbook on an env (Ansible gathers facts itself; nothing of an earlier run
     is reused); return its :class:`PlaybookRun` whatever the outcome (failed hosts are in
-    it, not raised). Extra vars go through an owner-only file, as for :func:`run_playbooks`.
+    it, not raised). Extra vars go through an owner-only file, as for :func:`run_playbooks`;
+    ``on_event`` is called with each ansible-runner event.
     Raises :class:`EnosError` when ansible-playbook cannot be found."""
     progress = progress or NULL
     forks = max(1, min(MAX_FORKS, host_count))
@@ -255,4 +262,4 @@ def run_playbook(env_dir: Path, inventory: Path, ssh_config: Path, playbook: Pat
     vars_file = pdd / "play-extravars.json"
     atomic_write(vars_file, json.dumps(dict(extravars or {})), mode=0o600)
     return _run_one(pdd, Path(playbook), inventory, vars_file, envvars, forks, tags, limit,
-                    progress, verbose, None, run_id=run_id)
+                    progress, verbose, None, run_id=run_id, on_event=on_event)

@@ -30,6 +30,7 @@ LAYERS = [
     ("task runner", ["enos.task"]),
     ("experiment layer", ["enos.experiment"]),
     ("campaigns", ["enos.campaign"]),
+    ("archive", ["enos.archive"]),
     ("conformance suite", ["enos.testing"]),
     ("front", ["enos.cli", "enos.__main__"]),
 ]
@@ -54,7 +55,8 @@ LAZY_BOUNDARIES = {
     "enos.campaign": ("enos.campaign.run/report/status/sweep load the campaign machinery on call",
                       {"enos.campaign.runner", "enos.campaign.report", "enos.experiment.sweep"}),
     "enos.experiment.env": ("each Env method loads the module of what it does",
-                            {"enos.experiment.background", "enos.experiment.backup", "enos.experiment.facts",
+                            {"enos.experiment.actions", "enos.experiment.monitor",
+                             "enos.experiment.background", "enos.experiment.backup", "enos.experiment.facts",
                              "enos.experiment.netprobe", "enos.experiment.play", "enos.experiment.sweep",
                              "enos.experiment.tc", "enos.reservation.config", "enos.reservation.netconstraints"}),
     "enos.task": ("the provider registry and reservation schema when a provider is needed; up's phases",

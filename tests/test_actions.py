@@ -42,13 +42,15 @@ def test_modules_as_methods_in_one_playbook(env):
         a.add("ansible.builtin.stat", path="{{ enos_scratch }}/act/hello.txt", task_register="st")
         a.debug(msg="size {{ st.stat.size }}")
         a.shell("echo never", task_when="inventory_hostname == 'nobody'")
+        a.debug(msg="{{ inventory_hostname }} " + "x" * 100)     # a long templated default name
     res = a.results
     assert len(_playbooks(env)) == len(before) + 1                   # one playbook for the block
     assert res.ok and res.hosts == ["client-1", "client-2"] and res.failed == []
     assert res.tasks[1] == "write hello" and res.tasks[0].startswith("file: path=")
     for alias in res.hosts:
         st = [r.status for r in res[alias]]
-        assert st == ["changed", "changed", "ok", "changed", "ok", "ok", "skipped"], st
+        assert st == ["changed", "changed", "ok", "changed", "ok", "ok", "skipped", "ok"], st
+        assert res[alias][7].msg == f"{alias} " + "x" * 100
         assert res[alias][2].stdout == alias and res[alias][2].rc == 0
         assert res[alias][3].stdout == alias
         assert res[alias][5].msg == f"size {len(alias) + 1}"
@@ -58,7 +60,7 @@ def test_modules_as_methods_in_one_playbook(env):
         b.file(path="{{ enos_scratch }}/act", state="directory", mode="0755")
     assert [r.status for r in b.results["client-1"]] == ["ok"]
     df = res.to_dataframe()
-    assert len(df) == 14 and set(df["status"]) == {"changed", "ok", "skipped"}
+    assert len(df) == 16 and set(df["status"]) == {"changed", "ok", "skipped"}
 
 
 def test_a_failed_task_raises_with_every_hosts_results(env):

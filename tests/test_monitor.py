@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 import enos
-from enos.experiment.monitor import COLUMNS, Monitor, end_stale
+from enos.experiment.monitor import COLUMNS
+from enoscli import enos as enos_cli
 from localhosts import RUN_IDS, leftovers
 
 pytestmark = pytest.mark.root
@@ -94,7 +95,7 @@ def test_totals_are_exact_for_short_and_long_blocks(env, seconds, chunks, tmp_pa
                    roles="server", background=True)
     time.sleep(0.3)
     before = _counters(env, ["server"] + clients)
-    with Monitor(env, interval=1.0) as mon:
+    with env.monitor(interval=1.0) as mon:
         t1 = time.monotonic()
         env.run(f"python3 {env.scripts}/source.py {server.address} {PORT} {payload} {chunks} "
                 f"{seconds / chunks}", roles="client")
@@ -158,20 +159,17 @@ def _on_hosts(env, monitor_tag: str = "enos-monitor") -> dict:
 
 KILLED = textwrap.dedent("""\
     import sys, time, enos
-    from enos.experiment.monitor import Monitor
     env = enos.load(sys.argv[1])
-    mon = Monitor(env, interval=0.2).start()
+    mon = env.monitor(interval=0.2).start()
     print("started", mon.id, flush=True)
     time.sleep(600)
 """)
 
 
-@pytest.mark.slow
-def test_kill9_leaves_nothing_on_the_hosts(env, tmp_path):
-    """A monitor's process killed with SIGKILL: its loops end by themselves (their sessions
-    are gone) — one loop kept stopped (SIGSTOP: as if blocked on a dead connection) is ended
-    by the next monitor of the env; then nothing holds the tag on the hosts, process or
-    file in /tmp, counted on the hosts (a static env on the local hosts, which outlive it)."""
+@pytest.fixture
+def static_env(env, tmp_path):
+    """A static env on two of the local hosts: destroying it leaves the hosts alive, so
+    what it left on them can be counted on them."""
     key = env.hosts[0].keyfile
     static = {"provider": {"type": "static"},
               "resources": {h.roles[0]: [{"address": h.address, "alias": "s-" + h.alias, "user": "root",
@@ -179,6 +177,14 @@ def test_kill9_leaves_nothing_on_the_hosts(env, tmp_path):
                             if h.alias in ("server-1", "client-1")}}
     (tmp_path / "static.yaml").write_text(yaml.safe_dump(static))
     senv = enos.up(str(tmp_path / "static.yaml"), keep=True, base=tmp_path, provision=False, quiet=True)
+    yield senv
+    senv.destroy()
+
+
+def _kill9_leaving_a_stopped_loop(env, senv, tmp_path) -> str:
+    """Start a monitor on ``senv`` in another process, SIGSTOP its loop on client-1 (as if
+    blocked on a dead connection), kill -9 the process; return the monitor's tag once the
+    other loop has ended by itself (its session is gone)."""
     (tmp_path / "killed.py").write_text(KILLED)
     p = subprocess.Popen([sys.executable, str(tmp_path / "killed.py"), str(senv.env_dir)],
                          stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -188,26 +194,42 @@ def test_kill9_leaves_nothing_on_the_hosts(env, tmp_path):
         mid = line.split()[1]
         tag = f"enos-monitor-{mid}"
         assert _on_hosts(env, tag)["server-1"] == (2, 0)       # one loop per static host, no file
-        rec = json.loads((senv.env_dir / "monitors" / f"{mid}.json").read_text())
-        assert rec["pid"] == p.pid
-        stopped = env.run(f"for d in /proc/[0-9]*; do case \"$(tr '\\000' ' ' < $d/cmdline 2>/dev/null)\" in "
-                          f"sh*'{mid}'*) echo ${{d#/proc/}};; esac; done", roles="client-1")[0].stdout.split()
-        stopped = [x for x in stopped if x.isdigit()]
+        assert json.loads((senv.env_dir / "monitors" / f"{mid}.json").read_text())["pid"] == p.pid
+        found = env.run(f"for d in /proc/[0-9]*; do case \"$(tr '\\000' ' ' < $d/cmdline 2>/dev/null)\" in "
+                        f"sh*'{mid}'*) echo ${{d#/proc/}};; esac; done", roles="client-1")[0].stdout.split()
+        stopped = [x for x in found if x.isdigit()]
         assert stopped
         os.kill(int(stopped[0]), signal.SIGSTOP)
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(10)
-        time.sleep(2.0)                      # the other loop's next sample meets a closed pipe
-        counts = _on_hosts(env, tag)
-        assert counts["server-1"] == (1, 0), counts             # only the stopped one
-        ended = end_stale(senv)              # what the next Monitor.start does first
-        assert ended == [mid]
-        time.sleep(0.5)
-        counts = _on_hosts(env, tag)
-        assert counts == {h.alias: (0, 0) for h in env.hosts}, counts
-        assert not list((senv.env_dir / "monitors").glob("*.json"))
-        print(f"FIGURE monitor kill -9: left on the hosts (processes, /tmp files): {counts}")
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-        senv.destroy()
+    time.sleep(2.0)                          # the other loop's next sample meets a closed pipe
+    counts = _on_hosts(env, tag)
+    assert counts["server-1"] == (1, 0), counts                 # only the stopped one is left
+    return tag
+
+
+@pytest.mark.slow
+def test_kill9_then_the_next_monitor_ends_what_was_left(env, static_env, tmp_path):
+    tag = _kill9_leaving_a_stopped_loop(env, static_env, tmp_path)
+    with static_env.monitor(roles="server") as mon:             # starts by ending the dead one's loops
+        pass
+    assert mon.totals()["s-server-1"]["samples"] == 2
+    time.sleep(0.5)
+    assert _on_hosts(env, tag) == {h.alias: (0, 0) for h in env.hosts}
+    assert not list((static_env.env_dir / "monitors").glob("*.json"))
+
+
+@pytest.mark.slow
+def test_kill9_then_destroy_leaves_nothing_on_the_hosts(env, static_env, tmp_path):
+    """The closing figure: after kill -9 then ``enos destroy``, nothing holds the tag on the
+    hosts, process or file in /tmp, counted on the hosts (which outlive a static env)."""
+    tag = _kill9_leaving_a_stopped_loop(env, static_env, tmp_path)
+    p = enos_cli(tmp_path, "destroy", "--env", str(static_env.env_dir))
+    assert "ended 1 monitor(s) left running" in p.stderr, p.stderr
+    time.sleep(0.5)
+    counts = _on_hosts(env, tag)
+    assert counts == {h.alias: (0, 0) for h in env.hosts}, counts
+    print(f"FIGURE monitor kill -9 + enos destroy: left on the hosts (processes, /tmp files): {counts}")

@@ -129,9 +129,14 @@ def test_notebook_runs_the_whole_experiment_in_a_real_kernel(tmp_path):
     res = _table(out["run"], ["host", "roles", "status", "duration", "stdout", "stderr"])
     assert {r[0]: (r[2], r[4]) for r in res.rows} == {a: ("ok", a) for a in ("server-1", "client-1", "client-2")}
 
+    acts = _table(out["actions"], ["host", "#", "task", "status", "rc", "duration", "output / message"])
+    assert [(r[0], r[1], r[3]) for r in acts.rows] == [(h, str(i), st) for h in ("client-1", "client-2")
+                                                       for i, st in enumerate(("changed", "changed", "ok"))]
+    assert {r[0]: r[6] for r in acts.rows if r[1] == "2"} == {"client-1": "client-1", "client-2": "client-2"}
+
     play = _table(out["play"], ["host", "status", "ok", "changed", "failed", "skipped", "failures"])
-    assert {r[0]: (r[1], r[3], r[4]) for r in play.rows} == {"client-1": ("changed", "2", "0"),
-                                                            "client-2": ("changed", "2", "0")}
+    assert {r[0]: (r[1], r[3], r[4]) for r in play.rows} == {"client-1": ("changed", "1", "0"),
+                                                            "client-2": ("changed", "1", "0")}
     for alias in ("server-1", "client-1", "client-2"):
         assert repr(alias) in out["facts"]["plain"]
     assert out["tc"]["plain"] == "{'client-1': 'applied', 'client-2': 'applied', 'server-1': 'applied'}"
@@ -144,6 +149,16 @@ def test_notebook_runs_the_whole_experiment_in_a_real_kernel(tmp_path):
         got = list(base.glob(f"enos_*/backup/{alias}/**/{alias}/scratch/notebook/message.txt"))
         assert len(got) == 1 and got[0].read_text() == f"{alias}: hello from the notebook\n"
 
+    assert out["monitor"]["stdout"] == "received 2000000\n"
+    mon = _table(out["monitor"], ["host", "status", "duration", "cpu %", "mem max MiB", "net rx B", "net tx B",
+                                  "disk read B", "disk write B"])
+    rows = {r[0]: r for r in mon.rows}
+    assert set(rows) == {"server-1", "client-1", "client-2"} and {r[1] for r in mon.rows} == {"ok"}
+    assert 2_000_000 <= int(rows["server-1"][5]) <= 2_000_000 * 1.08 + 64_000      # every byte counted
+    assert 2_000_000 <= int(rows["client-1"][6]) <= 2_000_000 * 1.08 + 64_000
+    df = browser.tables(out["monitor_df"]["html"][0])[0]
+    assert int(dict((r[0], r) for r in df.rows)["server-1"][1]) == int(rows["server-1"][5])
+
     assert out["sweep"]["plain"] == "{(1, 1): 1024, (1, 2): 1024, (4, 1): 4096, (4, 2): 4096}"
     assert out["destroy"]["plain"] == "'destroyed'"
     assert out["with"]["stdout"] == "{'server-1': 'server-1\\n'}\ndestroyed\ndestroyed\n"
@@ -153,7 +168,7 @@ def test_notebook_runs_the_whole_experiment_in_a_real_kernel(tmp_path):
     # what the user sees: the same outputs rendered by a real browser
     parts = {tag: o["html"][0] for tag, o in out.items() if o["html"]}
     seen = browser.render_tables(parts, tmp_path)
-    assert set(seen) == {"up", "run", "play", "backup"}
+    assert set(seen) == {"up", "run", "actions", "play", "backup", "monitor", "monitor_df"}
     assert all(t["visible"] for tabs in seen.values() for t in tabs)
     assert {row[2][1] for row in seen["run"][0]["rows"]} == {"rgb(26, 127, 55)"}          # ok: green
 

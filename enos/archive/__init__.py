@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Optional
 
 from enos.errors import EnosError, UsageError
+from enos.archive.collect import Bundle, add_campaign, add_env, env_dir_of, pip_freeze, versions
+from enos.archive.manifest import MANIFEST, SUMS, Manifest, verify
+from enos.campaign.file import Campaign, load_campaign
+from enos.campaign.report import report
 
 
 class ArchiveInvalid(EnosError):
@@ -43,8 +47,6 @@ def create(output, env: Optional[str] = None, campaign=None, results=None):
 
     Raises UsageError (nothing to archive, no environment at ``env``), ConfigError (the
     campaign file), OSError when the archive cannot be written."""
-    from enos.archive.collect import Bundle, add_campaign, add_env, env_dir_of, pip_freeze, versions
-    from enos.archive.manifest import MANIFEST, SUMS, Manifest
     import json
     if env is None and campaign is None:
         raise UsageError("archive: give an environment (--env DIR) and/or a campaign (--campaign FILE)")
@@ -55,11 +57,9 @@ def create(output, env: Optional[str] = None, campaign=None, results=None):
     bundle.add("software/pip-freeze.txt", pip_freeze())
     camp = res_dir = None
     if campaign is not None:
-        from enos.campaign.file import Campaign, load_campaign
         camp = campaign if isinstance(campaign, Campaign) else load_campaign(campaign)
         res_dir = Path(results or camp.default_results()).absolute()
         if (res_dir / "runs").is_dir():
-            from enos.campaign.report import report
             report(camp, res_dir)
         meta["campaign"] = add_campaign(bundle, camp, res_dir)
     env_dir = None
@@ -103,7 +103,6 @@ def check(path, strict: bool = True):
     :class:`~enos.archive.manifest.CheckResult`. With ``strict``, raise ArchiveInvalid
     when something differs. Raises UsageError when it cannot be read as a tar archive."""
     import tarfile as _t
-    from enos.archive.manifest import verify
     try:
         result = verify(path)
     except (OSError, _t.TarError, ValueError) as e:

@@ -9,6 +9,9 @@ import platform
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
+import enos
+from enos.campaign.provenance import referenced_files
+
 #: env-dir entries never archived: the private key, locks, Ansible's scratch, children
 ENV_SKIP = ("ssh", "ansible", "children", ".lock", "lock", "known_hosts", "ssh_config")
 #: results-dir entries never archived: the campaign's env (archived as an env), execo's
@@ -59,8 +62,7 @@ class Bundle:
 def versions() -> Dict[str, str]:
     """Return the versions of enos, Python, the platform, Ansible and the libraries."""
     from importlib.metadata import PackageNotFoundError, version
-    from enos import __version__
-    out = {"enos": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    out = {"enos": enos.__version__, "python": platform.python_version(), "platform": platform.platform()}
     for dist in ("ansible-core", "ansible-runner", "execo", "matplotlib", "pandas", "Jinja2", "PyYAML",
                  "pyroute2", "python-grid5000", "libvirt-python", "python-vagrant"):
         try:
@@ -122,7 +124,6 @@ def provider_record(env_dir: Path, state: dict) -> dict:
     out = {"provider": state.get("provider"), "journal": state.get("journal") or {},
            "resources": state.get("resources")}
     try:
-        import enos
         env = enos.load(env_dir, quiet=True)
         out["info"] = env.info()
     except Exception as e:       # a destroyed or unreadable env still has its journal
@@ -133,7 +134,6 @@ def provider_record(env_dir: Path, state: dict) -> dict:
 def add_campaign(bundle: Bundle, camp, results: Optional[Path]) -> dict:
     """Add a campaign: its file, the files it names, and its results directory (runs,
     results.csv, figures, report, provenance); return a summary."""
-    from enos.campaign.provenance import referenced_files
     base = Path(camp.base_dir).resolve()
     if os.path.isfile(camp.file):
         bundle.add_file(f"campaign/{Path(camp.file).name}", Path(camp.file))

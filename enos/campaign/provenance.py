@@ -26,6 +26,8 @@ import shlex
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from enos.state import atomic_write
+
 #: the parts of a definition that make a finished run stale when they change
 STALE_PARTS = ("steps", "setup", "network_constraints", "reservation", "files")
 DIR = "provenance"
@@ -114,7 +116,6 @@ def fingerprint(defn: Dict[str, Any]) -> str:
 
 def save(results: Path, defn: Dict[str, Any]) -> str:
     """Keep ``defn`` in ``<results>/provenance/``; return its fingerprint."""
-    from enos.state import atomic_write
     fp = fingerprint(defn)
     d = Path(results) / DIR
     d.mkdir(parents=True, exist_ok=True)

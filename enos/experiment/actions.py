@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from enos.errors import UsageError
+from enos.ansible import run_playbook
+from enos.state import atomic_write
 from enos.experiment.actions_result import ActionsFailed, ActionsResult, EventCollector, Task, TASK_KEYWORDS
 
 
@@ -129,7 +131,6 @@ class _Module:
 def write_playbook(env_dir: Path, play: List[dict]) -> Path:
     """Write ``play`` as YAML into ``<env_dir>/actions/`` (owner-only); return its path."""
     import yaml
-    from enos.state import atomic_write
     d = Path(env_dir) / "actions"
     d.mkdir(mode=0o700, exist_ok=True)
     path = d / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}.yml"
@@ -143,13 +144,12 @@ def run_actions(env, hosts: Sequence, tasks: Sequence[Task], play: List[dict],
     """Run ``play`` (the tasks of ``tasks`` on ``hosts``) on ``env``; return the
     ActionsResult, every host and task in it (never raises for a failed host). Raises
     EnosError when ansible-playbook cannot be found, KeyboardInterrupt on a signal."""
-    from enos.ansible import run_playbook
     aliases = [h.alias for h in hosts]
     pb = write_playbook(env.env_dir, play)
     collector = EventCollector(aliases, tasks)
     variables: Dict[str, Any] = {}
     try:
-        variables.update(env.environment.config.variables)
+        variables.update(env.envdir.config.variables)
     except Exception:   # the saved reservation no longer validates: its variables are lost, not the play
         pass
     variables.update(enos_env_dir=str(env.env_dir), enos_run_id=env.run_id)

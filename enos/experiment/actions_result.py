@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from enos.errors import ProvisionError
+from enos import render
+from enos.ansible import failure_message
+from enos.experiment.frames import pandas
 
 #: Ansible task keywords accepted as ``task_<keyword>``
 TASK_KEYWORDS = frozenset((
@@ -39,8 +42,12 @@ class Task:
 
     def to_yaml_dict(self, index: int) -> dict:
         """Return the task as a playbook entry (its name prefixed with its position, which
-        maps Ansible's events back to it)."""
-        out: Dict[str, Any] = {"name": f"[{index}] {self.name}"}
+        maps Ansible's events back to it; a default name is kept from templating: it shows
+        the arguments as written)."""
+        name = self.name
+        if "name" not in self.keywords and ("{" in name or "%" in name):
+            name = "{% raw %}" + name.replace("{% endraw %}", "") + "{% endraw %}"
+        out: Dict[str, Any] = {"name": f"[{index}] {name}"}
         out[self.module] = self.free_form if self.free_form is not None else dict(self.args)
         if self.free_form is not None and self.args:
             out["args"] = dict(self.args)
@@ -160,7 +167,6 @@ class ActionsResult:
     def to_dataframe(self):
         """Return one row per host and task (host, index, task, module, status, rc, stdout,
         stderr, msg, duration) as a pandas DataFrame. Raises MissingDependency without pandas."""
-        from enos.experiment.frames import pandas
         cols = ["host", "index", "task", "module", "status", "rc", "stdout", "stderr", "msg", "duration"]
         return pandas("actions results .to_dataframe()").DataFrame(
             [{c: getattr(r, c) for c in cols} for r in self], columns=cols)
@@ -172,7 +178,6 @@ class ActionsResult:
         return "\n".join(lines) + ">"
 
     def _repr_html_(self) -> str:
-        from enos.experiment import render
         colour = {"ok": render.OK_COLOUR, "changed": render.WARN_COLOUR, "skipped": None,
                   "failed": render.FAIL_COLOUR, "unreachable": render.FAIL_COLOUR, "not run": render.FAIL_COLOUR}
         rows = []
@@ -233,7 +238,6 @@ class EventCollector:
         r.stdout, r.stderr = str(res.get("stdout") or ""), str(res.get("stderr") or "")
         r.msg = str(res.get("msg") or "")
         if status in ("failed", "unreachable"):
-            from enos.ansible import failure_message
             r.msg = failure_message(res)
         try:
             r.duration = float(data.get("duration") or 0.0)

@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from enos.reservation.netconstraints import NetworkConstraints
     from enos.experiment.backup import BackupReport
     from enos.experiment.play import PlayResult
+    from enos.experiment.actions import Actions
+    from enos.experiment.monitor import Monitor
 
 
 
@@ -141,13 +143,36 @@ def sweep_run(reservation: Union[str, os.PathLike], run_id: str, quiet: bool = F
 
 
 def _remove_tc_of(env: Optional[str], base: Path, progress) -> None:
-    """:func:`_remove_tc` for the env dir ``env`` (or ``base/current``); nothing when its
-    state cannot be read (destroy then says why)."""
+    """:func:`_before_destroy` for the env dir ``env`` (or ``base/current``); nothing when
+    its state cannot be read (destroy then says why)."""
     try:
         environment = task.EnvDir.open(env, base)
     except EnosError:
         return
+    _before_destroy(environment, progress)
+
+
+def _before_destroy(environment: "task.EnvDir", progress) -> None:
+    """What destroy does on the hosts while they are still there: remove enos' tc trees,
+    end the monitors' sampling loops (a killed enos may have left some)."""
     _remove_tc(environment, progress)
+    _end_monitors(environment, progress)
+
+
+def _end_monitors(environment: "task.EnvDir", progress) -> None:
+    """End every monitor recorded in the env (best effort: a host that does not answer
+    only gets a warning; its loops end with their sessions)."""
+    if not (environment.env_dir / "monitors").is_dir() or environment.resources is None \
+            or environment.state.phase == "destroyed":
+        return
+    from enos.experiment import monitor
+    try:
+        ended = monitor.end_stale(Env(environment, keep=True, quiet=True), everyone=True)
+    except EnosError as e:
+        progress.info(f"warning: the monitors could not all be ended before destroy: {e}")
+        return
+    if ended:
+        progress.info(f"ended {len(ended)} monitor(s) left running: {', '.join(ended)}")
 
 
 def _remove_tc(environment: "task.EnvDir", progress) -> None:
@@ -494,6 +519,45 @@ class Env:
         from enos.experiment.backup import backup
         return backup(self, paths, roles=roles, dest=dest, timeout=timeout, sudo=sudo)
 
+    # --- Ansible modules and monitoring -----------------------------------------------------
+    def actions(self, roles: RoleSelector = None, *, become: bool = False, gather_facts: bool = False,
+                extra_vars: Optional[Mapping[str, Any]] = None, check: bool = True) -> "Actions":
+        """Return an :class:`~enos.experiment.actions.Actions` block: any Ansible module as
+        a method, run as one playbook on the hosts of ``roles`` when the ``with`` block
+        ends (or at ``.run()``)::
+
+            with env.actions(roles="client") as a:
+                a.apt(name="iperf3", task_name="install iperf3")
+                a.shell("iperf3 --version", task_changed_when=False)
+            a.results["client-1"]        # that host's per-task results
+
+        ``become``: run the tasks as root; ``gather_facts``: let Ansible gather facts
+        first; ``extra_vars`` go to the play (with the reservation's variables). Raises
+        UsageError (no host, a mistaken task keyword); at the run, ActionsFailed (every
+        host's results in ``.results``) when a task failed or a host was unreachable and
+        ``check``."""
+        from enos.experiment.actions import Actions
+        return Actions(self, roles, become=become, gather_facts=gather_facts,
+                       extra_vars=dict(extra_vars or {}), check=check)
+
+    def monitor(self, roles: RoleSelector = None, *, interval: float = 1.0,
+                interfaces: Optional[Sequence[str]] = None) -> "Monitor":
+        """Return a :class:`~enos.experiment.monitor.Monitor` of the hosts of ``roles``: use
+        it as a context manager (or ``start()``/``stop()``); CPU, memory, disk I/O and
+        network counters sampled on the hosts from /proc, one sample at the start and at
+        the end whatever the length, one every ``interval`` seconds between::
+
+            with env.monitor(roles="server") as mon:
+                env.run("bench")
+            mon.totals()                 # exact: end counters minus start counters
+            mon.to_dataframe(); mon.plot()
+
+        ``interfaces``: the network interfaces counted (default all but ``lo``). Raises
+        UsageError (no host, interval out of 0.05-3600 s); at the start MonitorError when
+        a host gives no start sample (nothing is left running)."""
+        from enos.experiment.monitor import Monitor
+        return Monitor(self, roles, interval=interval, interfaces=interfaces)
+
     # --- sweeps --------------------------------------------------------------------------
     def sweep(self, parameters: Mapping[str, Sequence[Any]], results: Union[str, os.PathLike],
               repeat: int = 1, exclude: Optional[Sequence[Mapping[str, Any]]] = None):
@@ -538,7 +602,7 @@ class Env:
     def destroy(self, sweep: bool = False) -> "Env":
         """Release everything the env booked (as ``enos destroy``); return self.
         Idempotent. Raises StateLocked, DestroyIncomplete, Unsupported (sweep)."""
-        _remove_tc(self._envdir, self._progress())
+        _before_destroy(self._envdir, self._progress())
         self._envdir = task.destroy(str(self.env_dir), sweep=sweep, progress=self._progress())
         return self
 

@@ -44,6 +44,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from enos.errors import EnosError, UsageError
+from enos import process, render
+from enos.experiment.frames import pandas
+from enos.experiment.monitor_plot import plot
+from enos.state import atomic_write
 
 #: columns of a monitor's samples (CSV, DataFrame); counters are cumulative since the start
 COLUMNS = ("time", "elapsed", "host", "roles", "kind", "cpu_percent", "cpu_busy_seconds",
@@ -231,8 +235,7 @@ def _end_by_tag_script(monitor_id: str, signal: str = "TERM") -> str:
 
 
 def _alive(pid: int, start: Optional[int]) -> bool:
-    from enos.local.netns import start_time
-    now = start_time(pid)
+    now = process.start_time(pid)
     return now is not None and (start is None or now == start)
 
 
@@ -362,7 +365,6 @@ class Monitor:
     def to_dataframe(self):
         """Return the samples as a pandas DataFrame (columns :data:`COLUMNS`). Raises
         MissingDependency without pandas (``pip install 'enos[campaign]'``)."""
-        from enos.experiment.frames import pandas
         return pandas("monitor.to_dataframe()").DataFrame(self.rows, columns=list(COLUMNS))
 
     def plot(self, metrics: Sequence[str] = ("cpu_percent", "mem_used_mib", "net_rx_rate", "net_tx_rate"),
@@ -370,7 +372,6 @@ class Monitor:
         """Plot ``metrics`` over time, one panel per metric and role, one line per host
         (``net_*_rate``/``disk_*_rate`` are bytes/s between samples); save to ``path``
         when given; return the matplotlib Figure."""
-        from enos.experiment.monitor_plot import plot
         return plot(self, metrics, path)
 
     def __repr__(self) -> str:
@@ -378,7 +379,6 @@ class Monitor:
         return f"<Monitor {self.id} {len(self.hosts)} host(s) every {self.interval:g}s: {state}, {len(self.rows)} sample(s)>"
 
     def _repr_html_(self) -> str:
-        from enos.experiment import render
         rows = []
         for alias, t in self.totals().items():
             if t is None:
@@ -397,12 +397,10 @@ def _records_dir(env) -> Path:
 
 
 def _write_record(env, monitor_id: str, aliases: List[str]) -> Path:
-    from enos.local.netns import start_time
-    from enos.state import atomic_write
     d = _records_dir(env)
     d.mkdir(mode=0o700, exist_ok=True)
     path = d / f"{monitor_id}.json"
-    atomic_write(path, json.dumps({"id": monitor_id, "pid": os.getpid(), "start": start_time(os.getpid()),
+    atomic_write(path, json.dumps({"id": monitor_id, "pid": os.getpid(), "start": process.start_time(os.getpid()),
                                    "hosts": aliases, "at": time.time()}), mode=0o600)
     return path
 
