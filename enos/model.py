@@ -20,7 +20,9 @@ class Host:
 
     ``alias`` is the name used in the inventory and by ``enos ssh``; ``address`` what SSH
     connects to; ``extra`` becomes Ansible host variables; ``jump`` an optional
-    ``user@host[:port]`` to reach it through (ProxyJump); ``host_key`` its public host key
+    ``user@host[:port]`` to reach it through (one connection master per jump host, see
+    :mod:`enos.ssh.jump`) and ``jump_keyfile`` the private key for that jump host (None: the
+    user's agent and default keys); ``host_key`` its public host key
     (``"ssh-ed25519 AAAA..."``) when the provider knows it, pinned in the env's known_hosts.
     """
 
@@ -33,6 +35,7 @@ class Host:
     extra: Dict[str, Any] = field(default_factory=dict)
     jump: Optional[str] = None
     host_key: Optional[str] = None
+    jump_keyfile: Optional[str] = None
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict of this host."""

@@ -40,7 +40,7 @@ PATH = {"type": "string", "pattern": PATH_RE,
         "x-expected": "a file path (on one line, not starting with '-')"}
 
 _CHECKS = (("alias", ALIAS_RE), ("address", HOST_NAME_RE), ("user", USER_RE), ("jump", JUMP_RE),
-           ("host_key", HOST_KEY_RE), ("keyfile", PATH_RE))
+           ("host_key", HOST_KEY_RE), ("keyfile", PATH_RE), ("jump_keyfile", PATH_RE))
 
 
 def _ok(rx: str, value: str) -> bool:
@@ -54,7 +54,7 @@ def unsafe_host_fields(host) -> List[str]:
     bad = []
     for name, rx in _CHECKS:
         value = getattr(host, name, None)
-        if value is None and name in ("jump", "host_key", "keyfile"):
+        if value is None and name in ("jump", "host_key", "keyfile", "jump_keyfile"):
             continue
         if not isinstance(value, str) or not _ok(rx, value):
             bad.append(f"{name} {value!r}")

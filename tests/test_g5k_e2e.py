@@ -1,7 +1,7 @@
 """End to end: the g5k provider against the local Grid'5000 API server, whose nodes are real
 ``local`` namespace hosts reached through a gateway host (another namespace host) as the
 SSH jump host. The gateway resolves the nodes' Grid'5000 FQDNs with its own /etc/hosts
-(``extra_hosts``), so SSH, ProxyJump, Ansible preinstall and ``enos run`` are exercised for
+(``extra_hosts``), so SSH through the gateway's connection master, Ansible preinstall and ``enos run`` are exercised for
 real; nothing is written to this machine's /etc/hosts. The conformance suite runs on the
 same testbed (with ``--no-provision``: SSH reachability is still waited for).
 
@@ -116,7 +116,8 @@ def test_up_run_destroy_through_the_gateway(testbed, tmp_path):
         hosts = st["resources"]["hosts"]
         assert sorted(h["address"] for h in hosts) == sorted(NODES)
         assert all(h["jump"] == f"root@{testbed['gw']}" for h in hosts)
-        assert f"ProxyJump root@{testbed['gw']}" in (env_dir / "ssh_config").read_text()
+        cfg_text = (env_dir / "ssh_config").read_text()
+        assert f"HostName {testbed['gw']}" in cfg_text and cfg_text.count("-W %h:%p enos-jump-") == 3
         out = enos(tmp_path, "run", "--env", str(env_dir), "-o", "json", "hostname", env=testbed["env"]).stdout
         results = json.loads(out)
         rows = results if isinstance(results, list) else results.get("results", [])

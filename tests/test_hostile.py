@@ -279,7 +279,7 @@ def test_mux_refuses_a_master_run_by_another_user(tmp_path):
 
 @pytest.mark.root
 def test_changed_key_of_a_known_gateway_is_detected(tmp_path):
-    """A real namespace sshd as the gateway (ProxyJump) of another namespace host. The
+    """A real namespace sshd as the gateway (jump host) of another namespace host. The
     user's own known_hosts knows the gateway with another key: ssh through the env's
     ssh_config refuses it. With the right key, or no entry at all, it goes through (and an
     unknown gateway is trusted on first use into the env's known_hosts only)."""
@@ -322,7 +322,7 @@ def test_changed_key_of_a_known_gateway_is_detected(tmp_path):
             cfg.write_text(render_ssh_config([target], kh, run, user_known=user_kh))
             p = subprocess.run(["ssh", "-F", str(cfg), "tgt", "hostname"], env=env, capture_output=True,
                                text=True, timeout=60, stdin=subprocess.DEVNULL)
-            # the jump connection alone, as ProxyJump makes it (its own messages shown)
+            # the jump connection alone, as the ProxyCommand makes it (its own messages shown)
             j = subprocess.run(["ssh", "-F", str(cfg), "-o", "LogLevel=INFO", "-l", "root", gw.address, "true"],
                                env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
             return p, j, kh.read_text()

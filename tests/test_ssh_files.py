@@ -22,7 +22,12 @@ def test_ssh_config_pins_known_keys_and_never_disables_checking(tmp_path):
     web = text.split("Host web-1\n")[1].split("\n\n")[0]
     assert "HostName 10.0.0.2" in web and "StrictHostKeyChecking yes" in web and "IdentityFile /k" in web
     db = text.split("Host db-1\n")[1].split("\n\n")[0]
-    assert "Port 2222" in db and "User bob" in db and "ProxyJump me@gw:22" in db
+    from enos.ssh.jump import alias_of
+    j = alias_of("me@gw:22")
+    assert "Port 2222" in db and "User bob" in db and "ProxyJump" not in text
+    assert f"ProxyCommand ssh -F {tmp_path / 'ssh_config'} -W %h:%p {j}" in db
+    gw = text.split(f"Host {j}\n")[1].split("\n\n")[0]     # the jump host, named once
+    assert gw.splitlines() == ["  HostName gw", "  User me", "  Port 22"] and text.count(f"Host {j}\n") == 1
     assert "StrictHostKeyChecking accept-new" in db
     assert f"UserKnownHostsFile {tmp_path / 'known_hosts'}" in text
     assert "ControlMaster auto" in text and "abcd1234/%C" in text

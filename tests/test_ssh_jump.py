@@ -98,4 +98,5 @@ def test_unreachable_jump_host_is_named(tmp_path, cdir, sshd_available):
         table = write_config(bed, cfg, cdir, port=2222)      # nothing listens there
         errors = jump.ensure_for(cfg, ["h1"], timeout=20)
         assert list(errors) == ["h1"] and "Connection refused" in errors["h1"], errors
-        assert table["h1"].alias in errors["h1"]
+        assert errors["h1"].startswith(f"jump host root@{bed.gw_ip}:2222: ")
+        assert jump.Masters(cfg, timeout=20).ready("h1").startswith(f"jump host root@{bed.gw_ip}:2222: ")

@@ -111,10 +111,11 @@ def user_known_hosts() -> Path:
 
 def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str,
                       user_known: Optional[Path] = None) -> str:
-    """Return the text of an ssh_config with one block per host plus defaults
-    (applied to jump hosts too). Raises UnsafeValue naming the host and field of a value
-    that would not be one ssh_config argument (a provider bug or a hostile reservation
-    that got past validation).
+    """Return the text of an ssh_config with one block per jump host (``enos-jump-*``),
+    one per host (behind a jump host: a ``ProxyCommand`` through that jump host's
+    connection master, see :mod:`enos.ssh.jump`) plus defaults (applied to jump hosts
+    too). Raises UnsafeValue naming the host and field of a value that would not be one
+    ssh_config argument (a provider bug or a hostile reservation that got past validation).
 
     The env's hosts are checked against the env's ``known_hosts`` only (their keys are
     pinned there, by alias). Any other host — a jump host such as the Grid'5000 gateway —
@@ -122,14 +123,19 @@ def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str,
     :func:`user_known_hosts`): a gateway the user already knows must present the key the
     user knows, or ssh refuses it; one the user never met is trusted on first use into
     the env's file only."""
+    from enos.ssh import jump
     user_known = Path(user_known) if user_known is not None else user_known_hosts()
     q = ssh_config_value
     cdir = control_dir(run_id)
-    lines = [f"# written by enos for run {run_id}; use: ssh -F {known_hosts.parent / 'ssh_config'} ALIAS", ""]
+    cfg = known_hosts.parent / "ssh_config"
+    lines = [f"# written by enos for run {run_id}; use: ssh -F {cfg} ALIAS", ""]
     for h in hosts:
         bad = unsafe_host_fields(h)
         if bad:
             raise UnsafeValue(f"host {h.alias!r}: refusing to write {', '.join(bad)} into the ssh_config")
+    jumps = jump.jump_hosts(hosts)
+    lines += jump.render_blocks(jumps.values(), q)
+    for h in hosts:
         lines.append(f"Host {h.alias}")
         lines.append(f"  HostName {h.address}")
         lines.append(f"  User {h.user}")
@@ -137,8 +143,8 @@ def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str,
         if h.keyfile:
             lines.append(f"  IdentityFile {q(h.keyfile)}")
             lines.append("  IdentitiesOnly yes")
-        if h.jump:
-            lines.append(f"  ProxyJump {h.jump}")
+        if h.alias in jumps:
+            lines.append(f"  ProxyCommand {jump.proxy_command(cfg, jumps[h.alias])}")
         lines.append(f"  HostKeyAlias {h.alias}")
         lines.append(f"  UserKnownHostsFile {q(str(known_hosts))}")
         lines.append(f"  StrictHostKeyChecking {'yes' if h.host_key else 'accept-new'}")
@@ -219,12 +225,15 @@ def _probe(ssh_config: Path, alias: str, timeout: float, stop: threading.Event) 
 def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.0,
                  progress=None, interval: float = 0.5, description: str = "waiting for SSH") -> None:
     """Wait until every alias runs ``true`` over SSH (which also opens its connection master),
-    shown as ``description`` on the progress display.
+    shown as ``description`` on the progress display. A host behind a jump host is probed
+    only once that jump host's master runs (:class:`enos.ssh.jump.Masters`).
 
     Returns None. Raises :class:`SshUnreachable` naming the late hosts and their last error;
     KeyboardInterrupt within ~0.1 s of SIGINT/SIGTERM (every probing ssh killed)."""
+    from enos.ssh.jump import Masters
     progress = progress or NULL
     pending: Dict[str, str] = {a: "not tried yet" for a in aliases}
+    masters = Masters(ssh_config)     # a host behind a jump host: its master first, never a flood
     deadline = time.monotonic() + timeout
     lock = threading.Lock()
     stop = threading.Event()      # set when the main thread stops waiting (signal, error)
@@ -240,7 +249,7 @@ def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            err = _probe(ssh_config, alias, min(20.0, max(left, 1.0)), stop)
+            err = masters.ready(alias, stop) or _probe(ssh_config, alias, min(20.0, max(left, 1.0)), stop)
             with lock:
                 if err is None:
                     pending.pop(alias, None)

@@ -102,8 +102,9 @@ def render_blocks(jumps: Iterable[JumpHost], quote) -> List[str]:
 
 
 def proxy_command(ssh_config: Path, jump: JumpHost) -> str:
-    """The ``ProxyCommand`` value of a host behind ``jump`` (run by the user's shell)."""
-    return f"ssh -F {shlex.quote(str(ssh_config))} -W %h:%p {jump.alias}"
+    """The ``ProxyCommand`` value of a host behind ``jump`` (run by the user's shell; a
+    ``%`` of the path doubled, ssh expands tokens in it)."""
+    return f"ssh -F {shlex.quote(str(ssh_config)).replace('%', '%%')} -W %h:%p {jump.alias}"
 
 
 def jumps_in_config(ssh_config: Path) -> Dict[str, str]:
@@ -222,12 +223,68 @@ def ensure_masters(ssh_config: Path, aliases: Sequence[str], timeout: float = 30
         return dict(zip(todo, pool.map(one, todo)))
 
 
+class Masters:
+    """The jump hosts of one ssh_config, read once: :meth:`ready` makes sure the master of
+    a host's jump host runs before that host is connected to (cheap when it does: one
+    ``connect`` on its control socket)."""
+
+    def __init__(self, ssh_config: Path, timeout: float = 30.0):
+        self.ssh_config = Path(ssh_config)
+        self.timeout = timeout
+        self.behind = jumps_in_config(self.ssh_config)
+        self.names = _jump_names(self.ssh_config)
+        self._sockets: Dict[str, Optional[str]] = {}
+        self._lock = threading.Lock()
+
+    def _socket(self, jump: str) -> Optional[str]:
+        with self._lock:
+            if jump not in self._sockets:
+                self._sockets[jump] = _master_socket(self.ssh_config, jump)
+            return self._sockets[jump]
+
+    def ready(self, host: str, stop: Optional[threading.Event] = None) -> Optional[str]:
+        """Return None when ``host`` has no jump host or its jump host's master runs (opened
+        now if needed, within the bounds); else ``"jump host <user@host:port>: <error>"``."""
+        j = self.behind.get(host)
+        if j is None or master_alive(self._socket(j)):
+            return None
+        with _SLOTS:
+            err = ensure_master(self.ssh_config, j, self.timeout, stop)
+        return f"jump host {self.names.get(j, j)}: {err}" if err else None
+
+    def ready_all(self, hosts: Iterable[str], stop: Optional[threading.Event] = None) -> Dict[str, str]:
+        """Open the masters of every jump host in front of ``hosts`` (at most
+        :data:`PARALLEL` at once); return {host: error} for hosts whose jump host failed."""
+        wanted = {h: self.behind[h] for h in hosts if h in self.behind}
+        down = [j for j in sorted(set(wanted.values())) if not master_alive(self._socket(j))]
+        errors = ensure_masters(self.ssh_config, down, self.timeout, stop)
+        return {h: f"jump host {self.names.get(j, j)}: {errors[j]}" for h, j in wanted.items() if errors.get(j)}
+
+
+def _jump_names(ssh_config: Path) -> Dict[str, str]:
+    """Return {jump alias: "user@host:port"} from the ``enos-jump-*`` blocks of ``ssh_config``."""
+    out: Dict[str, Dict[str, str]] = {}
+    current: Optional[str] = None
+    try:
+        lines = Path(ssh_config).read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            continue
+        key, value = parts[0].lower(), parts[1].strip()
+        if key == "host":
+            current = value if value.startswith("enos-jump-") else None
+        elif current and key in ("hostname", "user", "port"):
+            out.setdefault(current, {})[key] = value
+    return {a: (f"{d['user']}@" if d.get("user") else "") + d.get("hostname", a) + f":{d.get('port', '22')}"
+            for a, d in out.items()}
+
+
 def ensure_for(ssh_config: Path, host_aliases: Iterable[str], timeout: float = 30.0,
                stop: Optional[threading.Event] = None) -> Dict[str, str]:
     """Open the masters of the jump hosts behind which ``host_aliases`` sit (read from the
     ssh_config); return {host alias: error} for the hosts whose jump host could not be
     reached ({} when all are fine or none has a jump host)."""
-    behind = jumps_in_config(ssh_config)
-    wanted = {a: behind[a] for a in host_aliases if a in behind}
-    errors = ensure_masters(ssh_config, sorted(set(wanted.values())), timeout, stop)
-    return {h: f"jump host {j}: {errors[j]}" for h, j in wanted.items() if errors.get(j)}
+    return Masters(ssh_config, timeout).ready_all(host_aliases, stop)
