@@ -43,8 +43,8 @@ def control_path(template: str, address: str, port: int, user: str,
     uses a token this function does not know (the caller then lets ssh do it).
 
     ``%C`` is OpenSSH's connection hash: SHA-1 of local host name, remote host name (the
-    HostName), port and remote user (a ProxyJump would be part of it: callers give None
-    templates for jump hosts)."""
+    HostName), port and remote user (newer OpenSSH adds the ProxyJump, ``%j``; enos writes
+    jump hosts as a ProxyCommand, which is not part of it)."""
     local_host = local_host if local_host is not None else socket.gethostname()
     out: List[str] = []
     i = 0

@@ -3,8 +3,9 @@
 Connections go through the env's connection masters (ControlMaster, opened by ``enos up``,
 kept by ControlPersist). For each host whose master runs, the session is asked for directly
 on the master's control socket (:mod:`enos.ssh.mux`): no ``ssh`` process at all, ~5 ms per
-host. Other hosts (master gone, jump host, unknown ControlPath token, master refusing) get
-a plain ``ssh -F <env>/ssh_config ALIAS COMMAND`` process, which also re-opens their master.
+host. Other hosts (master gone, unknown ControlPath token, master refusing) get a plain
+``ssh -F <env>/ssh_config ALIAS COMMAND`` process, which also re-opens their master; the
+masters of jump hosts are opened first (:mod:`enos.ssh.jump`): one connection per jump host.
 Everything is read through one ``selectors`` loop (no thread per host, no polling).
 
 Why not execo's ``Remote`` (which this module used first): its conductor thread and
@@ -35,6 +36,7 @@ from enos.model import Host
 from enos.results import Result, Results
 from enos.ssh import mux as sshmux
 from enos.ssh.client import secure_dir
+from enos.ssh.jump import Masters
 
 #: at most this many ssh processes at once (each holds 3 file descriptors)
 MAX_PARALLEL = 256
@@ -421,7 +423,7 @@ class FanOut:
 
 def _mux_targets(ssh_config: Path, hosts: Sequence[Host], commands: Dict[str, str]) -> Dict[str, Tuple[str, str]]:
     """Return {alias: (control socket path, command)} for the hosts whose master can be
-    addressed directly (the ssh_config's global ControlPath, no jump host)."""
+    addressed directly (the ssh_config's global ControlPath; behind a jump host or not)."""
     template = None
     try:
         for line in Path(ssh_config).read_text().splitlines():
@@ -436,8 +438,7 @@ def _mux_targets(ssh_config: Path, hosts: Sequence[Host], commands: Dict[str, st
         return {}
     out = {}
     for h in hosts:
-        if h.jump:
-            continue
+        # a jump host is a ProxyCommand (enos.ssh.jump): not part of %C, same socket path
         path = sshmux.control_path(template, h.address, h.port, h.user)
         if path:
             out[h.alias] = (path, commands[h.alias])
@@ -481,11 +482,16 @@ def run_sessions(ssh_config: Path, hosts: Sequence[Host], command, timeout: Opti
     ensure_control_dirs(ssh_config)
     commands = command if isinstance(command, dict) else {h.alias: command for h in hosts}
     label = label if label is not None else (command if isinstance(command, str) else "")
+    # jump hosts' masters first (at most 8 opened at once), never one connection per host
+    down = Masters(ssh_config).ready_all([h.alias for h in hosts if h.jump])
     base = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-T"]
-    done = FanOut({h.alias: base + [h.alias, commands[h.alias]] for h in hosts}, timeout,
-                  mux=_mux_targets(ssh_config, hosts, commands) if use_masters else None,
+    go = [h for h in hosts if h.alias not in down]
+    done = FanOut({h.alias: base + [h.alias, commands[h.alias]] for h in go}, timeout,
+                  mux=_mux_targets(ssh_config, go, commands) if use_masters else None,
                   on_output=on_output, stdout_to=stdout_to, cancel_fd=cancel_fd).run()
-    return Results([done[h.alias].result(h, label, timeout) for h in hosts], label)
+    now = time.time()
+    return Results([done[h.alias].result(h, label, timeout) if h.alias in done
+                    else Result(h, label, None, "", "", now, now, down[h.alias]) for h in hosts], label)
 
 
 def run_command(ssh_config: Path, hosts: Sequence[Host], command: str, timeout: Optional[float] = None,
