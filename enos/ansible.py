@@ -163,6 +163,11 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     if not shutil.which("ansible-playbook", path=envvars["PATH"]):
         raise EnosError("ansible-playbook not found in PATH: install enos with pip in a virtualenv "
                         "(ansible-core is a dependency)")
+    from enos.ssh.jump import Masters
+    masters = Masters(ssh_config)
+    down = masters.ready_all(masters.behind)
+    if down:        # ansible would open one jump connection per host: name the jump host instead
+        raise ProvisionError(str(playbooks[0]), [(h, "reach the host", e) for h, e in sorted(down.items())])
     extravars = dict(extravars or {})
     if len(playbooks) > 1 and Path(playbooks[0]).resolve() == PREINSTALL.resolve():
         # user playbooks follow the preinstall: gather all their facts once, there
