@@ -6,12 +6,16 @@ the ``static`` provider (every host ``jump: root@<gateway>``):
   optionally ``enos up`` again with the provisioning (``--play``);
 * while each runs, ``ss`` samples the TCP connections to the gateway every 0.1 s;
 * afterwards: the gateway's log (connections accepted, dropped past MaxStartups), the
-  commands' exit codes, time, and per-host failures.
+  commands' exit codes, time, and per-host failures;
+* ``--compare``: plain ``ssh HOST hostname`` to every host at once, masters closed (cold)
+  then open (hot), with the ssh_config shape enos writes (one master per jump host,
+  ProxyCommand through it) against the baseline ProxyJump per host, interleaved
+  ``--repeat`` times in the same run.
 
 As root, from the repository::
 
     .venv/bin/python bench/gateway_fanin.py [--hosts 200] [--ssh-timeout 180] [--play]
-                                            [--json FILE]
+                                            [--compare] [--repeat 2] [--json FILE]
 
 The network guard of the test suite runs in the enos processes it starts.
 """
@@ -86,6 +90,62 @@ def run_failures(stdout: str) -> int:
     return sum(1 for r in rows if r.get("exit_code", r.get("rc")) != 0)
 
 
+def _ssh_config(bed, path: Path, cdir: Path, fanin: bool) -> Path:
+    """An ssh_config to every host of ``bed``: enos' shape (``fanin``) or ProxyJump per host."""
+    sys.path.insert(0, str(ROOT))
+    from enos.model import Host
+    from enos.ssh import jump
+    hosts = [Host(f"h{i}", ip, jump=f"root@{bed.gw_ip}") for i, ip in enumerate(bed.host_ips, 1)]
+    table = jump.jump_hosts(hosts)
+    lines = jump.render_blocks(table.values(), str) if fanin else []
+    for h in hosts:
+        via = (f"ProxyCommand {jump.proxy_command(path, table[h.alias])}" if fanin else f"ProxyJump {h.jump}")
+        lines += [f"Host {h.alias}", f"  HostName {h.address}", f"  {via}", ""]
+    lines += ["Host *", "  User root", f"  IdentityFile {bed.client_key}", "  IdentitiesOnly yes",
+              "  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null", "  BatchMode yes", "  LogLevel ERROR",
+              "  ControlMaster auto", f"  ControlPath {cdir}/%C", "  ControlPersist 60", "  ConnectTimeout 10", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _plain_fanout(bed, cfg: Path, n: int) -> dict:
+    """``ssh -F cfg hI hostname`` for every host at once; return time, failures, peak, drops."""
+    from gatewaybed import SsSampler
+    drops = bed.dropped()
+    t = time.monotonic()
+    with SsSampler(bed.gw_ip, interval=0.05) as s:
+        ps = [subprocess.Popen(["ssh", "-F", str(cfg), f"h{i}", "hostname"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL) for i in range(1, n + 1)]
+        rcs = [p.wait() for p in ps]
+    return {"seconds": round(time.monotonic() - t, 1), "failed": sum(1 for r in rcs if r),
+            "peak_connections": s.peak, "dropped": bed.dropped() - drops}
+
+
+def compare(bed, work: Path, repeat: int) -> dict:
+    """Plain ssh fan-outs, enos' shape vs ProxyJump per host, cold and hot, interleaved."""
+    import shutil
+    from enos.ssh import jump
+    cdir = Path(tempfile.mkdtemp(prefix="gwb-"))      # short: socket paths are limited
+    out: dict = {}
+    try:
+        for r in range(repeat):
+            for name, fanin in (("proxyjump", False), ("enos", True)):
+                cfg = _ssh_config(bed, work / f"ssh_config.{name}", cdir, fanin)
+                for sock in list(cdir.iterdir()):
+                    subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True)
+                if fanin:
+                    jump.ensure_for(cfg, ["h1"])      # what enos does before a fan-out
+                for mode in ("cold", "hot"):
+                    row = _plain_fanout(bed, cfg, len(bed.host_ips))
+                    out.setdefault(f"{name} {mode}", []).append(row)
+                    print(f"  ssh fan-out {name:9s} {mode}: {row}", flush=True)
+        for sock in list(cdir.iterdir()):
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True)
+    finally:
+        shutil.rmtree(cdir, ignore_errors=True)
+    return out
+
+
 def close_masters(envdir: Path) -> None:
     """Close the env's SSH connection masters (as ControlPersist's expiry would)."""
     sys.path.insert(0, str(ROOT))
@@ -102,6 +162,9 @@ def main(argv=None) -> int:
     ap.add_argument("--play", action="store_true", help="also 'enos up' with the provisioning playbook")
     ap.add_argument("--delay-ms", type=float, default=0.0,
                     help="one-way delay to the gateway (a relay: the kernel has no netem), e.g. 10")
+    ap.add_argument("--compare", action="store_true",
+                    help="also plain ssh fan-outs: enos' ssh_config shape vs ProxyJump per host")
+    ap.add_argument("--repeat", type=int, default=2, help="repetitions of --compare")
     ap.add_argument("--json", help="write the figures there")
     a = ap.parse_args(argv)
     from gatewaybed import GatewayBed
@@ -148,6 +211,8 @@ def main(argv=None) -> int:
                 print("   " + (r["stderr"].strip().splitlines() or ["(no stderr)"])[-1][:300], flush=True)
         subprocess.run([sys.executable, "-m", "enos", "destroy", "--env", str(envdir)], env=env, cwd=work,
                        capture_output=True, timeout=300)
+        if a.compare:
+            figures["compare"] = compare(bed, work, a.repeat)
         guard = (work / "netguard.log").read_text() if (work / "netguard.log").exists() else ""
         figures["netguard_refusals"] = len(guard.splitlines())
     finally:
