@@ -240,6 +240,7 @@ def _start(d: Libvirtd, log_daemon: bool = True, pool: bool = True) -> None:
     for f in (base / "etc/libvirt/qemu/networks/autostart").glob("*.xml"):
         f.unlink()   # no 'default' network: ours are the only ones
     (base / "images").mkdir(mode=0o755)
+    _qemu_as_root_if_locked_out(base)
     # network namespace + veth to reach the jump sshd from the root namespace
     _run("ip", "netns", "add", d.netns)
     veth_ns = f"lvn{d.ident}"
@@ -289,6 +290,27 @@ def _start(d: Libvirtd, log_daemon: bool = True, pool: bool = True) -> None:
     virsh = ["virsh", "-q", "-c", d.uri]
     _run(*virsh, "pool-define-as", "default", "dir", "--target", str(base / "images"), timeout=120)
     _run(*virsh, "pool-start", "default", timeout=60)
+
+
+def _qemu_as_root_if_locked_out(base: Path) -> None:
+    """Where this machine keeps QEMU's user out of a directory QEMU needs (seen: a fresh
+    machine whose ``/`` has mode 0700, where every guest dies on "accel-tcg-x86_64.so:
+    Permission denied"), run this private daemon's QEMU as root, saying so on stderr.
+    ``enos check`` reports the same condition to users (enos.libvirt.diagnose)."""
+    from enos.libvirt.diagnose import closed_directory, qemu_paths, qemu_user
+    conf = base / "etc/libvirt/qemu.conf"
+    user = qemu_user(conf)
+    if user is None:
+        return
+    for path in qemu_paths() + [base / "images"]:
+        closed = closed_directory(user, path)
+        if closed is not None:
+            import sys
+            print(f"libvirtd fixture: {user} cannot enter {closed} (on the way to {path}); this "
+                  f"test daemon runs QEMU as root", file=sys.stderr)
+            with open(conf, "a") as f:
+                f.write('\nuser = "root"\ngroup = "root"\n')
+            return
 
 
 def leftovers(uri: str, run_id: str) -> List[str]:

@@ -13,15 +13,23 @@ lines and books nothing (no pool is started, no network defined):
   libvirtd's;
 * :func:`check_pool` — the storage pool (``default``) exists and is active;
 * :func:`check_network` — libvirt's network driver answers and, on this machine, dnsmasq
-  and iptables are installed (NAT networks with DHCP need them).
+  and iptables are installed (NAT networks with DHCP need them);
+* :func:`check_qemu_access` — the user QEMU runs as (``user`` of ``qemu.conf``, else
+  ``libvirt-qemu``) can enter every directory above QEMU's binary, its modules and the
+  pool (a ``/`` of mode 0700 makes every guest fail with "Permission denied" on
+  ``accel-tcg-x86_64.so``).
 
 :func:`diagnose` runs them in order and returns the open connection (or None) with the
 checks. The KVM/TCG verdict needs a kernel to boot and lives in :mod:`enos.libvirt.kvm`.
 """
 from __future__ import annotations
 
+import grp
 import os
+import pwd
+import re
 import shlex
+import stat
 import shutil
 import socket
 import time
@@ -198,6 +206,79 @@ def check_network(conn, uri: str) -> Check:
                              f"NAT network per environment")
 
 
+def qemu_user(conf: Path = Path("/etc/libvirt/qemu.conf")) -> Optional[str]:
+    """Return the user a system libvirtd runs QEMU as: ``user`` of ``conf`` when set, else
+    ``libvirt-qemu`` if that account exists (Debian/Ubuntu's build default), else None."""
+    try:
+        text = conf.read_text(errors="replace")
+    except OSError:
+        text = ""
+    m = re.search(r'^\s*user\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    if m:
+        return m.group(1)
+    try:
+        pwd.getpwnam("libvirt-qemu")
+    except KeyError:
+        return None
+    return "libvirt-qemu"
+
+
+def closed_directory(user: str, path: Path) -> Optional[Path]:
+    """Return the first directory above (or at) ``path`` that ``user`` cannot enter (no
+    search permission for its owner, group or others, as the kernel would decide), or None
+    if every one can be entered. ``user`` is a name or ``+UID``; root enters everything."""
+    if user.startswith("+"):
+        uid, gids = int(user[1:].split(":")[0]), set()
+    else:
+        entry = pwd.getpwnam(user)
+        uid = entry.pw_uid
+        gids = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    if uid == 0:
+        return None
+    path = Path(path)
+    dirs = list(reversed(path.parents)) + ([path] if path.is_dir() else [])
+    for d in dirs:
+        try:
+            st = d.stat()
+        except OSError:
+            return None
+        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid in gids else stat.S_IXOTH
+        if not st.st_mode & bit:
+            return d
+    return None
+
+
+def qemu_paths() -> List[Path]:
+    """Return what QEMU must reach on this machine: its binary and its module directories."""
+    found = [Path(p) for p in (shutil.which("qemu-system-x86_64"), "/usr/lib/qemu") if p]
+    found += sorted(Path("/usr/lib").glob("*/qemu"))
+    return [p for p in found if p.exists()]
+
+
+def check_qemu_access(uri: str, pool_path: Optional[str] = None,
+                      conf: Path = Path("/etc/libvirt/qemu.conf")) -> Optional[Check]:
+    """Return the check that the QEMU user of a local system daemon can enter every
+    directory above QEMU's binary, its modules and ``pool_path``; None where it cannot be
+    seen from here (remote or session URIs, a daemon on another socket whose qemu.conf is
+    not ``conf``, no QEMU user known)."""
+    if socket_path(uri) is None or parse_qs(urlparse(uri).query).get("socket"):
+        return None
+    user = qemu_user(conf)
+    if user is None:
+        return None
+    what = f"QEMU's user ({user}) reaches its files"
+    paths = qemu_paths() + ([Path(pool_path)] if pool_path and pool_path != "?" else [])
+    for p in paths:
+        closed = closed_directory(user, p)
+        if closed is not None:
+            mode = stat.S_IMODE(closed.stat().st_mode)
+            return Check(what, False, f"{user} cannot enter {closed} (mode {mode:04o}), on the way to {p}: "
+                                      f"every guest fails to start ('Permission denied')",
+                         f"chmod o+x {shlex.quote(str(closed))} (or set user = \"root\" in {conf} and "
+                         f"restart libvirtd)")
+    return Check(what, True, f"{len(paths)} path(s) reachable")
+
+
 def diagnose(uri: str, pool: Optional[str] = None) -> Tuple[object, List[Check]]:
     """Run the daemon, log daemon, pool and network checks for ``uri``; return
     ``(connection or None, checks)``. The caller closes the connection."""
@@ -208,6 +289,10 @@ def diagnose(uri: str, pool: Optional[str] = None) -> Tuple[object, List[Check]]
         out.append(logd)
     if conn is None:
         return None, out
-    out.append(check_pool(conn, uri, pool))
+    pool_check = check_pool(conn, uri, pool)
+    out.append(pool_check)
     out.append(check_network(conn, uri))
+    access = check_qemu_access(uri, pool_check.detail if pool_check.ok else None)
+    if access is not None:
+        out.append(access)
     return conn, out
