@@ -19,6 +19,7 @@ from enos import process, signals
 from enos.environ import scrubbed_environ
 from enos.errors import EnosError, ProvisionError
 from enos.progress import NULL
+from enos.ssh.jump import Masters
 from enos.state import atomic_write
 
 PREINSTALL = Path(__file__).parent / "playbooks" / "preinstall.yml"
@@ -163,7 +164,6 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     if not shutil.which("ansible-playbook", path=envvars["PATH"]):
         raise EnosError("ansible-playbook not found in PATH: install enos with pip in a virtualenv "
                         "(ansible-core is a dependency)")
-    from enos.ssh.jump import Masters
     masters = Masters(ssh_config)
     down = masters.ready_all(masters.behind)
     if down:        # ansible would open one jump connection per host: name the jump host instead

@@ -24,6 +24,8 @@ from enos.errors import SshUnreachable, UnsafeValue
 from enos.model import Host
 from enos.names import unsafe_host_fields
 from enos.progress import NULL
+from enos.ssh import jump
+from enos.ssh.jump import Masters
 from enos.state import atomic_write
 
 CONTROL_PERSIST = "15m"
@@ -123,7 +125,6 @@ def render_ssh_config(hosts: Sequence[Host], known_hosts: Path, run_id: str,
     :func:`user_known_hosts`): a gateway the user already knows must present the key the
     user knows, or ssh refuses it; one the user never met is trusted on first use into
     the env's file only."""
-    from enos.ssh import jump
     user_known = Path(user_known) if user_known is not None else user_known_hosts()
     q = ssh_config_value
     cdir = control_dir(run_id)
@@ -230,7 +231,6 @@ def wait_for_ssh(ssh_config: Path, aliases: Sequence[str], timeout: float = 300.
 
     Returns None. Raises :class:`SshUnreachable` naming the late hosts and their last error;
     KeyboardInterrupt within ~0.1 s of SIGINT/SIGTERM (every probing ssh killed)."""
-    from enos.ssh.jump import Masters
     progress = progress or NULL
     pending: Dict[str, str] = {a: "not tried yet" for a in aliases}
     masters = Masters(ssh_config)     # a host behind a jump host: its master first, never a flood
