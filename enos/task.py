@@ -427,11 +427,12 @@ def _journal_summary(state: State, limit: int = 40) -> str:
 
 
 def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = False,
-            progress=None, forget: bool = False) -> EnvDir:
+            progress=None, forget: bool = False, release_reused: bool = False) -> EnvDir:
     """Release everything the env booked, from its saved state only; return the EnvDir.
 
     Idempotent (a destroyed env is destroyed again harmlessly). With ``sweep``, also asks
-    the provider to remove leftovers tagged with the run id. With ``forget``, frees
+    the provider to remove leftovers tagged with the run id. With ``release_reused``, also
+    releases what the env reused but did not create (kept otherwise). With ``forget``, frees
     nothing and marks the env destroyed (for resources known to be gone, e.g. a libvirt
     host that no longer exists). Frees first and records best-effort: a full or
     read-only disk does not stop the freeing (StateUnwritable afterwards, retryable).
@@ -447,6 +448,7 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
         if forget:
             return _forget(environment, progress)
         provider = environment.open_provider(progress)
+        provider.ctx.release_reused = release_reused
         if sweep and "sweep" not in provider.capabilities:
             raise Unsupported(f"provider '{provider.type}' cannot sweep")
         state.set_phase("destroying")

@@ -162,12 +162,14 @@ class FakeG5k:
                        if (method is None or m == method) and rx.search(p))
 
     def active_jobs(self, name_contains: str = "") -> List[dict]:
-        """Return the jobs not ended (waiting/launching/running/hold) whose name contains
-        ``name_contains``, as API items plus ``site``."""
+        """Return the jobs not ended (waiting/launching/running/hold) whose name or command
+        contains ``name_contains`` (enos marks its jobs' command with its run id), as API
+        items plus ``site``."""
         now = time.time()
         with self.lock:
             return [{**j.item(now, self.base), "site": j.site} for j in self.jobs.values()
-                    if j.active(now) and name_contains in (j.spec.get("name") or "")]
+                    if j.active(now) and (name_contains in (j.spec.get("name") or "")
+                                          or name_contains in (j.spec.get("command") or ""))]
 
     def add_fault(self, method: str, path: str, kind: str, **kw) -> Fault:
         """Add and return a :class:`Fault`."""
@@ -176,12 +178,13 @@ class FakeG5k:
             self.faults.append(f)
         return f
 
-    def inject_job(self, site: str, name: str, user: str = "alice", state: str = "running") -> dict:
+    def inject_job(self, site: str, name: str, user: str = "alice", state: str = "running",
+                   command: str = "sleep 1d") -> dict:
         """Create a job holding no node directly (e.g. a duplicate of the same name);
         ``state`` running or waiting (an hour from now). Returns its API item."""
         now = time.time()
         start = now if state == "running" else now + 3600
-        job = self._new_job(site, user, {"name": name, "command": "sleep 1d"}, 3600, start)
+        job = self._new_job(site, user, {"name": name, "command": command}, 3600, start)
         return job.item(now, self.base)
 
     def seed_job(self, site: str, *, nodes: Optional[List[str]] = None, cluster: Optional[str] = None,

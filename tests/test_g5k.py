@@ -60,6 +60,11 @@ def cfg(options=None, machines=None, networks=None):
                   networks=networks or [])
 
 
+def mark(p) -> str:
+    """The command enos gives the jobs it submits (its run mark in it)."""
+    return f": enos-run-{p.ctx.run_id}; sleep 31536000"
+
+
 def provider(env_dir: Path, config: Config, state=None) -> G5k:
     env_dir.mkdir(parents=True, exist_ok=True)
     st = state or State.create(env_dir, "reservation.yaml", {}, "g5k")
@@ -184,7 +189,7 @@ def test_init_books_one_job_per_site_and_reconnects(server, creds, tmp_path):
     assert h.address == "paradoxe-1.rennes.grid5000.fr" and h.user == "alice"
     assert h.jump == "alice@access.grid5000.fr" and h.extra["g5k_site"] == "rennes"
     jobs = server.active_jobs(p.ctx.run_id)
-    assert len(jobs) == 2 and {j["name"] for j in jobs} == {f"enos-{p.ctx.run_id}-exp1"}
+    assert len(jobs) == 2 and {j["name"] for j in jobs} == {"exp1"}
     spec = {j["site"]: j for j in jobs}
     assert spec["rennes"]["walltime"] == 3600 and spec["rennes"]["types"] == []
     assert server.count("POST", r"/jobs$") == 2
@@ -207,7 +212,7 @@ def test_reconnect_by_name_after_crash_between_post_and_record(server, creds, tm
     name = p.job_name
     # the journal says "submitting" on rennes, the job exists on the server (POST went through)
     p.ctx.journal.record("job:rennes", {"site": "rennes", "name": name, "submitting": True})
-    status, job = server.submit("rennes", "alice", {"name": name, "command": "sleep 1d", "resources": "{cluster='paradoxe'}/nodes=3,walltime=1:00"})
+    status, job = server.submit("rennes", "alice", {"name": name, "command": mark(p), "resources": "{cluster='paradoxe'}/nodes=3,walltime=1:00"})
     assert status == 201
     res = p.init()
     assert server.count("POST", r"/rennes/jobs$") == 0      # reused, not booked twice
@@ -220,7 +225,7 @@ def test_reconnect_by_name_after_crash_between_post_and_record(server, creds, tm
 def test_destroy_finds_job_by_name_when_uid_was_never_recorded(server, creds, tmp_path):
     p = provider(tmp_path / "env", cfg())
     p.ctx.journal.record("job:nancy", {"site": "nancy", "name": p.job_name, "submitting": True})
-    server.submit("nancy", "alice", {"name": p.job_name, "command": "sleep 1d", "resources": "nodes=1,walltime=1:00"})
+    server.submit("nancy", "alice", {"name": p.job_name, "command": mark(p), "resources": "nodes=1,walltime=1:00"})
     assert len(server.active_jobs(p.ctx.run_id)) == 1
     p.destroy()
     assert server.active_jobs(p.ctx.run_id) == []
@@ -229,8 +234,8 @@ def test_destroy_finds_job_by_name_when_uid_was_never_recorded(server, creds, tm
 def test_two_jobs_with_the_same_name_is_an_error_listing_both(server, creds, tmp_path):
     p = provider(tmp_path / "env", cfg())
     p.ctx.journal.record("job:rennes", {"site": "rennes", "name": p.job_name, "submitting": True})
-    a = server.inject_job("rennes", p.job_name)
-    b = server.inject_job("rennes", p.job_name)
+    a = server.inject_job("rennes", p.job_name, command=mark(p))
+    b = server.inject_job("rennes", p.job_name, command=mark(p))
     with pytest.raises(ProviderError) as e:
         p.init()
     assert str(a["uid"]) in str(e.value) and str(b["uid"]) in str(e.value)
@@ -381,7 +386,7 @@ def test_deploy_failing_beyond_retries_is_an_error(server, creds, tmp_path):
 
 def test_kavlan_and_subnet_pools(server, creds, tmp_path):
     machines = [MachineSpec(["control"], 1, label="paradoxe", keypath="provider.resources.machines.0",
-                            options={"primary_network": "v", "secondary_networks": ["ips"]}),
+                            options={"primary_network": "v"}),
                 MachineSpec(["compute"], 2, label=None, keypath="provider.resources.machines.1",
                             options={"servers": ["gros-2.nancy.grid5000.fr", "gros-3.nancy.grid5000.fr"],
                                      "primary_network": "prod"})]

@@ -51,8 +51,11 @@ the record of it is retried (exit 1 if it could not be written: run it again lat
 If the testbed does not answer (e.g. a libvirt URI that is unreachable), destroy says
 what may remain where, exits 1 and stays retryable.
 
+A resource the environment reused but did not book (a Grid'5000 job found by its
+job_name or given by job_ids) is kept for its owner, unless --release-jobs.
+
 Usage:
-  enos destroy [--env DIR] [--sweep]
+  enos destroy [--env DIR] [--sweep] [--release-jobs]
   enos destroy --sweep --run-id ID [-f FILE]
   enos destroy --forget [--env DIR]
 
@@ -65,6 +68,8 @@ Options:
                matched exactly; it is also in the name of the env's local-ID/ dir, in
                ssh/id_ed25519.pub, and in the error enos printed
   -f FILE      reservation file naming the provider for --run-id [default: reservation.yaml]
+  --release-jobs  also release what the environment reused (e.g. your Grid'5000 job of
+               the same job_name), not only what it booked
   --forget     free nothing and mark the environment destroyed: for resources you know
                are gone (a deleted VM host, an expired job). Prints what its journal
                still listed, so you can check by hand.
@@ -80,7 +85,8 @@ def destroy(args, g) -> int:
         for r in removed:
             out(r)
         return 0
-    env = env_destroy(env_dir(args), sweep=args["--sweep"], progress=p, forget=args["--forget"])
+    env = env_destroy(env_dir(args), sweep=args["--sweep"], progress=p, forget=args["--forget"],
+                      release_reused=args["--release-jobs"])
     p.info(f"{'forgot' if args['--forget'] else 'destroyed'} run {env.run_id} ({env.env_dir})")
     return 0
 

@@ -119,17 +119,20 @@ def check_extension(walltime: str) -> str:
 
 
 def destroy(env: Optional[str] = None, base: Union[str, os.PathLike] = ".", sweep: bool = False,
-            quiet: bool = False, progress=None, forget: bool = False) -> "Env":
+            quiet: bool = False, progress=None, forget: bool = False, release_reused: bool = False) -> "Env":
     """Release everything the env ``env`` (default ``<base>/current``) booked, from its saved
     state only, as ``enos destroy`` does; return the (destroyed) :class:`Env`. Idempotent.
-    With ``forget``, free nothing and mark it destroyed (resources known to be gone).
+    With ``forget``, free nothing and mark it destroyed (resources known to be gone). With
+    ``release_reused`` (``--release-jobs``), also release what the env reused but did not
+    book (e.g. a Grid'5000 job found by its name), which is kept otherwise.
 
     Raises NoEnvironment, StateDamaged, StateLocked, DestroyIncomplete, Unsupported
     (sweep), StateUnwritable (freed, but the record could not be written: run it again)."""
     p = _progress(quiet, progress)
     if not forget:
         _remove_tc_of(env, Path(base), p)
-    environment = task.destroy(env, base=Path(base), sweep=sweep, progress=p, forget=forget)
+    environment = task.destroy(env, base=Path(base), sweep=sweep, progress=p, forget=forget,
+                               release_reused=release_reused)
     return Env(environment, keep=True, quiet=quiet)
 
 
@@ -599,11 +602,13 @@ class Env:
         provider.require("extend_walltime")
         return provider.extend(walltime)
 
-    def destroy(self, sweep: bool = False) -> "Env":
-        """Release everything the env booked (as ``enos destroy``); return self.
-        Idempotent. Raises StateLocked, DestroyIncomplete, Unsupported (sweep)."""
+    def destroy(self, sweep: bool = False, release_reused: bool = False) -> "Env":
+        """Release everything the env booked (as ``enos destroy``; ``release_reused``: also
+        what it reused, see :func:`destroy`); return self. Idempotent. Raises StateLocked,
+        DestroyIncomplete, Unsupported (sweep)."""
         _before_destroy(self._envdir, self._progress())
-        self._envdir = task.destroy(str(self.env_dir), sweep=sweep, progress=self._progress())
+        self._envdir = task.destroy(str(self.env_dir), sweep=sweep, progress=self._progress(),
+                                    release_reused=release_reused)
         return self
 
     def __enter__(self) -> "Env":

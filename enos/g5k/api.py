@@ -236,6 +236,40 @@ class Api:
                          lambda gk: [d.to_dict() for d in DeploymentManager(gk, parent=_Parent(site)).list(**q)])
 
 
+    def vlan_types(self, site: str) -> Dict[str, str]:
+        """Return {vlan id (str): type} of ``site``'s vlans (``kavlan-local``, ``kavlan``,
+        ``kavlan-global``...)."""
+        from grid5000.objects import VlanManager
+        items = self.call(f"list vlans of {site}", lambda gk: [v.to_dict() for v in VlanManager(gk, parent=_Parent(site)).list()])
+        return {str(v.get("uid")): str(v.get("type")) for v in items}
+
+    def cluster_nodes(self, site: str, cluster: str) -> List[Dict[str, Any]]:
+        """Return the Reference API descriptions of ``cluster``'s nodes (``network_adapters``,
+        ``kavlan``, ``supported_job_types``...)."""
+        from grid5000.objects import NodeManager
+        parent = _Parent(cluster)
+        parent.site = site
+        return self.call(f"list nodes of {site}/{cluster}",
+                         lambda gk: [n.to_dict() for n in NodeManager(gk, parent=parent).list()])
+
+    def status(self, site: str) -> Dict[str, Any]:
+        """Return ``GET /sites/{site}/status`` (nodes, vlans, subnets with their current and
+        future jobs; disks left out)."""
+        from grid5000.objects import SiteStatusManager
+        return self.call(f"get the status of {site}",
+                         lambda gk: SiteStatusManager(gk, parent=_Parent(site)).list(disks="no").to_dict())
+
+    def move_to_vlan(self, site: str, vlan: str, addresses: List[str]) -> Dict[str, Any]:
+        """``POST /sites/{site}/vlans/{vlan}/nodes`` with the interfaces' network addresses;
+        return the per-address answer ({addr: {status, message}}). Safe to repeat (an
+        interface already there answers "unchanged")."""
+        from grid5000.objects import VlanManager
+        def post(gk):
+            path = VlanManager(gk, parent=_Parent(site)).path + f"/{vlan}/nodes"
+            return gk.http_post(path, post_data=list(addresses))
+        return self.call(f"move {len(addresses)} interface(s) into vlan {vlan} on {site}", post)
+
+
 class _Parent:
     """Stands for a python-grid5000 parent object (only its path attributes are read), so
     managers can be built without fetching the site or job first (one request saved)."""

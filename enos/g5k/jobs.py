@@ -1,7 +1,9 @@
-"""The OAR jobs of one env, through the API: found (by the journal's uid, or by name after
-a crash between the POST and the uid being recorded), submitted (one per site, at once),
-waited for, deleted, swept by run id, extended, described. Every function takes the
-env's :class:`~enos.g5k.session.Session` ``s``."""
+"""The OAR jobs of one env, through the API: found (by the journal's uid, or by name and
+run mark after a crash between the POST and the uid being recorded), reused (the user's job
+named ``job_name``, or the ones ``job_ids``/``oargrid_jobids`` give, checked against what
+the reservation asks), submitted (one per site, at once), waited for, deleted (reused jobs
+kept unless released), swept by run id, extended, described. Every function takes the
+env's :class:`~enos.g5k.session.Session` ``g5k``."""
 from __future__ import annotations
 
 import time
@@ -9,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
 from enos import failpoint, signals
-from enos.errors import DestroyIncomplete, EnosError, ProviderError, Retryable, Timeout, UsageError
+from enos.errors import (DestroyIncomplete, EnosError, ProviderError, ReservationUnavailable, Retryable,
+                         Timeout, UsageError)
 from enos.g5k import oar
 from enos.g5k.api import NotFound
 from enos.g5k.oar import ACTIVE_STATES, ENDED_STATES, format_extension, format_walltime, parse_extension
@@ -44,18 +47,33 @@ def job_spec(g5k, terms: List[str]) -> dict:
     types = [types] if isinstance(types, str) else list(types or [])
     if g5k.opt("env_name") and "deploy" not in types:
         types.append("deploy")
+    # the run mark (a no-op ':' argument) lets 'destroy --sweep' find the job whatever its name
     spec = {"name": g5k.job_name, "resources": oar.resource_expression(terms, g5k.opt("walltime")),
-            "command": "sleep 31536000", "types": types, "queue": g5k.opt("queue")}
+            "command": f": {g5k.run_tag}; sleep 31536000", "types": types, "queue": g5k.opt("queue")}
     if g5k.opt("project"):
         spec["project"] = g5k.opt("project")
-    if g5k.opt("reservation"):
-        spec["reservation"] = g5k.opt("reservation")
+    at = reservation_date(g5k)
+    if at:
+        spec["reservation"] = at
     return spec
 
 
-def find_by_name(g5k, site: str) -> List[dict]:
-    """Return the active jobs of this user on ``site`` named like this env's job."""
-    return g5k.api.jobs(site, name=g5k.job_name, states=ACTIVE_STATES, user=g5k.creds.username)
+def reservation_date(g5k) -> Optional[str]:
+    """The OAR reservation date of the jobs to submit: the start the task runner chose
+    (``enos up --at``, Unix time, written in Europe/Paris time as OAR reads it), else the
+    ``reservation`` option as given, else None (as soon as possible)."""
+    at = getattr(g5k, "start_at", None) or getattr(g5k.ctx, "start_at", None)
+    if at:
+        return oar.paris_date(float(at))
+    return g5k.opt("reservation") or None
+
+
+def find_by_name(g5k, site: str, mine: bool = True) -> List[dict]:
+    """Return the active jobs of this user on ``site`` named like this env's job; with
+    ``mine``, only those this run submitted (its mark in the command; a job listed without
+    its command counts)."""
+    found = g5k.api.jobs(site, name=g5k.job_name, states=ACTIVE_STATES, user=g5k.creds.username)
+    return [j for j in found if not mine or "command" not in j or g5k.run_tag in str(j.get("command"))]
 
 
 def reconnect(g5k, site: str, rec: Optional[dict]) -> Optional[dict]:
@@ -86,6 +104,32 @@ def reconnect(g5k, site: str, rec: Optional[dict]) -> Optional[dict]:
     return None
 
 
+def adopt(g5k, site: str, given: Dict[str, int]) -> Optional[dict]:
+    """Return the job to reuse on ``site`` (journalled as reused), or None: the one
+    ``job_ids``/``oargrid_jobids`` give for it, else, when the reservation names the job,
+    the user's only running or waiting job of that name. Raises ReuseError (given job not
+    found, not the user's, ended; several jobs of that name)."""
+    from enos.g5k.reuse import ReuseError, pick_by_name
+    if site in given:
+        uid = given[site]
+        try:
+            job = g5k.api.job(site, uid)
+        except NotFound:
+            raise ReuseError(f"job {uid} on {site} (job_ids) does not exist") from None
+        if job.get("user") not in (None, g5k.creds.username):
+            raise ReuseError(f"job {uid} on {site} belongs to {job.get('user')}, not to {g5k.creds.username}")
+    elif g5k.named:
+        found = pick_by_name(site, g5k.job_name, find_by_name(g5k, site, mine=False))
+        if found is None:
+            return None
+        job = g5k.api.job(site, found["uid"])
+    else:
+        return None
+    g5k.record(f"job:{site}", {"site": site, "name": job.get("name"), "uid": job["uid"], "reused": True})
+    g5k.ctx.progress.info(f"g5k: reusing your job {job['uid']} on {site} ({job.get('state')})")
+    return job
+
+
 def submit(g5k, site: str, terms: List[str]) -> dict:
     """Submit the job of ``site`` (journalled before and after); after a failed POST,
     look the job up by name before posting again. Return the job. Raises the API's errors."""
@@ -110,12 +154,16 @@ def submit(g5k, site: str, terms: List[str]) -> dict:
     return job
 
 
-def get_or_submit(g5k, terms: Dict[str, List[str]]) -> Dict[str, dict]:
-    """Return {site: job}: the job each site of ``terms`` already has (journal or name),
-    else a new one, all sites at once. On a permanent failure of one site, deletes what this
-    call booked and raises the most telling error; UsageError if the env holds a job on a
-    site the reservation no longer asks for."""
+def get_or_submit(g5k, terms: Dict[str, List[str]], needs: Optional[dict] = None,
+                  given: Optional[Dict[str, int]] = None) -> Dict[str, dict]:
+    """Return {site: job}: the job each site of ``terms`` already has (journal), else the
+    one to reuse (``given`` job ids, or the user's job named ``job_name``), else a new one,
+    all sites at once. A found job must hold what ``needs`` ({site: reuse.SiteNeed}) asks,
+    else ReuseError naming what it lacks. On a permanent failure of one site, deletes what
+    this call submitted and raises the most telling error; UsageError if the env holds a
+    job on a site the reservation no longer asks for."""
     recorded = g5k.recorded_jobs()
+    given = dict(given or {})
     for site in recorded:
         if site not in terms:
             raise UsageError(f"this environment holds a job on {site}, which the reservation no "
@@ -125,12 +173,14 @@ def get_or_submit(g5k, terms: Dict[str, List[str]]) -> Dict[str, dict]:
     new_sites: List[str] = []
 
     def one(site):
-        job = reconnect(g5k, site, recorded.get(site))
+        job = reconnect(g5k, site, recorded.get(site)) or adopt(g5k, site, given)
         if job is None:
             job = submit(g5k, site, terms[site])
             new_sites.append(site)
         else:
-            g5k.ctx.progress.info(f"g5k: reusing job {job['uid']} on {site} ({job.get('state')})")
+            if recorded.get(site):
+                g5k.ctx.progress.info(f"g5k: job {job['uid']} on {site} ({job.get('state')}) found again")
+            check_holds(g5k, site, job, (needs or {}).get(site))
         return job
 
     with ThreadPoolExecutor(max_workers=min(16, len(terms)) or 1) as ex:
@@ -150,11 +200,41 @@ def get_or_submit(g5k, terms: Dict[str, List[str]]) -> Dict[str, dict]:
     return jobs
 
 
+def book(g5k, terms: Dict[str, List[str]], needs: Optional[dict] = None,
+         given: Optional[Dict[str, int]] = None) -> Dict[str, dict]:
+    """:func:`get_or_submit`; when the jobs are advance reservations for the start the task
+    runner chose (``enos up --at``) and OAR answers that they could run at a later date,
+    book every site again once for that date (never looped: a second refusal is raised).
+    Raises what get_or_submit raises."""
+    try:
+        return get_or_submit(g5k, terms, needs, given)
+    except ReservationUnavailable as e:
+        if not getattr(g5k.ctx, "start_at", None) or not e.next_slot or getattr(g5k, "start_at", None):
+            raise
+        g5k.start_at = oar.parse_paris_date(e.next_slot)
+        g5k.ctx.progress.info(f"g5k: OAR says the reservation could run at {e.next_slot} (Europe/Paris): "
+                               f"booking every site for then")
+        return get_or_submit(g5k, terms, needs, given)
+
+
+def check_holds(g5k, site: str, job: dict, need) -> None:
+    """Raise ReuseError when a found job does not hold what the reservation asks on
+    ``site`` (its vlan types read from the API only when vlans are asked)."""
+    if need is None:
+        return
+    from enos.g5k.reuse import check
+    check(site, job, need, g5k.api.vlan_types(site) if need.vlans else {})
+
+
 def cleanup_unfinished(g5k, sites: List[str]) -> None:
-    """After a failed submission, remove any job created on these sites (found by name)."""
+    """After a failed submission, remove any job this env created on these sites (found by
+    name and run mark); a job it was reusing is only forgotten."""
     for site in sites:
         rec = g5k.ctx.journal.get(f"job:{site}")
         if not rec:
+            continue
+        if rec.get("reused"):        # the user's own job (found, not submitted): never deleted here
+            g5k.forget(f"job:{site}")
             continue
         try:
             for j in find_by_name(g5k, site) if rec.get("uid") is None else [{"uid": rec["uid"]}]:
@@ -165,8 +245,12 @@ def cleanup_unfinished(g5k, sites: List[str]) -> None:
 
 
 def delete_jobs(g5k, sites: List[str], jobs: Dict[str, dict]) -> None:
-    """Delete the jobs of ``sites`` and forget them (a failure is logged: destroy retries)."""
+    """Delete the jobs of ``sites`` and forget them (a failure is logged: destroy retries);
+    a job this env reused is only forgotten (it is its owner's)."""
     for site in sites:
+        if (g5k.ctx.journal.get(f"job:{site}") or {}).get("reused"):
+            g5k.forget(f"job:{site}")
+            continue
         try:
             g5k.api.delete_job(site, jobs[site]["uid"])
             g5k.forget(f"job:{site}")
@@ -194,7 +278,7 @@ def wait_running(g5k, jobs: Dict[str, dict]) -> Dict[str, dict]:
                 delete_jobs(g5k, [s for s in jobs if s != site], jobs)
                 why = job.get("message") or "; ".join(e.get("description", "") for e in job.get("events") or [])
                 raise ProviderError(f"job {job['uid']} on {site} ended ({job['state']}) while waiting"
-                                    + (f": {why}" if why else "") + "; the other sites' jobs were deleted")
+                                    + (f": {why}" if why else "") + "; the jobs this env submitted on the other sites were deleted")
             running = [s for s, j in jobs.items() if j.get("state") == "running"]
             t.update("; ".join(f"{s}: {j.get('state')}" + eta(j) for s, j in sorted(jobs.items())),
                      completed=len(running))
@@ -211,17 +295,25 @@ def wait_running(g5k, jobs: Dict[str, dict]) -> Dict[str, dict]:
 
 def delete_recorded(g5k) -> None:
     """Delete every recorded job (by uid, or by name when the uid was never recorded);
-    already-gone jobs count as deleted. Raises DestroyIncomplete listing what is left."""
+    already-gone jobs count as deleted. A job this env reused but did not submit is kept
+    (forgotten here, left to its owner) unless ``release_reused``. Raises DestroyIncomplete
+    listing what is left."""
     recorded = g5k.recorded_jobs()
     leftovers: List[str] = []
     for site, rec in sorted(recorded.items()):
+        if rec.get("reused") and not g5k.release_reused:
+            for key in ("job", "deployed", "vlans"):
+                g5k.forget(f"{key}:{site}")
+            g5k.ctx.progress.info(f"g5k: kept your job {rec.get('uid')} on {site} (reused; "
+                                   f"'enos destroy --release-jobs' deletes it)")
+            continue
         try:
             uids = [rec["uid"]] if rec.get("uid") is not None else [j["uid"] for j in find_by_name(g5k, site)]
             for uid in uids:
                 g5k.api.delete_job(site, uid)
                 failpoint.checkpoint("g5k.job_deleted")
-            g5k.forget(f"job:{site}")
-            g5k.forget(f"deployed:{site}")
+            for key in ("job", "deployed", "vlans"):
+                g5k.forget(f"{key}:{site}")
             if uids:
                 g5k.ctx.progress.info(f"g5k: deleted job {', '.join(map(str, uids))} on {site}")
         except EnosError as e:
@@ -231,16 +323,21 @@ def delete_recorded(g5k) -> None:
 
 
 def sweep(g5k) -> List[str]:
-    """Delete every active job of this user named ``enos-<run_id>-*`` on every site;
-    return what was deleted. Raises DestroyIncomplete if some could not be."""
-    prefix = f"enos-{g5k.ctx.run_id}-"
+    """Delete every active job of this user this run submitted (its mark ``enos-run-<id>``
+    in the command, or a name ``enos-<run_id>[-...]``) on every site; return what was
+    deleted. Raises DestroyIncomplete if some could not be."""
+    own = f"enos-{g5k.ctx.run_id}"
     removed: List[str] = []
     leftovers: List[str] = []
+
+    def ours(j: dict) -> bool:
+        name = str(j.get("name") or "")
+        return name == own or name.startswith(own + "-") or g5k.run_tag in str(j.get("command") or "")
 
     def one(site):
         out, bad = [], []
         for j in g5k.api.jobs(site, states=ACTIVE_STATES, user=g5k.creds.username):
-            if str(j.get("name") or "").startswith(prefix):
+            if ours(j):
                 try:
                     g5k.api.delete_job(site, j["uid"])
                     out.append(f"job {j['uid']} ({j['name']}) on {site}")
@@ -307,12 +404,13 @@ def extend_once(g5k, site: str, uid: int, ext: str) -> dict:
 
 
 def jobs_info(g5k) -> dict:
-    """Return ``{"jobs": [...]}``: per recorded job its site, uid, name, state,
-    walltime, remaining walltime and predicted start."""
+    """Return ``{"jobs": [...]}``: per recorded job its site, uid, name, whether this env
+    reused it (kept by ``enos destroy``), state, walltime, remaining walltime and
+    predicted start."""
     jobs = []
     now = time.time()
     for site, rec in sorted(g5k.recorded_jobs().items()):
-        entry = {"site": site, "uid": rec.get("uid"), "name": rec.get("name")}
+        entry = {"site": site, "uid": rec.get("uid"), "name": rec.get("name"), "reused": bool(rec.get("reused"))}
         if rec.get("uid") is None:
             entry["state"] = "unknown (submission interrupted)"
             jobs.append(entry)

@@ -62,6 +62,25 @@ def parse_reservation(text: str) -> _dt.datetime:
         raise ValueError(f"expected a date YYYY-MM-DD HH:MM:SS, got {text!r}") from None
 
 
+#: Grid'5000's OAR reads and writes dates in the local time of its servers
+OAR_TIMEZONE = "Europe/Paris"
+
+
+def paris_date(ts: float) -> str:
+    """Return Unix time ``ts`` as an OAR date ``YYYY-MM-DD HH:MM:SS`` (Europe/Paris time,
+    seconds rounded up: a reservation never starts before ``ts``)."""
+    from zoneinfo import ZoneInfo
+    import math
+    return _dt.datetime.fromtimestamp(math.ceil(ts), ZoneInfo(OAR_TIMEZONE)).strftime(RESERVATION_FORMAT)
+
+
+def parse_paris_date(text: str) -> float:
+    """Return the Unix time of an OAR date ``YYYY-MM-DD HH:MM:SS`` (Europe/Paris time).
+    Raises ValueError."""
+    from zoneinfo import ZoneInfo
+    return parse_reservation(text).replace(tzinfo=ZoneInfo(OAR_TIMEZONE)).timestamp()
+
+
 def could_run_at(message: str) -> Optional[str]:
     """Return the date in an OAR refusal "... could run at YYYY-MM-DD HH:MM:SS", or None."""
     m = _COULD_RUN.search(message or "")

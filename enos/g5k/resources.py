@@ -22,15 +22,22 @@ def assign(groups, jobs) -> List[Tuple[Any, str]]:
         raise ProviderError(f"unexpected OAR answer: {e}") from None
 
 
-def vlans(nets, jobs) -> Dict[str, str]:
-    """Return network id → the vlan id OAR gave (kavlan networks only)."""
+def vlans(g5k, nets, jobs) -> Dict[str, str]:
+    """Return network id → the vlan id OAR gave (kavlan networks only), each network a vlan
+    of its type (the site's vlan types read from the API once per site with kavlans)."""
     out: Dict[str, str] = {}
-    given = {s: list((j.get("resources_by_type") or {}).get("vlans") or []) for s, j in jobs.items()}
+    given = {s: [str(v) for v in (j.get("resources_by_type") or {}).get("vlans") or []] for s, j in jobs.items()}
+    types: Dict[str, Dict[str, str]] = {}
     for n in nets:
-        if n.type in KAVLAN_TYPES:
-            if not given.get(n.site):
-                raise ProviderError(f"the job on {n.site} got no vlan for network '{n.id}'")
-            out[n.id] = str(given[n.site].pop(0))
+        if n.type not in KAVLAN_TYPES:
+            continue
+        if n.site not in types:
+            types[n.site] = g5k.api.vlan_types(n.site) if given.get(n.site) else {}
+        fit = [v for v in given.get(n.site, []) if types[n.site].get(v, n.type) == n.type]
+        if not fit:
+            raise ProviderError(f"the job on {n.site} got no {n.type} vlan for network '{n.id}'")
+        out[n.id] = fit[0]
+        given[n.site].remove(fit[0])
     return out
 
 
@@ -48,10 +55,17 @@ def jump_host(g5k) -> Optional[str]:
     return gw if "@" in gw else f"{g5k.creds.username}@{gw}"
 
 
-def hosts(g5k, pairs, nets, vlan_of, jobs, deployed: bool) -> List[Host]:
+def hosts(g5k, pairs, nets, vlan_of, jobs, deployed: bool, groups=(), plan=None) -> List[Host]:
     """Return the SSH hosts of the assigned nodes: root with the env's key on deployed
-    nodes, else the user (``ssh_user``) with their key; kavlan names when in a vlan."""
+    nodes, else the user (``ssh_user``) with their key; kavlan names when in a vlan;
+    behind the gateway (``gateway_key`` its key); with ``g5k_networks`` (interface and
+    address per network, when the reservation declares networks)."""
+    from enos.g5k.networks import host_networks, node_data
     jump = jump_host(g5k)
+    jump_key = os.path.expanduser(str(g5k.opt("gateway_key"))) if jump and g5k.opt("gateway_key") else None
+    data = node_data(g5k, [g for g, _ in pairs]) if nets else {}
+    index = {id(g): i for i, g in enumerate(groups)}
+    plan = plan or {}
     if deployed:
         user, keyfile = "root", (str(g5k.ctx.ssh_key) if g5k.ctx.ssh_key else None)
     else:
@@ -67,8 +81,10 @@ def hosts(g5k, pairs, nets, vlan_of, jobs, deployed: bool) -> List[Host]:
                  "g5k_job": jobs[g.site]["uid"]}
         if vlan:
             extra["g5k_vlan"] = vlan
+        if nets:
+            extra["g5k_networks"] = host_networks(g, fq, data.get(fq), nets, plan.get(index.get(id(g)), {}), vlan_of)
         hosts.append(Host(alias=fq.split(".")[0], address=address, user=user, keyfile=keyfile,
-                          roles=list(g.roles), extra=extra, jump=jump))
+                          roles=list(g.roles), extra=extra, jump=jump, jump_keyfile=jump_key))
     return hosts
 
 

@@ -5,7 +5,9 @@ name and journal — what every part of the g5k provider is handed (``s`` in
 Journal (one key per site, written before and after each side effect)::
 
     job:<site>       {"site", "name", "submitting": true}  → then  {..., "uid": 1234}
+                     (+ "reused": true for a job this env found, not submitted)
     deployed:<site>  {"job": uid, "env": env_name, "nodes": [...]}
+    vlans:<site>     {"job": uid, "moved": {vlan id: [interface addresses]}}
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from enos.g5k.credentials import load_credentials
 DEFAULT_GATEWAY = "access.grid5000.fr"
 
 DEFAULTS: Dict[str, Any] = {
-    "job_name": "enos", "walltime": "02:00:00", "reservation": None, "queue": "default",
+    "walltime": "02:00:00", "reservation": None, "queue": "default",
     "project": None, "env_name": None, "job_type": [], "key": "~/.ssh/id_rsa.pub", "dhcp": True,
     "gateway": DEFAULT_GATEWAY, "ssh_user": None, "deploy_retries": 2,
     "poll_interval": 5.0, "poll_max_interval": 30.0, "wait_timeout": None,
@@ -62,9 +64,27 @@ class Session:
         return self._api
 
     @property
+    def named(self) -> bool:
+        """True when the reservation names the job (``job_name``): enos then reuses the
+        user's running or waiting job of exactly that name, on each site."""
+        return bool((self.ctx.options or {}).get("job_name"))
+
+    @property
     def job_name(self) -> str:
-        """The OAR job name: ``enos-<run_id>-<job_name>``."""
-        return f"enos-{self.ctx.run_id}-{self.opt('job_name')}"
+        """The OAR job name: ``job_name`` as given, else ``enos-<run_id>`` (this env's own)."""
+        return str(self.ctx.options["job_name"]) if self.named else f"enos-{self.ctx.run_id}"
+
+    @property
+    def run_tag(self) -> str:
+        """The mark of this run in the command of the jobs it submits (``enos-run-<id>``):
+        ``enos destroy --sweep`` finds them by it, whatever their name."""
+        return f"enos-run-{self.ctx.run_id}"
+
+    @property
+    def release_reused(self) -> bool:
+        """True when ``enos destroy`` must also delete the jobs this env reused
+        (``--release-jobs``); else they are kept."""
+        return bool(getattr(self.ctx, "release_reused", False))
 
     def record(self, key: str, value: Any) -> None:
         """Journal ``key`` (written to the env state at once)."""

@@ -1,9 +1,11 @@
 """The ``g5k`` provider: Grid'5000 through its REST API (python-grid5000), no ``oarsub``.
 
-One OAR job per site (submitted concurrently), named ``enos-<run_id>-<job_name>``; an
-optional kadeploy deployment (``env_name``); hosts are the nodes' FQDNs (or kavlan names)
-reached through the access gateway as a jump host; IP pools come from reserved subnets or
-kavlans. See ``docs/providers/g5k.md``.
+One OAR job per site (submitted concurrently), named ``job_name`` (then the user's running
+or waiting job of that name is reused; ``job_ids``/``oargrid_jobids`` give jobs to attach
+to) or ``enos-<run_id>``; an optional kadeploy deployment (``env_name``); secondary
+interfaces moved into their kavlans; hosts are the nodes' FQDNs (or kavlan names) reached
+through the access gateway (one connection master); IP pools come from reserved subnets or
+kavlans; the earliest slot from the sites' status. See ``docs/providers/g5k.md``.
 
 This module is the contract adapter (schema, init, destroy, sweep, extend, info, check);
 everything else is in :mod:`enos.g5k`: ``session`` (options, credentials, API client,
@@ -16,7 +18,7 @@ from __future__ import annotations
 from typing import Any, List
 
 from enos import failpoint, names
-from enos.g5k import deploy, jobs, plan, resources
+from enos.g5k import deploy, jobs, networks, plan, resources, reuse
 from enos.g5k.diagnose import checks
 from enos.g5k.session import DEFAULT_GATEWAY, DEFAULTS, Session  # noqa: F401 (re-exported)
 from enos.model import Check, Resources
@@ -37,7 +39,7 @@ _MACHINE = {
     "type": "object",
     "properties": {
         "servers": {"type": "array", "items": _STR, "minItems": 1,
-                    "x-expected": "a list of node FQDNs (paravance-1.rennes.grid5000.fr)"},
+                    "x-expected": "a list of node FQDNs (paradoxe-1.rennes.grid5000.fr)"},
         "primary_network": _STR,
         "secondary_networks": {"type": "array", "items": _STR, "x-expected": "a list of network ids"},
         "min": {"type": "integer", "minimum": 0, "x-expected": "an integer ≥ 0"},
@@ -76,7 +78,17 @@ class G5k(Provider):
         "properties": {
             "type": {"const": "g5k"},
             "job_name": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$",
-                         "x-expected": "a job name of letters, digits, '_', '.', '-'"},
+                         "x-expected": "a job name of letters, digits, '_', '.', '-' (your running or waiting "
+                                       "job of that name is reused)"},
+            "job_ids": {"type": "object", "minProperties": 1,
+                        "additionalProperties": {"type": "integer", "minimum": 1, "x-expected": "an OAR job id"},
+                        "x-expected": "a mapping site → the OAR job id to use there ({nancy: 1234})"},
+            "oargrid_jobids": {"type": "array", "minItems": 1,
+                               "items": {"type": "array", "minItems": 2, "maxItems": 2,
+                                         "prefixItems": [_STR, {"type": "integer", "minimum": 1}],
+                                         "x-expected": "a pair [site, OAR job id]"},
+                               "x-expected": "a list of [site, job id] pairs (Enos' form of job_ids)"},
+            "gateway_key": {**names.PATH, "x-expected": "the path of the private key the SSH gateway accepts"},
             "walltime": {"type": "string", "pattern": WALLTIME_PATTERN,
                          "x-expected": "a walltime HH:MM[:SS] (more than 24 hours allowed)"},
             "reservation": {"type": ["string", "null"], "pattern": DATE_PATTERN,
@@ -111,14 +123,17 @@ class G5k(Provider):
 # Grid'5000: credentials in ~/.python-grid5000.yaml (username, password), see docs/providers/g5k.md
 provider:
   type: g5k
-  job_name: my-experiment      # the OAR job is named enos-<run id>-my-experiment
+  job_name: my-experiment      # your running/waiting job of that name is reused, else booked so
+  #                            # (without job_name: enos-<run id>, this environment's own)
+  # job_ids: {nancy: 1234}     # or attach to given jobs (Enos' oargrid_jobids: [[nancy, 1234]])
   walltime: "02:00:00"         # HH:MM[:SS]
   # env_name: debian12-min     # deploy this environment (nodes then reached as root)
   # reservation: "2030-01-01 19:00:00"
   # gateway: access.grid5000.fr   # SSH jump host from outside Grid'5000 (false inside)
+  # gateway_key: ~/.ssh/id_g5k    # the private key the gateway accepts (default: agent/default keys)
 
 resources:
-  paravance:                   # a cluster
+  paradoxe:                    # a cluster (rennes)
     control: 1                 # role: number of nodes
     compute: 2
 """
@@ -144,7 +159,7 @@ resources:
 
     @property
     def job_name(self) -> str:
-        """The OAR job name: ``enos-<run_id>-<job_name>``."""
+        """The OAR job name: ``job_name`` as given, else ``enos-<run_id>``."""
         return self.g5k.job_name
 
     @classmethod
@@ -155,6 +170,10 @@ resources:
         if errors:
             kp, msg = errors[0]
             raise config.error(kp, msg)
+        try:
+            reuse.given_jobs(config.options or {})
+        except reuse.ReuseError as e:
+            raise config.error("provider.oargrid_jobids", str(e)) from None
 
     # --- init ------------------------------------------------------------------------
     def init(self, force_deploy: bool = False) -> Resources:
@@ -167,15 +186,41 @@ resources:
         if errors:
             raise self.ctx.config.error(*errors[0])
         jobs.resolve_sites(g5k, groups)
-        booked = jobs.wait_running(g5k, jobs.get_or_submit(g5k, plan.site_terms(groups, nets)))
+        given = self._given_jobs(groups)
+        secondaries = networks.plan_secondaries(g5k, groups, nets)     # refused before booking
+        deployed = bool(self.opt("env_name"))
+        needs = reuse.needs(groups, nets, deploy=deployed)
+        booked = jobs.wait_running(g5k, jobs.book(g5k, plan.site_terms(groups, nets), needs, given))
         failpoint.checkpoint("g5k.jobs_running")
         pairs = resources.assign(groups, booked)
-        vlan_of = resources.vlans(nets, booked)
-        deployed = bool(self.opt("env_name"))
+        vlan_of = resources.vlans(g5k, nets, booked)
         if deployed:
             deploy.deploy_all(g5k, pairs, nets, vlan_of, booked, force_deploy)
-        return Resources(hosts=resources.hosts(g5k, pairs, nets, vlan_of, booked, deployed),
-                         networks=resources.pools(g5k, nets, booked, vlan_of))
+        networks.move_secondaries(g5k, groups, pairs, secondaries, vlan_of, booked)
+        hosts = resources.hosts(g5k, pairs, nets, vlan_of, booked, deployed, groups, secondaries)
+        if nets:
+            g5k.record("networks", networks.rows([h.to_dict() for h in hosts]))
+        return Resources(hosts=hosts, networks=resources.pools(g5k, nets, booked, vlan_of))
+
+    def _given_jobs(self, groups) -> dict:
+        """Return {site: job id} of ``job_ids``/``oargrid_jobids``. Raises ConfigError when
+        they disagree, name a site the reservation does not use, or miss one it uses."""
+        opts = self.ctx.options or {}
+        if not opts.get("job_ids") and not opts.get("oargrid_jobids"):
+            return {}
+        try:
+            given = reuse.given_jobs(opts)
+        except reuse.ReuseError as e:
+            raise self.ctx.config.error("provider.oargrid_jobids", str(e)) from None
+        key = "provider.job_ids" if opts.get("job_ids") else "provider.oargrid_jobids"
+        sites = {g.site for g in groups}
+        if set(given) - sites:
+            raise self.ctx.config.error(key, f"job(s) given on {', '.join(sorted(set(given) - sites))}, where the "
+                                             f"reservation asks for nothing (it uses {', '.join(sorted(sites))})")
+        if sites - set(given):
+            raise self.ctx.config.error(key, f"no job given on {', '.join(sorted(sites - set(given)))}, where the "
+                                             f"reservation asks for machines")
+        return given
 
     # --- destroy / sweep / extend / info / check ---------------------------------------
     def destroy(self) -> None:
@@ -195,9 +240,14 @@ resources:
         return jobs.extend(self.g5k, walltime)
 
     def info(self) -> dict:
-        """Return ``{"jobs": [...]}``: per recorded job its site, uid, name, state,
-        walltime, remaining walltime and predicted start."""
-        return jobs.jobs_info(self.g5k)
+        """Return ``{"jobs": [...], "networks": [...]}``: per recorded job its site, uid,
+        name, whether it was reused, state, walltime, remaining walltime and predicted
+        start; per host and network its interface and address (when networks are declared)."""
+        out = jobs.jobs_info(self.g5k)
+        rows = self.ctx.journal.get("networks")
+        if rows:
+            out["networks"] = rows
+        return out
 
     def check(self) -> List[Check]:
         """Return checks: credentials readable, accepted by the API, SSH key present,
