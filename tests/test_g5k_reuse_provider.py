@@ -9,18 +9,14 @@ import pytest
 
 from enos.errors import ConfigError, UsageError
 from enos.g5k.reuse import ReuseError
-from enos.provider.g5k import G5k
-from enos.provider.provider import ProviderContext
-from enos.reservation.config import Config, MachineSpec
-from enos.ssh.keys import ensure_keypair
+from enos.reservation.config import MachineSpec
 from enos.state import State
 
 sys.path.insert(0, str(Path(__file__).parent))
+from g5khelpers import cfg, provider, write_creds  # noqa: E402
 from g5kserver import FakeG5k  # noqa: E402
 
 PASSWORD = "reuse-pw"
-FAST = {"poll_interval": 0.05, "poll_max_interval": 0.2, "retry_base_delay": 0.02,
-        "retry_max_delay": 0.1, "api_timeout": 5}
 
 
 @pytest.fixture(params=["str", "int"])
@@ -36,27 +32,8 @@ def server(request):
 
 @pytest.fixture
 def creds(server, tmp_path, monkeypatch):
-    f = tmp_path / "g5k-creds.yaml"
-    f.write_text(f"username: alice\npassword: {PASSWORD}\nuri: {server.url}\n")
-    monkeypatch.setenv("G5K_CREDENTIALS_FILE", str(f))
+    monkeypatch.setenv("G5K_CREDENTIALS_FILE", str(write_creds(tmp_path / "g5k-creds.yaml", server.url, PASSWORD)))
     monkeypatch.delenv("G5K_API_URL", raising=False)
-    return f
-
-
-def cfg(options=None, machines=None, networks=None):
-    ms = machines if machines is not None else [
-        MachineSpec(roles=["control"], count=1, label="paradoxe", keypath="resources.paradoxe.control"),
-        MachineSpec(roles=["compute"], count=2, label="paradoxe", keypath="resources.paradoxe.compute"),
-        MachineSpec(roles=["compute"], count=1, label="gros", keypath="resources.gros.compute")]
-    return Config(file="reservation.yaml", provider_type="g5k", options={"type": "g5k", **FAST, **(options or {})},
-                  machines=ms, networks=networks or [])
-
-
-def provider(env_dir: Path, config: Config, state=None) -> G5k:
-    env_dir.mkdir(parents=True, exist_ok=True)
-    st = state or State.create(env_dir, "reservation.yaml", {}, "g5k")
-    key = ensure_keypair(env_dir / "ssh", f"enos-{st.run_id}")
-    return G5k(ProviderContext(config=config, journal=st.journal, env_dir=env_dir, run_id=st.run_id, ssh_key=key))
 
 
 def mapping(res):
