@@ -17,6 +17,7 @@ from enos.g5k import oar
 from enos.g5k.api import NotFound
 from enos.g5k.oar import ACTIVE_STATES, ENDED_STATES, format_extension, format_walltime, parse_extension
 from enos.g5k.plan import sites_needing_lookup
+from enos.g5k.reuse import ReuseError, check, pick_by_name
 from enos.g5k.session import iso, pick_error
 from enos.retry import retry
 
@@ -109,7 +110,6 @@ def adopt(g5k, site: str, given: Dict[str, int]) -> Optional[dict]:
     ``job_ids``/``oargrid_jobids`` give for it, else, when the reservation names the job,
     the user's only running or waiting job of that name. Raises ReuseError (given job not
     found, not the user's, ended; several jobs of that name)."""
-    from enos.g5k.reuse import ReuseError, pick_by_name
     if site in given:
         uid = given[site]
         try:
@@ -222,7 +222,6 @@ def check_holds(g5k, site: str, job: dict, need) -> None:
     ``site`` (its vlan types read from the API only when vlans are asked)."""
     if need is None:
         return
-    from enos.g5k.reuse import check
     check(site, job, need, g5k.api.vlan_types(site) if need.vlans else {})
 
 

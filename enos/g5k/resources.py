@@ -7,6 +7,7 @@ import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 from enos.errors import ProviderError
+from enos.g5k.networks import host_networks, node_data
 from enos.g5k.oar import KAVLAN_TYPES, SUBNET_TYPES, kavlan_name, node_cluster
 from enos.g5k.plan import assign_nodes
 from enos.g5k.session import DEFAULT_GATEWAY
@@ -60,7 +61,6 @@ def hosts(g5k, pairs, nets, vlan_of, jobs, deployed: bool, groups=(), plan=None)
     nodes, else the user (``ssh_user``) with their key; kavlan names when in a vlan;
     behind the gateway (``gateway_key`` its key); with ``g5k_networks`` (interface and
     address per network, when the reservation declares networks)."""
-    from enos.g5k.networks import host_networks, node_data
     jump = jump_host(g5k)
     jump_key = os.path.expanduser(str(g5k.opt("gateway_key"))) if jump and g5k.opt("gateway_key") else None
     data = node_data(g5k, [g for g, _ in pairs]) if nets else {}
