@@ -8,8 +8,8 @@ The Python API (loaded on first use, so that ``import enos`` stays fast)::
         env.run("hostname", roles="compute")
 
 ``enos.up``, ``enos.load``, ``enos.current``, ``enos.destroy`` are
-:mod:`enos.experiment.env`'s; ``enos.Env`` its class; ``enos.validate`` and ``enos.check``
-(a reservation before booking) :mod:`enos.experiment.reservation`'s; ``enos.Results`` and
+:mod:`enos.experiment.env`'s; ``enos.Env`` its class; ``enos.validate``, ``enos.check`` and
+``enos.slot`` (a reservation before booking) :mod:`enos.experiment.reservation`'s; ``enos.Results`` and
 ``enos.Result`` (one command on hosts) :mod:`enos.results`'.
 """
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _API = {"up": "enos.experiment.env", "load": "enos.experiment.env", "current": "enos.experiment.env",
         "destroy": "enos.experiment.env", "Env": "enos.experiment.env",
         "validate": "enos.experiment.reservation", "check": "enos.experiment.reservation",
+        "slot": "enos.experiment.reservation",
         "Results": "enos.results", "Result": "enos.results",
         "CommandFailed": "enos.errors", "EnosError": "enos.errors"}
 #: submodules reachable as attributes without an import of their own (``enos.errors.X``)

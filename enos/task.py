@@ -18,17 +18,19 @@ in this process, and only before anything was booked in it.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import errno
 import logging
 import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Union
 
 from enos import failpoint, process
-from enos.errors import (DestroyIncomplete, EnosError, StateDamaged, StateUnwritable,
+from enos.errors import (DestroyIncomplete, EnosError, ReservationUnavailable, StateDamaged, StateUnwritable,
                          Unsupported, UsageError)
 from enos.model import Resources
 from enos.progress import NULL
@@ -220,7 +222,8 @@ def _resume_or_refuse(env_dir: Path) -> Optional[State]:
 
 def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base: Path = Path("."),
        force_deploy: bool = False, tags: Optional[str] = None, progress=None,
-       verbose: bool = False, provision: bool = True, ssh_timeout: float = 600.0) -> EnvDir:
+       verbose: bool = False, provision: bool = True, ssh_timeout: float = 600.0,
+       at: Union[None, str, float] = None) -> EnvDir:
     """Book, reach and provision the resources of ``config_file`` (a reservation file, or
     an already validated :class:`Config`); return the EnvDir.
 
@@ -229,16 +232,19 @@ def up(config_file: Union[str, Path, "Config"], env: Optional[str] = None, base:
     provider's preflight included), StateLocked, StateDamaged, StateUnwritable (disk full:
     the env stays destroyable), provider errors, SshUnreachable, ProvisionError.
 
+    ``at``: book for a later start (providers with ``advance_reservation``): ``"earliest"``
+    (the earliest slot the provider finds, see :func:`find_slot`) or a Unix time.
+
     The env dir is the owner's only (0700, and everything created in it by enos and its
     children 0600/0700: the umask is 077 for the call)."""
     old_umask = os.umask(0o077)
     try:
-        return _up(config_file, env, base, force_deploy, tags, progress, verbose, provision, ssh_timeout)
+        return _up(config_file, env, base, force_deploy, tags, progress, verbose, provision, ssh_timeout, at)
     finally:
         os.umask(old_umask)
 
 
-def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision, ssh_timeout) -> EnvDir:
+def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision, ssh_timeout, at=None) -> EnvDir:
     """``up`` under the umask: the phases below, in order, the env dir locked throughout."""
     from enos.ssh.client import control_dir
     from enos.ssh.keys import ensure_keypair
@@ -262,6 +268,7 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
         ensure_keypair(env_dir / "ssh", f"enos-{state.run_id}")
         control_dir(state.run_id)   # another user's socket dir is refused before booking
         provider = environment.open_provider(progress, config)
+        _choose_start(environment, provider, at, progress)
         resources = _book(environment, provider, force_deploy)
         _reach(environment, resources, ssh_timeout, progress)
         if provision:
@@ -322,6 +329,49 @@ def _open_for_up(env_dir: Path, config, cls, progress) -> State:
         state.save()
         progress.info(f"resuming environment {env_dir} (run {state.run_id}, phase {state.phase})")
     return state
+
+
+def _choose_start(environment: "EnvDir", provider: Provider, at, progress) -> None:
+    """With ``at``, set the provider's start (``ctx.start_at``): the given Unix time, or the
+    earliest slot it finds; recorded in the state. Raises Unsupported (a provider that
+    cannot book ahead), ReservationUnavailable (no slot)."""
+    at = at if at is not None else environment.state.data.get("start_at")    # a resumed 'up --at'
+    if at is None:
+        return
+    if "advance_reservation" not in provider.capabilities:
+        raise Unsupported(f"provider '{provider.type}' cannot book for a later start (--at)")
+    if at == "earliest":
+        slot = provider.earliest_slot(None, time.time())
+        if slot is None:
+            raise ReservationUnavailable("no slot: the resources asked are never all free (more than exist?)")
+        at = slot["start"]
+        progress.info(f"earliest slot: {now_iso_of(at)}")
+    provider.ctx.start_at = float(at)
+    environment.state.data["start_at"] = float(at)
+    environment.state.save()
+
+
+def now_iso_of(ts: float) -> str:
+    """Unix time ``ts`` as local ISO 8601 with its offset (seconds)."""
+    return _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def find_slot(config_file: Union[str, Path, "Config"], walltime: Optional[str] = None,
+              start: Optional[float] = None, until: Optional[float] = None, progress=None) -> Optional[dict]:
+    """Return the earliest window when the reservation's resources are all free for
+    ``walltime`` (the reservation's when None), from ``start`` (now) and ending by ``until``:
+    ``{"start", "end", ...}`` (Unix times and the provider's details), or None. Books
+    nothing, writes no env dir. Raises ConfigError, Unsupported (no advance_reservation),
+    the provider's errors."""
+    from enos.provider import load_provider_class
+    config = config_file if not isinstance(config_file, (str, Path)) else load_reservation(config_file)
+    cls = load_provider_class(config.provider_type)
+    if "advance_reservation" not in cls.capabilities:
+        raise Unsupported(f"provider '{cls.type}' cannot look for a slot (no advance reservation)")
+    with tempfile.TemporaryDirectory(prefix="enos-slot-") as tmp:
+        ctx = ProviderContext(config=config, journal=MemoryJournal(), env_dir=Path(tmp),
+                              run_id="00000000", progress=progress)
+        return cls(ctx).earliest_slot(walltime, time.time() if start is None else start, until)
 
 
 def _book(environment: "EnvDir", provider: Provider, force_deploy: bool) -> Resources:

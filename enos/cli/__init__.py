@@ -18,6 +18,7 @@ Commands:
   run         run a command on the hosts of an environment, in parallel
   backup      bring files and directories home from the hosts, in parallel
   extend      ask the testbed for more time on a reservation
+  slot        find the earliest start when everything a reservation asks for is free
   tc          apply the reservation's network_constraints (delay, rate, loss between
               groups), remove them (--reset) or measure them (--test)
   build       build a base image for a provider (e.g. enos build libvirt)
@@ -69,7 +70,7 @@ for _module in (envs, hosts, campaigns):
         COMMANDS[_name], HANDLERS[_name] = _doc, _fn
 #: the order of 'enos --help'
 COMMANDS = {k: COMMANDS[k] for k in ("up", "destroy", "info", "validate", "new", "check", "inventory", "ssh",
-                                     "run", "backup", "extend", "build", "tc", "campaign")}
+                                     "run", "backup", "extend", "slot", "build", "tc", "campaign")}
 
 
 def _split_globals(argv: List[str]) -> tuple[List[str], dict]:

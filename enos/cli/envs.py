@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from enos.cli.options import data, env_dir, out, output, progress, seconds
+from enos.cli.options import data, env_dir, out, output, progress, seconds, when
 from enos.errors import UsageError
 
 UP = """Book the resources of a reservation, wait until every host answers SSH, provision them.
@@ -17,6 +17,7 @@ found again (never booked twice) and the provisioning runs again (it is idempote
 
 Usage:
   enos up [-f FILE] [--env DIR] [--force-deploy] [--tags TAGS] [--no-provision] [--ssh-timeout S]
+          [--at WHEN]
 
 Options:
   -f FILE          the reservation file [default: reservation.yaml]
@@ -27,16 +28,22 @@ Options:
   --tags TAGS      run only the Ansible tasks with these comma-separated tags
   --no-provision   stop once the hosts answer SSH (no Ansible run)
   --ssh-timeout S  seconds to wait for every host to answer SSH [default: 600]
+  --at WHEN        book for a later start (providers with advance reservations, e.g.
+                   Grid'5000: every site at once): 'earliest' (the earliest slot, as
+                   'enos slot' finds it) or a date, '2026-12-04 19:00' (local time) or
+                   '2026-12-04T19:00:00+01:00'; enos then waits for the start (Ctrl-C
+                   keeps the booking: 'enos up' resumes, 'enos destroy' frees it)
 """
 
 
 def up(args, g) -> int:
     from enos.experiment.env import up as env_up
     ssh_timeout = seconds("--ssh-timeout", args["--ssh-timeout"])
+    at = when("--at", args["--at"], earliest=True)
     p = progress(g["quiet"])
     env = env_up(args["-f"], keep=True, env=env_dir(args), force_deploy=args["--force-deploy"],
                  tags=args["--tags"], progress=p, verbose=g["verbose"] > 0,
-                 provision=not args["--no-provision"], ssh_timeout=ssh_timeout)
+                 provision=not args["--no-provision"], ssh_timeout=ssh_timeout, at=at)
     p.info(f"ready: {len(env.hosts)} host(s) in {env.env_dir} (run {env.run_id}); "
            f"'enos info' to see them, 'enos destroy' to give them back")
     return 0
@@ -372,6 +379,54 @@ def build(args, g) -> int:
 
 
 #: name -> (usage text, function), in the order of 'enos --help'
+SLOT = """Find the earliest start when everything a reservation asks for is free for the
+walltime (on Grid'5000: every requested cluster of every site, from the sites' status:
+the nodes' current and future jobs). Books nothing.
+
+Then 'enos up --at earliest' (or --at the date shown) books every site for that start at
+once.
+
+Usage:
+  enos slot [-f FILE] [--walltime W] [--from WHEN] [--until WHEN] [-o FORMAT]
+
+Options:
+  -f FILE              the reservation file [default: reservation.yaml]
+  --walltime W         the duration HH:MM[:SS] (default: the reservation's)
+  --from WHEN          not before this date, '2026-12-04 19:00' (local time) or ISO 8601
+                       with an offset (default: now)
+  --until WHEN         the whole slot must end by this date
+  -o, --output FORMAT  text or json [default: text]
+"""
+
+
+def slot(args, g) -> int:
+    from enos.experiment.reservation import slot as find
+    import time
+    fmt = output(args, ("text", "json"))
+    start = when("--from", args["--from"]) or time.time()
+    until = when("--until", args["--until"])
+    if until is not None and until <= start:
+        raise UsageError("--until: must be after --from (or now)")
+    found = find(args["-f"], walltime=args["--walltime"], start=start, until=until)
+    if fmt == "json":
+        data({"found": found is not None, **(found or {})}, "json")
+    elif found is None:
+        out("no slot: the resources asked are not all free for that long"
+            + (" before --until" if until else " (more than the testbed has?)"))
+    else:
+        out("\n".join(_slot_text(found)))
+    return 0 if found is not None else 1
+
+
+def _slot_text(found: dict) -> list:
+    from enos.tables import details
+    from enos.task import now_iso_of
+    lines = [f"earliest start  {now_iso_of(found['start'])}", f"end             {now_iso_of(found['end'])}"]
+    rest = {k: v for k, v in found.items() if k not in ("start", "end")}
+    return lines + (details(rest, indent="") if rest else []) + [
+        "book it: enos up --at earliest (or --at the start above)"]
+
+
 COMMANDS = {"up": (UP, up), "destroy": (DESTROY, destroy), "info": (INFO, info), "validate": (VALIDATE, validate),
             "new": (NEW, new), "check": (CHECK, check), "inventory": (INVENTORY, inventory), "ssh": (SSH, ssh),
-            "extend": (EXTEND, extend), "build": (BUILD, build)}
+            "extend": (EXTEND, extend), "build": (BUILD, build), "slot": (SLOT, slot)}

@@ -30,6 +30,24 @@ def seconds(option: str, value) -> Optional[float]:
     return number
 
 
+def when(option: str, value, earliest: bool = False):
+    """Return a date of the command line as Unix time (or ``"earliest"`` when allowed),
+    or None when not given: ISO 8601 with an offset (``2026-12-04T19:00:00+01:00``, ``Z``)
+    or ``YYYY-MM-DD HH:MM[:SS]`` in this machine's local time. Raises UsageError."""
+    import datetime as _dt
+    if value is None:
+        return None
+    text = str(value).strip()
+    if earliest and text == "earliest":
+        return "earliest"
+    try:
+        d = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{option}: expected {'earliest or ' if earliest else ''}a date like "
+                         f"'2026-12-04 19:00' (local time) or '2026-12-04T19:00:00+01:00', got '{value}'") from None
+    return (d if d.tzinfo else d.astimezone()).timestamp()
+
+
 def output(args, allowed: Sequence[str]) -> str:
     """Return the ``-o/--output`` format. Raises UsageError unless it is one of ``allowed``."""
     fmt = args["--output"]

@@ -59,7 +59,7 @@ def _config(reservation: Union[str, os.PathLike, Mapping]):
 def up(reservation: Union[str, os.PathLike, Mapping], *, keep: bool = False, env: Optional[str] = None,
        base: Union[str, os.PathLike] = ".", force_deploy: bool = False, tags: Optional[str] = None,
        provision: bool = True, ssh_timeout: float = 600.0, quiet: bool = False, verbose: bool = False,
-       progress=None) -> "Env":
+       progress=None, at: Union[None, str, float] = None) -> "Env":
     """Book, reach and provision the resources of ``reservation`` (a reservation.yaml path
     or the parsed dict) exactly as ``enos up`` does; return the :class:`Env`.
 
@@ -71,7 +71,8 @@ def up(reservation: Union[str, os.PathLike, Mapping], *, keep: bool = False, env
     frees it, ``enos.up`` again resumes.
 
     When the reservation's ``network_constraints`` has ``enable: true``, they are applied
-    last (:meth:`Env.tc`).
+    last (:meth:`Env.tc`). ``at``: book for a later start (``"earliest"``: the earliest slot,
+    see :func:`enos.slot`; or a Unix time), providers with advance reservations only.
 
     Raises ConfigError / UsageError (nothing booked), MissingDependency, StateLocked,
     provider errors (ReservationUnavailable, ProviderError, ...), SshUnreachable,
@@ -80,7 +81,7 @@ def up(reservation: Union[str, os.PathLike, Mapping], *, keep: bool = False, env
     config = _config(reservation)
     environment = task.up(config, env=env, base=Path(base), force_deploy=force_deploy, tags=tags,
                           progress=_progress(quiet, progress), verbose=verbose, provision=provision,
-                          ssh_timeout=ssh_timeout)
+                          ssh_timeout=ssh_timeout, at=at)
     result = Env(environment, keep=keep, quiet=quiet, progress=progress)
     nc = config.network_constraints
     if nc is not None and nc.enable and result.hosts:

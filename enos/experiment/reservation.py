@@ -51,6 +51,21 @@ class CheckReport:
         return [c for c in self.checks if c.ok and c.warn]
 
 
+def slot(reservation: Union[str, os.PathLike, Mapping], walltime: Optional[str] = None,
+         start: Optional[float] = None, until: Optional[float] = None) -> Optional[dict]:
+    """Return the earliest window when everything ``reservation`` asks for is free for
+    ``walltime`` (``HH:MM[:SS]``; default the reservation's), starting at or after ``start``
+    and ending by ``until`` (Unix times; default now, no bound): ``{"start", "end", ...}``
+    (Unix times plus the provider's details, e.g. Grid'5000's free nodes per cluster), or
+    None when there is none. Books nothing. Raises ConfigError, Unsupported (a provider
+    that cannot book ahead), the provider's errors (AuthError, Unavailable...)."""
+    if isinstance(reservation, Mapping):
+        config = task.reservation_from_data(dict(reservation), "(reservation dict)", check_files=True)
+    else:
+        config = task.load_reservation(os.fspath(reservation))
+    return task.find_slot(config, walltime=walltime, start=start, until=until)
+
+
 def check(reservation: Union[None, str, os.PathLike] = None, provider: Optional[str] = None) -> CheckReport:
     """Return what the provider of ``reservation`` (or the provider type ``provider``, no
     file needed) needs on this machine and whether it is there: the SSH client and

@@ -15,12 +15,13 @@ journal), ``jobs`` (submit, find, wait, delete, sweep, extend), ``deploy`` (kade
 """
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Optional
 
 from enos import failpoint, names
-from enos.g5k import deploy, jobs, networks, plan, resources, reuse
+from enos.g5k import advance, deploy, jobs, networks, plan, resources, reuse
 from enos.g5k.diagnose import checks
 from enos.g5k.session import DEFAULT_GATEWAY, DEFAULTS, Session  # noqa: F401 (re-exported)
+from enos.errors import UsageError
 from enos.model import Check, Resources
 from enos.provider.provider import (ADVANCE_RESERVATION, DEPLOY_OS, DESTROY, EXTEND_WALLTIME, IP_POOL, RESERVE,
                                     SWEEP, Provider)
@@ -201,6 +202,22 @@ resources:
         if nets:
             g5k.record("networks", networks.rows([h.to_dict() for h in hosts]))
         return Resources(hosts=hosts, networks=resources.pools(g5k, nets, booked, vlan_of))
+
+    def earliest_slot(self, walltime: Optional[str], start: float, until: Optional[float] = None) -> Optional[dict]:
+        """Return the earliest window when every requested cluster (and vlan, subnet) of
+        every site is free for ``walltime`` (default the reservation's), from the sites'
+        status: ``{"start", "end", "oar_date" (Europe/Paris), "sites": {site: {cluster: free
+        nodes}}, "instants_tried"}``, or None. Books nothing. Raises ConfigError (unknown
+        cluster, bad walltime), AuthError, Unavailable."""
+        groups, nets = plan.groups_and_networks(self.ctx.config)
+        errors = plan.check_plan(groups, nets)
+        if errors:
+            raise self.ctx.config.error(*errors[0])
+        jobs.resolve_sites(self.g5k, groups)
+        try:
+            return advance.earliest_slot(self.g5k, groups, nets, walltime, start, until)
+        except ValueError as e:
+            raise UsageError(f"--walltime: {e}") from None
 
     def _given_jobs(self, groups) -> dict:
         """Return {site: job id} of ``job_ids``/``oargrid_jobids``. Raises ConfigError when
