@@ -4,9 +4,10 @@
 On an env of N local hosts (``control: 1``, ``compute: N-1``, the sample reservation's
 shape) brought up without provisioning, per repetition, interleaved:
 
-* **enos**: what ``enos up`` runs once every host answers SSH (:func:`provision_enos`): its
-  preinstall and the user playbook ``examples/sample-playbook.yml`` (the one
-  ``reservation.yaml.sample`` provisions), timed in this process;
+* **enos**: what ``enos up`` runs once every host answers SSH (:func:`provision_enos`,
+  ``enos.provision.provision``): its preinstall and the user playbook
+  ``examples/sample-playbook.yml`` (the one ``reservation.yaml.sample`` provisions), timed
+  in this process;
 * **hand-tuned** (the target's baseline, as the issue measured it): one
   ``ansible-playbook -f N`` process with ``ANSIBLE_PIPELINING=True``, the env's inventory
   (its ssh_config, so the env's connection masters), running enos' old preinstall playbook
@@ -25,6 +26,7 @@ state. A variant that fails or leaves another state stops the benchmark (exit 2)
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -73,11 +75,13 @@ def _vars(env) -> Dict[str, str]:
 
 def provision_enos(env, playbooks: List[Path]) -> float:
     """Time enos' provisioning of ``env`` (what ``enos up`` runs once every host answers
-    SSH: the preinstall, then ``playbooks``) in this process; return seconds."""
-    from enos.ansible import PREINSTALL, run_playbooks
+    SSH: ``enos.provision.provision``, its preinstall then ``playbooks``) in this process;
+    return seconds."""
+    from enos.provider import load_provider_class
+    from enos.provision import provision
+    shared = load_provider_class(env.state.data["provider"]).hosts_share_this_machine
     t = time.perf_counter()
-    run_playbooks(env.env_dir, env.inventory, env.ssh_config, [PREINSTALL, *playbooks],
-                  len(env.resources.hosts), extravars=_vars(env), run_id=env.run_id)
+    provision(env, playbooks, _vars(env), hosts_share_this_machine=shared)
     return time.perf_counter() - t
 
 
@@ -90,22 +94,23 @@ def tuned_env() -> Dict[str, str]:
     return e
 
 
-def provision_tuned(env, playbooks: List[Path]) -> float:
-    """Time one hand-tuned ``ansible-playbook -f N`` (pipelining, the env's inventory and
-    connection masters) running ``playbooks``; return seconds."""
+def provision_tuned(env, inventory: Path, playbooks: List[Path]) -> float:
+    """Time one hand-tuned ``ansible-playbook -f N`` (pipelining, ``inventory``: the env's
+    as ``enos up --no-provision`` wrote it, so its connection masters) running
+    ``playbooks``; return seconds."""
     n = len(env.resources.hosts)
     extra = " ".join(f"{k}={v!r}" if " " in v else f"{k}={v}" for k, v in _vars(env).items())
-    return timed([str(VENV_BIN / "ansible-playbook"), "-i", str(env.inventory), "-f", str(n), "-e", extra,
+    return timed([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "-f", str(n), "-e", extra,
                   *map(str, playbooks)], cwd=env.env_dir, env=tuned_env())
 
 
-def provision_runner_defaults(env, playbooks: List[Path], tmp: Path) -> float:
+def provision_runner_defaults(env, inventory: Path, playbooks: List[Path], tmp: Path) -> float:
     """Time ``ansible_runner.run`` with its defaults (one run per playbook, as its API takes
     one), only PATH set so it finds ansible-playbook; return seconds."""
     import ansible_runner
     t = time.perf_counter()
     for pb in playbooks:
-        r = ansible_runner.run(private_data_dir=str(tmp), playbook=str(pb), inventory=str(env.inventory),
+        r = ansible_runner.run(private_data_dir=str(tmp), playbook=str(pb), inventory=str(inventory),
                                extravars=_vars(env), envvars={"PATH": clean_env()["PATH"]}, quiet=True,
                                project_dir=str(pb.parent))
         if r.rc != 0:
@@ -127,15 +132,17 @@ def bench_provision(table, env_dir: Path, repeat: int, tmp: Path, first: bool) -
     n = len(env.resources.hosts)
     rtmp = tmp / f"runner-defaults-{n}"
     rtmp.mkdir(exist_ok=True)
-    _one(env, "warm-up", lambda: provision_tuned(env, [SAMPLE]))   # masters, interpreter discovery
+    inv = tmp / f"inventory-{n}.yml"           # as 'enos up --no-provision' wrote it (enos' own
+    shutil.copyfile(env.inventory, inv)        # provisioning adds the interpreters it found)
+    _one(env, "warm-up", lambda: provision_tuned(env, inv, [SAMPLE]))   # masters, byte code
     s: Dict[str, List[float]] = {"enos": [], "tuned": [], "play": [], "runner": []}
     for i in range(repeat):
         s["enos"].append(_one(env, "enos", lambda: provision_enos(env, [SAMPLE])))
-        s["tuned"].append(_one(env, "hand-tuned", lambda: provision_tuned(env, [OLD_PREINSTALL, SAMPLE])))
-        s["play"].append(_one(env, "play alone", lambda: provision_tuned(env, [SAMPLE])))
+        s["tuned"].append(_one(env, "hand-tuned", lambda: provision_tuned(env, inv, [OLD_PREINSTALL, SAMPLE])))
+        s["play"].append(_one(env, "play alone", lambda: provision_tuned(env, inv, [SAMPLE])))
         if first:
             s["runner"].append(_one(env, "runner defaults",
-                                    lambda: provision_runner_defaults(env, [OLD_PREINSTALL, SAMPLE], rtmp)))
+                                    lambda: provision_runner_defaults(env, inv, [OLD_PREINSTALL, SAMPLE], rtmp)))
         log(f"provision {n} hosts, round {i + 1}/{repeat}: enos {s['enos'][-1]:.2f} "
             f"hand-tuned {s['tuned'][-1]:.2f} play-alone {s['play'][-1]:.2f}"
             + (f" runner-defaults {s['runner'][-1]:.2f}" if first else "") + f" (load {os.getloadavg()[0]:.1f})")

@@ -1,9 +1,12 @@
-"""Provisioning through ansible-runner.
+"""Playbooks through ansible-runner.
 
 :func:`run_playbooks` runs playbooks against the env's inventory with settings sized for
 the environment: pipelining, connection reuse through the env's ssh_config, forks = the
-number of hosts (capped), no retry files. Failures are reported as
-:class:`~enos.errors.ProvisionError` listing host, task and message.
+number of hosts (capped), no retry files, and the strategy it is given — Ansible's
+``linear`` or Mitogen's ``mitogen_linear`` (:func:`mitogen_strategies`: when the optional
+``mitogen`` package is installed), with a fallback to ``linear`` when a run fails in Mitogen
+itself. Failures are reported as :class:`~enos.errors.ProvisionError` listing host, task
+and message.
 """
 from __future__ import annotations
 
@@ -22,17 +25,33 @@ from enos.progress import NULL
 from enos.ssh.jump import Masters
 from enos.state import atomic_write
 
-PREINSTALL = Path(__file__).parent / "playbooks" / "preinstall.yml"
 MAX_FORKS = 100
+LINEAR = "linear"
+MITOGEN = "mitogen_linear"
 
 
-def ansible_env(ssh_config: Path, forks: int, fact_cache: Optional[Path] = None) -> Dict[str, str]:
+def mitogen_strategies() -> Optional[Path]:
+    """Return the directory of Mitogen's Ansible strategy plugins when the ``mitogen``
+    package is installed (found, not imported), else None."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("ansible_mitogen")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "plugins" / "strategy"
+    return path if (path / f"{MITOGEN}.py").is_file() else None
+
+
+def ansible_env(ssh_config: Path, forks: int, fact_cache: Optional[Path] = None,
+                strategy: str = LINEAR) -> Dict[str, str]:
     """Return the environment variables configuring Ansible for an env.
 
     With ``fact_cache`` (a directory), facts are kept there (jsonfile cache) and gathering is
-    ``smart``: the facts the preinstall gathers (and the interpreter it discovers) are reused
-    by the user playbooks instead of running ``setup`` again on every host, the costliest
-    task of a provisioning (bench/RESULTS.md)."""
+    ``smart``: a play that gathers facts does it once per host for all the run's playbooks.
+    ``strategy``: :data:`LINEAR`, or :data:`MITOGEN` (Mitogen's strategy plugins must be
+    installed: :func:`mitogen_strategies`); a play's own ``strategy:`` still wins."""
     venv_bin = str(Path(sys.executable).parent)
     env = {
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
@@ -48,8 +67,11 @@ def ansible_env(ssh_config: Path, forks: int, fact_cache: Optional[Path] = None)
         "ANSIBLE_SYSTEM_WARNINGS": "False",
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_NOCOLOR": "True",
-        "ANSIBLE_STRATEGY": "linear",
+        "ANSIBLE_STRATEGY": LINEAR,
     }
+    plugins = mitogen_strategies() if strategy != LINEAR else None
+    if plugins is not None:
+        env.update(ANSIBLE_STRATEGY=strategy, ANSIBLE_STRATEGY_PLUGINS=str(plugins))
     if fact_cache is not None:
         env.update({
             "ANSIBLE_GATHERING": "smart",
@@ -137,9 +159,12 @@ class _Events:
 def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: Sequence[Path],
                   host_count: int, extravars: Optional[dict] = None, tags: Optional[str] = None,
                   progress=None, verbose: bool = False, limit: Optional[str] = None,
-                  run_id: Optional[str] = None) -> None:
-    """Run ``playbooks`` in order; return None when every one succeeded. ``run_id`` tags
-    ansible-playbook and everything it starts (``ENOS_RUN_ID``) for ``destroy --sweep``.
+                  run_id: Optional[str] = None, strategy: str = LINEAR) -> List["PlaybookRun"]:
+    """Run ``playbooks`` in order with ``strategy`` (see :func:`ansible_env`); return their
+    :class:`PlaybookRun` when every one succeeded. ``run_id`` tags ansible-playbook and
+    everything it starts (``ENOS_RUN_ID``) for ``destroy --sweep``. A playbook that fails in
+    Mitogen itself (no host failed, or a failure naming Mitogen) is run again with the
+    ``linear`` strategy, with a warning.
 
     Raises :class:`ProvisionError` (host, task, message of each failure) on the first
     failed playbook, :class:`EnosError` when ansible-playbook cannot be found,
@@ -160,27 +185,27 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     # facts live for one provisioning run only: never reuse those of an earlier 'enos up'
     facts = pdd / "facts"
     shutil.rmtree(facts, ignore_errors=True)
-    envvars = ansible_env(ssh_config, forks, fact_cache=facts)
-    if not shutil.which("ansible-playbook", path=envvars["PATH"]):
-        raise EnosError("ansible-playbook not found in PATH: install enos with pip in a virtualenv "
-                        "(ansible-core is a dependency)")
+    envvars = ansible_env(ssh_config, forks, fact_cache=facts, strategy=strategy)
+    fallback = ansible_env(ssh_config, forks, fact_cache=facts) if "ANSIBLE_STRATEGY_PLUGINS" in envvars else None
+    _require_ansible_playbook(envvars)
     masters = Masters(ssh_config)
     down = masters.ready_all(masters.behind)
     if down:        # ansible would open one jump connection per host: name the jump host instead
         raise ProvisionError(str(playbooks[0]), [(h, "reach the host", e) for h, e in sorted(down.items())])
-    extravars = dict(extravars or {})
-    if len(playbooks) > 1 and Path(playbooks[0]).resolve() == PREINSTALL.resolve():
-        # user playbooks follow the preinstall: gather all their facts once, there
-        extravars.setdefault("enos_gather_subset", ["all"])
     # extra vars go through an owner-only file ('-e @FILE'), never on the command line
     # (visible to every user in 'ps'); ansible-runner's own env/ files are not written
     # (suppress_env_files): they would keep the first run's values and the environment
     pdd.chmod(0o700)
     vars_file = pdd / "extravars.json"
-    atomic_write(vars_file, json.dumps(extravars), mode=0o600)
-    for pb in playbooks:
-        _run_one(pdd, Path(pb), inventory, vars_file, envvars, forks, tags, limit, progress, verbose,
-                 facts, check=True, run_id=run_id)
+    atomic_write(vars_file, json.dumps(dict(extravars or {})), mode=0o600)
+    return [_run_one(pdd, Path(pb), inventory, vars_file, envvars, forks, tags, limit, progress, verbose,
+                     facts, check=True, run_id=run_id, fallback=fallback) for pb in playbooks]
+
+
+def _require_ansible_playbook(envvars: Dict[str, str]) -> None:
+    if not shutil.which("ansible-playbook", path=envvars["PATH"]):
+        raise EnosError("ansible-playbook not found in PATH: install enos with pip in a virtualenv "
+                        "(ansible-core is a dependency)")
 
 
 class PlaybookRun:
@@ -196,49 +221,34 @@ class PlaybookRun:
 def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dict, forks: int,
              tags: Optional[str], limit: Optional[str], progress, verbose: bool,
              facts: Optional[Path], check: bool = False, run_id: Optional[str] = None,
-             on_event: Optional[Callable[[dict], None]] = None) -> PlaybookRun:
+             fallback: Optional[dict] = None, on_event: Optional[Callable[[dict], None]] = None) -> PlaybookRun:
     """Run one playbook (extra vars from the 0600 ``vars_file``); return its PlaybookRun.
-    With ``check``, raise ProvisionError when it failed (inside the progress task, which
-    then shows the failure). KeyboardInterrupt on SIGINT/SIGTERM: the playbook is cancelled
+    With ``fallback`` (the environment of the ``linear`` strategy), a run that failed in
+    Mitogen itself (:func:`_mitogen_failed`) is run again with it. With ``check``, raise
+    ProvisionError when it failed (inside the progress task, which then shows the
+    failure). KeyboardInterrupt on SIGINT/SIGTERM: the playbook is cancelled
     (ansible-runner polls :data:`enos.signals.STOP` every 0.2 s) and everything it started
     ended (:func:`enos.process.end_recorded`). ``on_event(event)`` sees every
-    ansible-runner event (per-task results)."""
-    import ansible_runner
-
+    ansible-runner event (per-task results; those of a run abandoned for the fallback too)."""
     pb = pb.resolve()
-    env_dir = pdd.parent
-    envvars = dict(envvars, **{process.PARENT_ENV: str(os.getpid())})
-    if run_id:
-        envvars[process.RUN_ENV] = run_id
-    binary = process.write_wrapper(pdd / "enos-ansible-playbook", env_dir, "ansible-playbook",
-                                    "ansible-playbook")
     # ansible-runner reads its settings from env/settings only (with suppress_env_files, a
     # settings= argument is dropped): poll the cancel callback every 0.2 s, not every 5 s
     (pdd / "env").mkdir(mode=0o700, exist_ok=True)
     atomic_write(pdd / "env" / "settings", json.dumps({"pexpect_timeout": 0.2}), mode=0o600)
-    kwargs = {"fact_cache": str(facts)} if facts is not None else {}  # absolute: shared by a run's playbooks
+    args = dict(private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory), extravars=str(vars_file),
+                forks=forks, tags=tags, limit=limit, quiet=True, rotate_artifacts=5, project_dir=str(pb.parent),
+                suppress_env_files=True, cmdline=shlex.quote(str(pb)), cancel_callback=signals.STOP.is_set)
+    if facts is not None:
+        args["fact_cache"] = str(facts)           # absolute: shared by a run's playbooks
     with progress.task(f"ansible {pb.name}") as task:
         events = _Events(task, verbose, on_event)
-        # a signal cancels the run; ansible-runner copies os.environ into its artifacts
-        with signals.flag_only(), scrubbed_environ():
-            ended = False
-            try:
-                r = ansible_runner.run(
-                    private_data_dir=str(pdd), playbook=str(pb), inventory=str(inventory),
-                    extravars=str(vars_file), envvars=envvars, forks=forks, tags=tags,
-                    limit=limit, quiet=True, event_handler=events, rotate_artifacts=5,
-                    project_dir=str(pb.parent), suppress_env_files=True,
-                    # the wrapper runs ansible-playbook "raw": the playbook goes first
-                    binary=str(binary), cmdline=shlex.quote(str(pb)),
-                    cancel_callback=signals.STOP.is_set, **kwargs)
-                ended = r.status in ("successful", "failed")
-            finally:
-                if ended:             # ran to its end: the record only is left
-                    process.forget_finished(env_dir)
-                else:                 # canceled, timed out, enos failed: nothing outlives it
-                    process.end_recorded(env_dir)
-        if r.status == "canceled":      # a signal stopped the playbook (outside the main thread)
-            raise KeyboardInterrupt(f"{pb.name} interrupted")
+        r = _runner(pdd, args, envvars, events, run_id)
+        why = _mitogen_failed(r, events) if fallback is not None else None
+        if why:
+            progress.info(f"warning: {pb.name} failed in Mitogen ({why}); running it again with "
+                          "Ansible's linear strategy")
+            events = _Events(task, verbose, on_event)
+            r = _runner(pdd, args, fallback, events, run_id)
         if facts is not None:
             _owner_only(facts)          # Ansible's fact cache ignores the umask
         if check and (r.rc != 0 or r.status != "successful"):
@@ -246,13 +256,57 @@ def _run_one(pdd: Path, pb: Path, inventory: Path, vars_file: Path, envvars: dic
     return PlaybookRun(str(pb), r.rc, r.status, events.stats, events.failures)
 
 
+def _runner(pdd: Path, args: dict, envvars: dict, events: "_Events", run_id: Optional[str]):
+    """One ``ansible_runner.run`` of ``args`` with ``envvars`` through the recording wrapper;
+    return its runner. KeyboardInterrupt when a signal cancelled it."""
+    import ansible_runner
+
+    env_dir = pdd.parent
+    envvars = dict(envvars, **{process.PARENT_ENV: str(os.getpid())})
+    if run_id:
+        envvars[process.RUN_ENV] = run_id
+    # the wrapper runs ansible-playbook "raw": the playbook goes first
+    binary = process.write_wrapper(pdd / "enos-ansible-playbook", env_dir, "ansible-playbook",
+                                   "ansible-playbook")
+    # a signal cancels the run; ansible-runner copies os.environ into its artifacts
+    with signals.flag_only(), scrubbed_environ():
+        ended = False
+        try:
+            r = ansible_runner.run(envvars=envvars, event_handler=events, binary=str(binary), **args)
+            ended = r.status in ("successful", "failed")
+        finally:
+            if ended:             # ran to its end: the record only is left
+                process.forget_finished(env_dir)
+            else:                 # canceled, timed out, enos failed: nothing outlives it
+                process.end_recorded(env_dir)
+    if r.status == "canceled":      # a signal stopped the playbook (outside the main thread)
+        raise KeyboardInterrupt(f"{Path(args['playbook']).name} interrupted")
+    return r
+
+
+def _mitogen_failed(r, events: "_Events") -> Optional[str]:
+    """Return why a run under Mitogen's strategy failed in Mitogen itself (None: it did
+    not fail, or its hosts failed as they would with Ansible's own strategy): the run
+    failed with no host failure (ansible-playbook itself stopped, e.g. the strategy could
+    not load), or a failure names Mitogen."""
+    if r.rc == 0 and r.status == "successful":
+        return None
+    if not events.failures and not events.stats:
+        return f"ansible-playbook exited with {r.rc} before any host result"
+    for host, task, msg in events.failures:
+        if "mitogen" in str(msg).lower():
+            return f"{host}: task '{task}': {_tail(msg, 1, 200)}"
+    return None
+
+
 def run_playbook(env_dir: Path, inventory: Path, ssh_config: Path, playbook: Path, host_count: int,
                  extravars: Optional[dict] = None, tags: Optional[str] = None, limit: Optional[str] = None,
                  progress=None, verbose: bool = False, run_id: Optional[str] = None,
-                 on_event: Optional[Callable[[dict], None]] = None) -> PlaybookRun:
-    """Run one playbook on an env (Ansible gathers facts itself; nothing of an earlier run
-    is reused); return its :class:`PlaybookRun` whatever the outcome (failed hosts are in
-    it, not raised). Extra vars go through an owner-only file, as for :func:`run_playbooks`;
+                 on_event: Optional[Callable[[dict], None]] = None, strategy: str = LINEAR) -> PlaybookRun:
+    """Run one playbook on an env with ``strategy`` (as :func:`run_playbooks`, the same
+    fallback included; Ansible gathers facts itself, nothing of an earlier run is reused);
+    return its :class:`PlaybookRun` whatever the outcome (failed hosts are in it, not
+    raised). Extra vars go through an owner-only file, as for :func:`run_playbooks`;
     ``on_event`` is called with each ansible-runner event.
     Raises :class:`EnosError` when ansible-playbook cannot be found."""
     progress = progress or NULL
@@ -260,11 +314,10 @@ def run_playbook(env_dir: Path, inventory: Path, ssh_config: Path, playbook: Pat
     pdd = Path(env_dir) / "ansible"
     pdd.mkdir(exist_ok=True)
     pdd.chmod(0o700)
-    envvars = ansible_env(ssh_config, forks)
-    if not shutil.which("ansible-playbook", path=envvars["PATH"]):
-        raise EnosError("ansible-playbook not found in PATH: install enos with pip in a virtualenv "
-                        "(ansible-core is a dependency)")
+    envvars = ansible_env(ssh_config, forks, strategy=strategy)
+    fallback = ansible_env(ssh_config, forks) if "ANSIBLE_STRATEGY_PLUGINS" in envvars else None
+    _require_ansible_playbook(envvars)
     vars_file = pdd / "play-extravars.json"
     atomic_write(vars_file, json.dumps(dict(extravars or {})), mode=0o600)
     return _run_one(pdd, Path(playbook), inventory, vars_file, envvars, forks, tags, limit,
-                    progress, verbose, None, run_id=run_id, on_event=on_event)
+                    progress, verbose, None, run_id=run_id, fallback=fallback, on_event=on_event)

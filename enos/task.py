@@ -409,14 +409,12 @@ def _provision(environment: "EnvDir", provider: Provider, tags, progress, verbos
     provider.before_preinstall(environment)
     failpoint.checkpoint("task.before_preinstall")
     if hosts:
-        from enos.ansible import PREINSTALL, run_playbooks      # ansible-runner: only to provision
+        from enos.provision import provision      # ansible-runner: only to provision
         _check_free_space(env_dir, "Ansible (its artifacts and fact cache)")
         extravars = dict(config.variables)
         extravars.update(enos_env_dir=str(env_dir), enos_run_id=state.run_id)
-        run_playbooks(env_dir, environment.inventory, environment.ssh_config,
-                      [PREINSTALL, *config.provision], len(hosts),
-                      extravars=extravars, tags=tags, progress=progress, verbose=verbose,
-                      run_id=state.run_id)
+        provision(environment, config.provision, extravars, tags=tags, progress=progress, verbose=verbose,
+                  hosts_share_this_machine=provider.hosts_share_this_machine)
     failpoint.checkpoint("task.preinstalled")
     provider.after_preinstall(environment)
     state.set_phase("provisioned")

@@ -1,7 +1,8 @@
-"""Provisioning gathers facts once: the preinstall gathers every fact (flagged as gathered,
-kept in the env's fact cache) and the user playbooks reuse them instead of running
-``setup`` again on every host — while still seeing the full facts (hardware included).
-Real namespace hosts, a real ``enos up``."""
+"""Provisioning gathers facts only when a play asks, and once per host: enos' preinstall
+(over SSH, no Ansible) gathers none, the first playbook that gathers (Ansible's default)
+keeps them in the env's fact cache, and the next playbook reuses them — the full facts,
+hardware included — instead of running ``setup`` again on every host. Real namespace
+hosts, a real ``enos up``."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+FIRST = """\
+- name: first play, gathering facts (Ansible's default)
+  hosts: all
+  tasks:
+    - name: facts are there
+      ansible.builtin.assert:
+        that:
+          - ansible_hostname == enos_hostname
+"""
 
 USER = """\
 - name: user play relying on implicit fact gathering
@@ -34,10 +45,12 @@ def _events(artifact: Path):
 
 @pytest.mark.root
 @pytest.mark.slow
-def test_user_playbook_reuses_preinstall_facts(tmp_path, enos_cmd, sshd_available):
+def test_facts_are_gathered_once_by_the_first_play_that_asks(tmp_path, enos_cmd, sshd_available):
+    (tmp_path / "first.yml").write_text(FIRST)
     (tmp_path / "site.yml").write_text(USER)
     (tmp_path / "reservation.yaml").write_text(
-        "provider:\n  type: local\nresources:\n  local:\n    a: 1\n    b: 1\nprovision:\n  - site.yml\n")
+        "provider:\n  type: local\nresources:\n  local:\n    a: 1\n    b: 1\n"
+        "provision:\n  - first.yml\n  - site.yml\n")
     env = tmp_path / "env"
     try:
         p = subprocess.run(enos_cmd + ["-q", "up", "-f", "reservation.yaml", "--env", str(env)],
@@ -49,9 +62,9 @@ def test_user_playbook_reuses_preinstall_facts(tmp_path, enos_cmd, sshd_availabl
             evs = list(_events(a))
             pb = next(e["event_data"]["playbook"] for e in evs if e["event_data"].get("playbook"))
             by_playbook[Path(pb).name] = evs
-        assert set(by_playbook) == {"preinstall.yml", "site.yml"}
-        gathered = [e for e in by_playbook["preinstall.yml"]
-                    if e["event"] == "runner_on_ok" and e["event_data"].get("task") == "gather facts"]
+        assert set(by_playbook) == {"first.yml", "site.yml"}          # no preinstall playbook
+        gathered = [e for e in by_playbook["first.yml"]
+                    if e["event"] == "runner_on_ok" and e["event_data"].get("task") == "Gathering Facts"]
         assert len(gathered) == 2
         user_tasks = {e["event_data"].get("task") for e in by_playbook["site.yml"] if e["event"] == "runner_on_ok"}
         assert "Gathering Facts" not in user_tasks

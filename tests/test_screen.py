@@ -87,7 +87,7 @@ def test_rich_progress_under_a_terminal_has_no_none_total(tmp_path):
     try:
         assert p.returncode == 0, log.read_text(errors="replace")[-3000:]
         screen = log.read_text(errors="replace")
-        assert "ansible preinstall.yml" in screen, screen[-3000:]    # rich drew the Ansible task
+        assert "preinstall: python3 on 3 host(s)" in screen, screen[-3000:]   # rich drew the preinstall
         assert "/None" not in screen, [ln for ln in screen.splitlines() if "/None" in ln][:3]
         assert not _progress_lies(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen))
     finally:
@@ -137,9 +137,9 @@ def test_up_on_a_destroyed_current_env_creates_a_new_one_as_help_says(tmp_path):
     assert leftovers(run1) == [] and leftovers(run2) == []
 
 
-def test_install_says_no_setuptools_warning_and_ships_the_playbook(tmp_path):
+def test_install_says_no_setuptools_warning_and_ships_the_templates(tmp_path):
     """Building enos' wheel (what pip install does) warns about no absent package or
-    missing data, and the wheel holds the preinstall playbook."""
+    missing data, and the wheel holds the Vagrantfile template."""
     # offline: the build tools of the venv (pyproject's setuptools + wheel, installed by
     # setup.sh's test extra), no index — a test sends nothing off this machine
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
@@ -152,7 +152,7 @@ def test_install_says_no_setuptools_warning_and_ships_the_playbook(tmp_path):
     import zipfile
     (wheel,) = tmp_path.glob("enos-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "enos/playbooks/preinstall.yml" in names
+    assert "enos/vagrant/Vagrantfile.j2" in names
 
 
 def test_check_reports_a_missing_provider_library_instead_of_dying(tmp_path):

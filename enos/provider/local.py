@@ -80,6 +80,7 @@ class LocalProvider(Provider):
     type = "local"
     description = "hosts as network namespaces of this machine, each running its own sshd (needs root)"
     capabilities = frozenset({RESERVE, DESTROY, IP_POOL, SWEEP})
+    hosts_share_this_machine = True
     requires = ("pyroute2",)
     extra = None
     sample = SAMPLE

@@ -115,6 +115,10 @@ class Provider:
     description: ClassVar[str] = ""
     #: commented reservation.yaml written by ``enos new --provider TYPE``
     sample: ClassVar[str] = ""
+    #: True when the hosts are processes of the machine running enos (their CPU and memory
+    #: are this machine's): provisioning then bounds what it keeps alive per host
+    #: (Mitogen's interpreters, ~30 MB each: enos.provision.choose_strategy)
+    hosts_share_this_machine: ClassVar[bool] = False
 
     def __init__(self, ctx: ProviderContext):
         self.ctx = ctx
