@@ -46,6 +46,16 @@ class ConfigError(UsageError):
         return f"{where}{key}{self.message}"
 
 
+class UnreadableFile(ConfigError):
+    """A file enos was given cannot be read as one: not a regular file (a FIFO, a device,
+    a directory), larger than its bound, or unreadable. ``reason`` says which (without the
+    file's name); readers of other kinds of files (the state) turn it into their own error."""
+
+    def __init__(self, reason: str, file: str):
+        self.reason = reason
+        super().__init__(reason, file=file)
+
+
 class ProviderNotFound(UsageError):
     """``provider.type`` names no known provider. ``available`` lists the known ones."""
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional
 
-from enos.errors import NoEnvironment, StateDamaged, StateError, StateLocked, StateUnwritable
+from enos.errors import NoEnvironment, StateDamaged, StateError, StateLocked, StateUnwritable, UnreadableFile
 
 log = logging.getLogger("enos.state")
 
@@ -33,6 +33,11 @@ SCHEMA = 1
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
 CURRENT = "current"
+#: written once when an env is created, beside the state: the run id, the provider and
+#: the reservation's path, for a recovery when state.json itself is damaged
+RUN_FILE = "run.json"
+#: the largest state file enos reads (the facts of thousands of hosts are a few MB)
+MAX_STATE_BYTES = 64 << 20
 
 # Phases, in order, of an environment's life.
 PHASES = ("new", "booking", "booked", "provisioned", "ready", "destroying", "destroyed")
@@ -52,6 +57,49 @@ def new_run_id() -> str:
     """Return a fresh run id: 8 hex characters (short enough for interface names)."""
     import secrets   # lazily: it pulls in hashlib/hmac (~7 ms), which read-only commands never need
     return secrets.token_hex(4)
+
+
+def read_bounded(file, limit: int, what: str = "file", partial: bool = False) -> bytes:
+    """Return the bytes of the regular file ``file``: the ONE reader of the files enos is
+    given or keeps (reservations, campaigns, state files, the env's own files). It never
+    blocks and never reads more than ``limit`` bytes: the file is opened without blocking
+    (a FIFO is refused, not waited on), a symbolic link is followed to what it names, which
+    must be a regular file too. With ``partial``, a larger file gives its first ``limit``
+    bytes instead of a refusal. Raises UnreadableFile (naming the file as ``what``): not a
+    regular file (a FIFO, a device, a directory), larger than ``limit``, unreadable."""
+    import stat
+    file = os.fspath(file)
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        raise UnreadableFile(f"cannot read the {what}: {e.strerror or e}", file) from None
+    except ValueError as e:                 # a NUL in the path
+        raise UnreadableFile(f"cannot read the {what}: {e}", file) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise UnreadableFile(f"cannot read the {what}: Is a directory", file)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if (
+                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "a special file"
+            raise UnreadableFile(f"is {kind}, not a regular file; give the path of a {what}", file)
+        if st.st_size > limit and not partial:
+            raise UnreadableFile(f"the file is {st.st_size} bytes; a {what} may be at most {limit} bytes", file)
+        chunks, size = [], 0
+        while size < limit or not partial:
+            chunk = os.read(fd, min(65536, limit - size + 1) if partial else 65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit and not partial:
+                raise UnreadableFile(f"the file grows beyond {limit} bytes; a {what} may be at most "
+                                     f"{limit} bytes", file)
+            chunks.append(chunk)
+        return b"".join(chunks)[:limit]
+    except OSError as e:
+        raise UnreadableFile(f"cannot read the {what}: {e.strerror or e}", file) from None
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: str, mode: int = 0o600) -> None:
@@ -187,6 +235,8 @@ class State:
         }
         st = cls(env_dir, data)
         st.save()
+        _write_run_file(Path(env_dir), data["run_id"], provider_type, config_file,
+                        (config_state or {}).get("base_dir"))
         return st
 
     @classmethod
@@ -196,22 +246,29 @@ class State:
         missing or of the wrong type), whose message names the file and what to do."""
         env_dir = Path(env_dir)
         path = env_dir / STATE_FILE
+        if not os.path.lexists(path):
+            raise NoEnvironment(f"no enos environment in {env_dir} (no {STATE_FILE})")
+        if os.path.islink(path) and not os.path.exists(path):
+            try:
+                os.stat(path)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise damaged(env_dir, "is a symbolic link loop") from None
+            raise damaged(env_dir, f"is a dangling symbolic link (to {os.readlink(path)})")
+        if os.path.isdir(path):
+            raise damaged(env_dir, "is a directory, not a state file")
         try:
-            blob = path.read_bytes()
-        except FileNotFoundError:
-            if os.path.lexists(path):
-                raise damaged(env_dir, f"is a dangling symbolic link (to {os.readlink(path)})") from None
-            raise NoEnvironment(f"no enos environment in {env_dir} (no {STATE_FILE})") from None
-        except IsADirectoryError:
-            raise damaged(env_dir, "is a directory, not a state file") from None
-        except OSError as e:
-            raise damaged(env_dir, f"cannot be read: {e.strerror or e}") from None
+            blob = read_bounded(path, MAX_STATE_BYTES, "state file")
+        except UnreadableFile as e:
+            raise damaged(env_dir, e.reason) from None
         try:
             text = blob.decode("utf-8")
         except UnicodeDecodeError as e:
             raise damaged(env_dir, f"is not UTF-8 text (byte 0x{blob[e.start]:02x} at offset {e.start})") from None
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_no_constant)
+        except RecursionError:
+            raise damaged(env_dir, "is nested too deeply to be a state file") from None
         except ValueError as e:
             raise damaged(env_dir, f"is not valid JSON (unreadable state file: {e})") from None
         if not isinstance(data, dict):
@@ -283,6 +340,27 @@ class State:
         return Journal(self)
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a value enos writes")
+
+
+def _write_run_file(env_dir: Path, run_id: str, provider: str, config_file, base_dir) -> None:
+    """Write ``<env>/run.json`` once: what a recovery needs when state.json is damaged (the
+    reservation's absolute path when the env was made from a file). Best effort: the state
+    itself holds all of it."""
+    reservation = None
+    if isinstance(config_file, str) and config_file and not config_file.startswith("<"):
+        path = Path(config_file)
+        if not path.is_absolute() and base_dir:
+            path = Path(base_dir) / path.name
+        reservation = str(path.resolve()) if path.is_absolute() or base_dir else str(path.absolute())
+    try:
+        atomic_write(Path(env_dir) / RUN_FILE, json.dumps({"run_id": run_id, "provider": provider,
+                                                           "reservation": reservation}) + "\n")
+    except OSError as e:
+        log.warning("%s: cannot write the recovery record (%s)", env_dir, e.strerror or e)
+
+
 _RUN_ID = re.compile(r"[0-9a-f]{8}")
 _TYPES = {"serial": int, "run_id": str, "phase": str, "history": list, "provider": str,
           "config": dict, "journal": dict}
@@ -323,12 +401,13 @@ def run_id_traces(env_dir: Path) -> List[str]:
         m = re.fullmatch(r"[a-z]+-([0-9a-f]{8})", name)
         if m:
             found.add(m.group(1))
-    candidates = [env_dir / "ssh" / "id_ed25519.pub", env_dir / STATE_FILE, env_dir / "ssh_config"]
+    candidates = [env_dir / RUN_FILE, env_dir / "ssh" / "id_ed25519.pub", env_dir / STATE_FILE,
+                  env_dir / "ssh_config"]
     candidates += [env_dir / n for n in names if n.startswith(f".{STATE_FILE}.")]
     for f in candidates:
         try:
-            blob = f.read_bytes()[:1 << 20]
-        except OSError:
+            blob = read_bounded(f, 1 << 20, partial=True)
+        except UnreadableFile:
             continue
         for m in re.finditer(rb'(?:enos-|"run_id":\s*")([0-9a-f]{8})\b', blob):
             found.add(m.group(1).decode())
@@ -349,14 +428,68 @@ def previous_run_traces(env_dir: Path) -> List[str]:
     return sorted(n for n in names if n in RUN_TRACES or re.fullmatch(r"[a-z]+-[0-9a-f]{8}", n))
 
 
+def recorded_reservation(env_dir: Path) -> Optional[str]:
+    """Return the path of the reservation file ``env_dir`` was booked from when it is still
+    there (from ``run.json``, else from what is readable of a damaged state), else None."""
+    env_dir = Path(env_dir)
+    for name in (RUN_FILE, STATE_FILE):
+        try:
+            blob = read_bounded(env_dir / name, 1 << 20, partial=True)
+        except UnreadableFile:
+            continue
+        text = blob.decode("utf-8", "replace")
+        found = re.findall(r'"reservation":\s*"((?:[^"\\]|\\.)*)"', text)
+        base = re.findall(r'"base_dir":\s*"((?:[^"\\]|\\.)*)"', text)
+        files = re.findall(r'"file":\s*"((?:[^"\\]|\\.)*)"', text)
+        paths = found + [os.path.join(base[0], os.path.basename(f)) for f in files if base]
+        for p in paths:
+            try:
+                p = json.loads(f'"{p}"')
+            except ValueError:
+                continue
+            if os.path.isabs(p) and os.path.isfile(p):
+                return p
+    return None
+
+
+def provider_traces(env_dir: Path) -> List[str]:
+    """Return the provider types an env dir shows (``run.json``, ``<type>-<run id>`` dirs)."""
+    env_dir = Path(env_dir)
+    found = set()
+    try:
+        found.update(m.group(1) for n in os.listdir(env_dir) for m in [re.fullmatch(r"([a-z0-9]+)-[0-9a-f]{8}", n)] if m)
+    except OSError:
+        pass
+    try:
+        data = json.loads(read_bounded(env_dir / RUN_FILE, 1 << 16).decode("utf-8", "replace"))
+        if isinstance(data, dict) and isinstance(data.get("provider"), str):
+            found.add(data["provider"])
+    except (UnreadableFile, ValueError):
+        pass
+    return sorted(found)
+
+
 def recovery_hint(env_dir: Path) -> str:
-    """Return what a user can do about a damaged env dir: sweep its run id(s) (read from
-    its traces) with the reservation it was booked from, then move the dir away."""
+    """Return what a user can do about a damaged env dir: the exact command that sweeps its
+    run id(s) (read from its traces) with the reservation it was booked from when that file
+    is still there (else what to give as ``-f``), then move the dir away."""
     ids = run_id_traces(env_dir)
-    sweep = "; ".join(f"enos destroy --sweep --run-id {r} -f RESERVATION.yaml" for r in ids) if ids else \
-        "enos destroy --sweep --run-id RUN_ID -f RESERVATION.yaml (the run id was not found in the dir)"
-    return (f"its resources may still exist: free them with '{sweep}' (the reservation it was booked "
-            f"from), then move {env_dir} away (or restore its state.json from a backup)")
+    reservation = recorded_reservation(env_dir)
+    if reservation:
+        import shlex
+        file, what = shlex.quote(reservation), "the reservation it was booked from"
+    else:
+        types = provider_traces(env_dir)
+        kind = f"a '{types[0]}' reservation" if len(types) == 1 else "its reservation"
+        file = "FILE"
+        what = (f"FILE: the reservation file it was booked from, or {kind} with the same "
+                f"provider settings ('enos new --provider {types[0] if len(types) == 1 else 'TYPE'} -o FILE' "
+                f"writes one)")
+    run_ids = ids or ["RUN_ID"]
+    sweep = "`; `".join(f"enos destroy --sweep --run-id {r} -f {file}" for r in run_ids)
+    missing = "" if ids else " (the run id was not found in the dir: 'enos info' of a copy, or its resources' names, show it)"
+    return (f"its resources may still exist: free them with `{sweep}` ({what}){missing}, then move "
+            f"{env_dir} away (or restore its state.json from a backup)")
 
 
 def damaged(env_dir: Path, problem: str) -> StateDamaged:

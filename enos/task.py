@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Union
 
 from enos import failpoint, process
-from enos.errors import (DestroyIncomplete, EnosError, ReservationUnavailable, StateDamaged, StateUnwritable,
+from enos.errors import (DestroyIncomplete, EnosError, ProviderError, ReservationUnavailable, StateDamaged,
+                         StateUnwritable,
                          Unsupported, UsageError)
 from enos.model import Resources
 from enos.progress import NULL
@@ -125,13 +126,14 @@ class EnvDir:
 Environment = EnvDir
 
 
-def load_reservation(path) -> Config:
+def load_reservation(path, check_files: bool = True) -> Config:
     """Read and validate the reservation file ``path`` with the provider registry; return
-    its :class:`~enos.reservation.config.Config`. Raises ConfigError (file, line, key) or
-    MissingDependency (the provider's library is not installed)."""
+    its :class:`~enos.reservation.config.Config` (``check_files``: its playbooks must
+    exist). Raises ConfigError (file, line, key) or MissingDependency (the provider's
+    library is not installed)."""
     from enos.provider import load_provider_class
     from enos.reservation.config import load_config
-    return load_config(path, provider_loader=load_provider_class)
+    return load_config(path, provider_loader=load_provider_class, check_files=check_files)
 
 
 def reservation_from_data(data: dict, file: str, **kwargs) -> Config:
@@ -504,7 +506,7 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
         strays = end_processes(environment.env_dir, state.run_id)
         with progress.task(f"destroying {state.data.get('provider')} resources of run {state.run_id}"):
             try:
-                provider.destroy()
+                _destroy_or_sweep(provider, state, progress)
                 if sweep:
                     removed: List[str] = provider.sweep()
                     for r in removed:
@@ -526,6 +528,28 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
         _record_final(state, "the resources are freed")
         failpoint.checkpoint("task.destroyed")
     return environment
+
+
+#: what a provider's destroy raises on a journal entry of the wrong type (a damaged state)
+_JOURNAL_DAMAGE = (TypeError, KeyError, AttributeError, ValueError, IndexError)
+
+
+def _destroy_or_sweep(provider: Provider, state: State, progress) -> None:
+    """``provider.destroy()``; when the provider cannot read its own journal (an entry of
+    the wrong type: a damaged state), free by the run id instead (providers with the
+    ``sweep`` capability), saying so. Raises ProviderError naming the damage when the
+    provider cannot sweep, DestroyIncomplete with what is left."""
+    try:
+        provider.destroy()
+    except _JOURNAL_DAMAGE as e:
+        why = f"{type(e).__name__}: {e}"
+        if "sweep" not in provider.capabilities:
+            raise ProviderError(f"the {provider.type} provider cannot read its journal in the state of run "
+                                f"{state.run_id} ({why}): free its resources by hand") from None
+        log.warning("the %s provider cannot read its journal (%s); sweeping run %s by its id instead",
+                    provider.type, why, state.run_id)
+        for what in provider.sweep():
+            progress.info(f"swept {what}")
 
 
 def _record_best_effort(state: State) -> None:
@@ -570,11 +594,13 @@ def sweep_run(config_file: str, run_id: str, progress=None) -> List[str]:
         raise UsageError(f"--run-id {run_id!r}: give a full run id (8 hex characters, as 'enos info' "
                          f"shows); a sweep matches it exactly, never as a prefix")
     from enos.provider import load_provider_class
-    config = load_reservation(config_file)
+    from enos.ssh.client import stop_masters
+    config = load_reservation(config_file, check_files=False)   # its playbooks are not needed
     cls = load_provider_class(config.provider_type)
     if "sweep" not in cls.capabilities:
         raise Unsupported(f"provider '{cls.type}' cannot sweep")
     ended = [f"process {p}" for p in process.end_run(run_id)]  # orphaned playbooks of the run
+    stop_masters(run_id)            # the run's SSH connection masters and their socket dir
     with tempfile.TemporaryDirectory(prefix="enos-sweep-") as tmp:
         ctx = ProviderContext(config=config, journal=MemoryJournal(), env_dir=Path(tmp),
                               run_id=run_id, progress=progress)

@@ -376,13 +376,30 @@ def test_deleted_state_then_up_refuses(tmp_path, reservation):
 
 # --- 4. configuration errors found before anything is created -------------------------
 
-def test_subnet_overlap_found_before_anything_is_created(tmp_path):
-    """A ``subnet`` overlapping a network of this machine (loopback's 127.0.0.0/8): validate
-    and up say so (exit 2, file and key); up creates no env dir and leaves ./current."""
-    (tmp_path / "r.yaml").write_text("provider:\n  type: local\n  subnet: 127.0.5.0/24\n"
+@pytest.fixture
+def busy_network():
+    """A /24 in use on this machine: a veth pair of the test's own holding its first address
+    (removed afterwards); yield the network's text."""
+    import random
+    name = f"rb{os.getpid() % 10000}{random.randrange(1000)}"
+    third = random.randrange(1, 250)
+    net = f"10.77.{third}.0/24"
+    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"10.77.{third}.1/24", "dev", name], check=True)
+        yield net
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def test_subnet_overlap_found_before_anything_is_created(tmp_path, busy_network):
+    """A ``subnet`` overlapping a network in use on this machine: validate and up say so
+    (exit 2, file and key); up creates no env dir and leaves ./current. (A loopback subnet
+    is refused by the reservation's own check, whatever the machine.)"""
+    (tmp_path / "r.yaml").write_text(f"provider:\n  type: local\n  subnet: {busy_network}\n"
                                      "resources:\n  local:\n    solo: 1\n")
     v = enos(tmp_path, "validate", "-f", "r.yaml", check=False)
-    assert v.returncode == 2 and "r.yaml:3: provider.subnet: 127.0.5.0/24 overlaps" in v.stderr, v.stderr
+    assert v.returncode == 2 and f"r.yaml:3: provider.subnet: {busy_network} overlaps" in v.stderr, v.stderr
     (tmp_path / "elsewhere").mkdir()
     os.symlink("elsewhere", tmp_path / "current")
     p = enos(tmp_path, "up", "-f", "r.yaml", check=False, timeout=120)
@@ -390,6 +407,10 @@ def test_subnet_overlap_found_before_anything_is_created(tmp_path):
     no_traceback(p)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["current", "elsewhere", "r.yaml"]
     assert os.readlink(tmp_path / "current") == "elsewhere"
+    (tmp_path / "lo.yaml").write_text("provider:\n  type: local\n  subnet: 127.0.5.0/24\n"
+                                      "resources:\n  local:\n    solo: 1\n")
+    lo = enos(tmp_path, "validate", "-f", "lo.yaml", check=False)
+    assert lo.returncode == 2 and "127.0.5.0/24 is the loopback range" in lo.stderr, lo.stderr
 
 
 def test_missing_static_keyfile_found_before_anything_is_created(tmp_path):

@@ -173,24 +173,29 @@ def expect(cls: str, command: str) -> Tuple[int, ...]:
 
 
 def hint_of(outcomes: List[Outcome]) -> str:
-    """The last ``enos destroy ...`` command the outcomes printed ('' if none)."""
-    found = ""
+    """The ``enos destroy ...`` command the outcomes printed last (a sweep command first,
+    when one was printed); '' if none."""
+    found, sweep = "", ""
     for o in outcomes:
         for m in _HINT.finditer(o.stderr + "\n" + o.stdout):
             found = m.group(1).strip().rstrip(".;:,)")
-    return found
+            if "--sweep" in found:
+                sweep = found
+    return sweep or found
 
 
-def one_kind(base: Path, name: str, damage: Callable[[Path], None], cls: str) -> List[Outcome]:
+def one_kind(base: Path, name: str, damage: Callable[[Path], None], cls: str,
+             commands=None) -> List[Outcome]:
     """Bring up a fresh env, damage it, run every command, then the printed recovery;
     return the outcomes (leftovers counted on the last one). Frees the run id at the end."""
+    commands = commands or COMMANDS
     d = base / re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
     env, run_id = envs.local_env(d)
     backup = (env / "state.json").read_bytes()
     outcomes: List[Outcome] = []
     try:
         damage(env)
-        for cmd, argv in COMMANDS:
+        for cmd, argv in commands:
             argv = [a.format(env=env, dest=d / "backup") for a in argv]
             outcomes.append(execute(Run("state", name, cmd, argv, d, expect=expect(cls, cmd),
                                         timeout=90, creates_nothing=False)))
@@ -224,11 +229,15 @@ def runs_all(base: Path, only=None, progress=None) -> List[Outcome]:
     """Run every kind (or those whose name contains ``only``); return all outcomes."""
     base.mkdir(parents=True, exist_ok=True)
     out: List[Outcome] = []
-    for name, (damage, cls) in KINDS.items():
+    runs = [(name, damage, cls, COMMANDS) for name, (damage, cls) in KINDS.items()]
+    # a damaged journal given to destroy before any up (up may rewrite the journal)
+    runs += [(f"{name} (destroy first)", damage, cls, [c for c in COMMANDS if c[0] != "up"])
+             for name, (damage, cls) in KINDS.items() if cls == "journal"]
+    for name, damage, cls, commands in runs:
         if only and only not in name:
             continue
         try:
-            res = one_kind(base, name, damage, cls)
+            res = one_kind(base, name, damage, cls, commands)
         except Exception as e:          # the harness itself failed for this kind: say so
             res = [Outcome(run=Run("state", name, "setup", [], base), rc=None, stdout="", stderr=str(e),
                            seconds=0.0, other=[f"harness: {type(e).__name__}: {e}"])]

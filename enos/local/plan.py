@@ -81,6 +81,55 @@ class HostPlan:
         """Return the journal form of this plan."""
         return dict(self.__dict__)
 
+    @classmethod
+    def from_journal(cls, entry, run_id: str) -> "HostPlan":
+        """Return the plan recorded in a journal ``entry``. Raises ValueError saying why
+        when it is not a host record of run ``run_id`` (a wrong type, a field missing, a
+        namespace or veth that is not this run's): destroy never acts on such names."""
+        if not isinstance(entry, dict):
+            raise ValueError(f"a {type(entry).__name__} where a host record should be")
+        types = {"n": int, "alias": str, "roles": list, "address": str, "ns": str, "veth": str,
+                 "hostname": str, "extra_hosts": dict}
+        for key, typ in types.items():
+            if key == "extra_hosts" and key not in entry:
+                continue
+            if not isinstance(entry.get(key), typ) or isinstance(entry.get(key), bool):
+                raise ValueError(f"its '{key}' is {entry.get(key)!r}, not a {typ.__name__}")
+        for key in ("pid", "start"):
+            v = entry.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+                raise ValueError(f"its '{key}' is {v!r}, not a process number")
+        if not our_netns(run_id, entry["ns"]):
+            raise ValueError(f"its namespace {entry['ns']!r} is not one of run {run_id}'s")
+        if not (our_link(run_id, entry["veth"]) and entry["veth"] != bridge_name(run_id)):
+            raise ValueError(f"its veth {entry['veth']!r} is not one of run {run_id}'s")
+        known = set(types) | {"pid", "start"}
+        return cls(**{k: v for k, v in entry.items() if k in known})
+
+
+def journal_hosts(rec, run_id: str):
+    """Return (the host plans a local journal record ``rec`` holds, what is wrong with it):
+    every entry that is not a host record of this run is left out and said, as is a record
+    that is not a mapping, a host list that is not a list, a bridge that is not this run's."""
+    if not isinstance(rec, dict):
+        return [], [f"the journal record is a {type(rec).__name__}, not a mapping"]
+    problems: List[str] = []
+    hosts = rec.get("hosts", [])
+    if not isinstance(hosts, list):
+        return [], [f"its hosts are a {type(hosts).__name__}, not a list"]
+    plans = []
+    for i, entry in enumerate(hosts):
+        try:
+            plans.append(HostPlan.from_journal(entry, run_id))
+        except ValueError as e:
+            problems.append(f"host record {i}: {e}")
+    if "bridge" in rec and rec["bridge"] != bridge_name(run_id):
+        problems.append(f"its bridge {rec['bridge']!r} is not run {run_id}'s")
+    for key in ("subnet", "gateway", "dir"):
+        if rec.get(key) is not None and not isinstance(rec.get(key), str):
+            problems.append(f"its '{key}' is {rec.get(key)!r}, not a text")
+    return plans, problems
+
 
 @contextmanager
 def subnet_lock() -> Iterator[None]:

@@ -39,8 +39,8 @@ from enos.local import guard, netns
 from enos.local.diagnose import checks
 from enos.local.netlink import IPRoute
 from enos.local.network import create_netns, ensure_bridge, is_ours, link_names, teardown_hosts
-from enos.local.plan import (HostPlan, check_config, our_arg, our_link, our_netns,
-                             plan_hosts, subnet_lock, subnet_option, used_networks)
+from enos.local.plan import (HostPlan, bridge_name, check_config, journal_hosts, our_arg, our_link,
+                             our_netns, plan_hosts, subnet_lock, subnet_option, used_networks)
 from enos.local.sshd import (find_sshd, healthy, host_key, host_keys, root_login_needs_pam, start_sshd,
                              wait_sshd, write_host_files)
 from enos.model import Check, Host, IpPool, Resources
@@ -177,6 +177,11 @@ class LocalProvider(Provider):
         sshd = self._preflight()
         self._keep_range_local()
         rec = self.ctx.journal.get(JOURNAL_KEY) or {}
+        _, problems = journal_hosts(rec, self.run_id)
+        if problems:
+            raise ProviderError(f"the local provider's journal of run {self.run_id} is damaged ("
+                                f"{'; '.join(problems)}): 'enos destroy' frees what it names and sweeps "
+                                f"the rest of the run by its id; then 'enos up' books it again")
         with IPRoute() as ipr:
             rec = ensure_bridge(ipr, rec, self.ctx.config, self.run_id, self.base_dir, self._save)
             plans = plan_hosts(self.ctx.config, self.run_id, ipaddress.ip_network(rec["subnet"]), rec["gateway"])
@@ -206,7 +211,7 @@ class LocalProvider(Provider):
     def _replan(self, ipr, rec: dict, plans: List[HostPlan], force: bool) -> List[HostPlan]:
         """Journal every planned name, keep the healthy hosts of an earlier run, tear down
         the others and those no longer asked for; return the hosts to create."""
-        old = {h["alias"]: HostPlan(**h) for h in rec.get("hosts", [])}
+        old = {p.alias: p for p in journal_hosts(rec, self.run_id)[0]}
         stale = [p for a, p in old.items() if a not in {q.alias for q in plans}]
         todo = []
         for p in plans:
@@ -259,13 +264,16 @@ class LocalProvider(Provider):
         if os.geteuid() != 0:
             raise NotRoot("destroying local hosts needs root")
         from pyroute2 import NetlinkError
-        plans = [HostPlan(**h) for h in rec.get("hosts", [])]
+        # only what is this run's is acted on; a damaged journal is completed by a sweep
+        # of the run id (every name carries it) below
+        plans, problems = journal_hosts(rec, self.run_id)
+        rec = rec if isinstance(rec, dict) else {}
         with IPRoute() as ipr:
             left = teardown_hosts(ipr, plans, self.run_id)
             # sshds recorded by nothing but their command line (crash before the PID record)
             strays = process.pids_with_arg(lambda arg: our_arg(self.run_id, arg))
             left += [f"process {p}" for p in process.end_pids(strays)]
-            br = rec.get("bridge")
+            br = rec.get("bridge") if rec.get("bridge") == bridge_name(self.run_id) else None
             if br and not left:
                 try:
                     ipr.link("del", ifname=br)
@@ -274,9 +282,20 @@ class LocalProvider(Provider):
                         left.append(f"bridge {br} ({e})")
             elif br:
                 left.append(f"bridge {br} (kept: hosts still attached)")
+        if problems:
+            self.ctx.log.warning("the journal of run %s is damaged (%s); sweeping the run id for what it "
+                                 "does not name", self.run_id, "; ".join(problems))
+            try:
+                for what in self.sweep():
+                    self.ctx.log.warning("swept %s", what)
+                left = []
+            except DestroyIncomplete as e:
+                left = list(e.left)
         if left:
             raise DestroyIncomplete(left)
-        shutil.rmtree(rec.get("dir") or self.base_dir, ignore_errors=True)
+        d = rec.get("dir") if isinstance(rec.get("dir"), str) and Path(rec["dir"]).name == f"local-{self.run_id}" \
+            else self.base_dir
+        shutil.rmtree(d, ignore_errors=True)
         self.ctx.journal.forget(JOURNAL_KEY)
 
     def sweep(self) -> List[str]:
@@ -323,9 +342,13 @@ class LocalProvider(Provider):
     def info(self) -> dict:
         """Return the subnet, bridge and each host's namespace and sshd PID."""
         rec = self.ctx.journal.get(JOURNAL_KEY) or {}
-        return {"subnet": rec.get("subnet"), "gateway": rec.get("gateway"), "bridge": rec.get("bridge"),
-                "hosts": {h["alias"]: {"namespace": h["ns"], "address": h["address"], "sshd_pid": h.get("pid")}
-                          for h in rec.get("hosts", [])}}
+        plans, problems = journal_hosts(rec, self.run_id)
+        rec = rec if isinstance(rec, dict) else {}
+        out = {"subnet": rec.get("subnet"), "gateway": rec.get("gateway"), "bridge": rec.get("bridge"),
+               "hosts": {p.alias: {"namespace": p.ns, "address": p.address, "sshd_pid": p.pid} for p in plans}}
+        if problems:
+            out["journal damaged"] = "; ".join(problems)
+        return out
 
 
 PROVIDER = LocalProvider

@@ -63,11 +63,11 @@ import copy
 import difflib
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from enos.errors import ConfigError, ProviderError, ProviderNotFound
+from enos.state import read_bounded as _read_bounded
 from enos.reservation.netconstraints import parse_network_constraints
 from enos.reservation.schemacheck import (SchemaUnsupported, explain, fill_defaults, pick, scalar_problem, show,
                                          violations)
@@ -183,7 +183,7 @@ class Config:
 
 # --- public entry points ---------------------------------------------------------------
 
-def load_config(path, provider_loader: Callable) -> Config:
+def load_config(path, provider_loader: Callable, check_files: bool = True) -> Config:
     """Read, check and normalise the reservation file ``path``; return a :class:`Config`.
 
     ``provider_loader(type) -> Provider class`` is given by the caller (the task runner
@@ -198,7 +198,7 @@ def load_config(path, provider_loader: Callable) -> Config:
     doc = load_yaml(text, file)
     base_dir = os.path.dirname(os.path.abspath(file))
     config = _Builder(doc.data, file, doc.positions, doc.scalars, provider_loader,
-                      base_dir, check_files=True).build()
+                      base_dir, check_files=check_files).build()
     config.warnings[:0] = doc.warnings
     return config
 
@@ -208,44 +208,10 @@ MAX_FILE_BYTES = 1 << 20
 
 
 def read_bounded(file: str, limit: int = MAX_FILE_BYTES, what: str = "reservation file") -> bytes:
-    """Return the bytes of the regular file ``file`` (at most ``limit``): the ONE reader of
-    the files enos is given (reservations, campaigns; the state loader maps its refusal to
-    a damaged state). A symbolic link is followed to what it names, which must be a
-    regular file too. Raises ConfigError (naming the file as ``what``) for an unreadable
-    file, a directory, something that is not a regular file (a FIFO, a device: opened
-    without blocking and refused unread), or a file larger than ``limit``."""
-    try:
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
-    except OSError as e:
-        raise ConfigError(f"cannot read the {what}: {e.strerror or e}", file=file) from None
-    except ValueError as e:                 # a NUL in the path
-        raise ConfigError(f"cannot read the {what}: {e}", file=file) from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise ConfigError(f"cannot read the {what}: Is a directory", file=file)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if (
-                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "a special file"
-            raise ConfigError(f"is {kind}, not a regular file; give the path of a {what}", file=file)
-        if st.st_size > limit:
-            raise ConfigError(f"the file is {st.st_size} bytes; a {what} may be at most "
-                              f"{limit} bytes", file=file)
-        chunks, size = [], 0
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise ConfigError(f"the file grows beyond {limit} bytes; a {what} may be "
-                                  f"at most {limit} bytes", file=file)
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError as e:
-        raise ConfigError(f"cannot read the {what}: {e.strerror or e}", file=file) from None
-    finally:
-        os.close(fd)
+    """Return the bytes of the reservation (or campaign) file ``file``: the state layer's
+    bounded reader (:func:`enos.state.read_bounded`), limited to MAX_FILE_BYTES. Raises
+    ConfigError (UnreadableFile) naming the file."""
+    return _read_bounded(file, limit, what)
 
 
 def decode_text(blob: bytes, file: str) -> str:

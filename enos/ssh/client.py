@@ -9,6 +9,7 @@ are pinned (``StrictHostKeyChecking yes``); for the others the first key seen is
 """
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
@@ -20,13 +21,16 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from enos import signals
-from enos.errors import SshUnreachable, UnsafeValue
+from enos.errors import SshUnreachable, UnreadableFile, UnsafeValue
 from enos.model import Host
 from enos.names import unsafe_host_fields
 from enos.progress import NULL
 from enos.ssh import jump
 from enos.ssh.jump import Masters
-from enos.state import atomic_write
+from enos.ssh.files import MAX_SSH_FILE_BYTES, read_ssh_config  # noqa: F401  (re-exported)
+from enos.state import atomic_write, read_bounded
+
+log = logging.getLogger("enos.ssh")
 
 CONTROL_PERSIST = "15m"
 
@@ -181,7 +185,12 @@ def write_ssh_files(env_dir: Path, hosts: Sequence[Host], run_id: str) -> Path:
     """Write ``<env>/ssh_config`` and ``<env>/known_hosts``; return the ssh_config path."""
     env_dir = Path(env_dir)
     kh = env_dir / "known_hosts"
-    prev = kh.read_text() if kh.exists() else ""
+    prev = ""
+    if os.path.lexists(kh):
+        try:
+            prev = read_bounded(kh, MAX_SSH_FILE_BYTES, "known_hosts file").decode("utf-8", "replace")
+        except UnreadableFile as e:     # a FIFO, a link to a device...: written again from scratch
+            log.warning("%s: %s; writing it again", kh, e.reason)
     atomic_write(kh, render_known_hosts(hosts, prev), mode=0o600)
     cfg = env_dir / "ssh_config"
     atomic_write(cfg, render_ssh_config(hosts, kh, run_id), mode=0o600)

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from enos.errors import StateDamaged
+from enos.ssh.files import read_ssh_config
+
 #: at most this many connections opened to jump hosts at once
 PARALLEL = 8
 JUMP_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:\s]+)(?::(?P<port>\d+))?$")
@@ -113,8 +116,8 @@ def jumps_in_config(ssh_config: Path) -> Dict[str, str]:
     out: Dict[str, str] = {}
     current: List[str] = []
     try:
-        lines = Path(ssh_config).read_text().splitlines()
-    except OSError:
+        lines = read_ssh_config(ssh_config).splitlines()
+    except StateDamaged:
         return {}
     for line in lines:
         parts = line.split(None, 1)

@@ -36,6 +36,7 @@ from enos.model import Host
 from enos.results import Result, Results
 from enos.ssh import mux as sshmux
 from enos.ssh.client import secure_dir
+from enos.ssh.files import read_ssh_config
 from enos.ssh.jump import Masters
 
 #: at most this many ssh processes at once (each holds 3 file descriptors)
@@ -421,19 +422,16 @@ class FanOut:
         self.done[cmd.alias] = cmd
 
 
-def _mux_targets(ssh_config: Path, hosts: Sequence[Host], commands: Dict[str, str]) -> Dict[str, Tuple[str, str]]:
+def _mux_targets(config_text: str, hosts: Sequence[Host], commands: Dict[str, str]) -> Dict[str, Tuple[str, str]]:
     """Return {alias: (control socket path, command)} for the hosts whose master can be
     addressed directly (the ssh_config's global ControlPath; behind a jump host or not)."""
     template = None
-    try:
-        for line in Path(ssh_config).read_text().splitlines():
-            parts = line.split(None, 1)
-            if len(parts) == 2 and parts[0].lower() == "controlpath":
-                if template is not None:      # more than one: let ssh decide per host
-                    return {}
-                template = parts[1].strip().strip('"')
-    except OSError:
-        return {}
+    for line in config_text.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[0].lower() == "controlpath":
+            if template is not None:      # more than one: let ssh decide per host
+                return {}
+            template = parts[1].strip().strip('"')
     if not template or template.lower() == "none":
         return {}
     out = {}
@@ -445,17 +443,14 @@ def _mux_targets(ssh_config: Path, hosts: Sequence[Host], commands: Dict[str, st
     return out
 
 
-def ensure_control_dirs(ssh_config: Path) -> None:
+def ensure_control_dirs(ssh_config: Path, config_text: Optional[str] = None) -> None:
     """Create the directories of the ``ControlPath`` lines of ``ssh_config`` (they live in
     /tmp and vanish with a reboot or ``stop_masters``; ssh fails when they are missing),
-    or check they are safely ours. Returns None; unreadable files are ignored (ssh then
-    reports the problem itself). Raises UnsafeValue for a dir another user made or can
-    reach (see :func:`enos.ssh.client.secure_dir`)."""
-    try:
-        lines = Path(ssh_config).read_text().splitlines()
-    except OSError:
-        return
-    for line in lines:
+    or check they are safely ours. Returns None. Raises StateDamaged when the ssh_config is
+    missing or not a regular file (ssh would block on a FIFO), UnsafeValue for a dir
+    another user made or can reach (see :func:`enos.ssh.client.secure_dir`)."""
+    text = read_ssh_config(ssh_config) if config_text is None else config_text
+    for line in text.splitlines():
         parts = line.split(None, 1)
         if len(parts) == 2 and parts[0].lower() == "controlpath" and parts[1].strip().lower() != "none":
             d = os.path.dirname(os.path.expanduser(parts[1].strip().strip('"')))
@@ -478,8 +473,10 @@ def run_sessions(ssh_config: Path, hosts: Sequence[Host], command, timeout: Opti
     each line as it arrives; ``stdout_to`` maps aliases to a file descriptor that gets the
     session's stdout directly (nothing is buffered); when ``cancel_fd`` becomes readable,
     every running session is ended as at a timeout (error "cancelled").
-    Raises OSError only if no process can be started."""
-    ensure_control_dirs(ssh_config)
+    Raises StateDamaged when ``ssh_config`` is missing or not a regular file, OSError only
+    if no process can be started."""
+    config_text = read_ssh_config(ssh_config)
+    ensure_control_dirs(ssh_config, config_text)
     commands = command if isinstance(command, dict) else {h.alias: command for h in hosts}
     label = label if label is not None else (command if isinstance(command, str) else "")
     # jump hosts' masters first (at most 8 opened at once), never one connection per host
@@ -487,7 +484,7 @@ def run_sessions(ssh_config: Path, hosts: Sequence[Host], command, timeout: Opti
     base = ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "-T"]
     go = [h for h in hosts if h.alias not in down]
     done = FanOut({h.alias: base + [h.alias, commands[h.alias]] for h in go}, timeout,
-                  mux=_mux_targets(ssh_config, go, commands) if use_masters else None,
+                  mux=_mux_targets(config_text, go, commands) if use_masters else None,
                   on_output=on_output, stdout_to=stdout_to, cancel_fd=cancel_fd).run()
     now = time.time()
     return Results([done[h.alias].result(h, label, timeout) if h.alias in done
