@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, List, Optional, Union
 
 from enos import failpoint, process
 from enos.errors import (DestroyIncomplete, EnosError, ProviderError, ReservationUnavailable, StateDamaged,
-                         StateUnwritable,
-                         Unsupported, UsageError)
+                         StateUnwritable, Unsupported, UsageError)
 from enos.model import Resources
 from enos.progress import NULL
 from enos.provider.provider import Provider, ProviderContext

@@ -27,7 +27,7 @@ from enos.names import unsafe_host_fields
 from enos.progress import NULL
 from enos.ssh import jump
 from enos.ssh.jump import Masters
-from enos.ssh.files import MAX_SSH_FILE_BYTES, read_ssh_config  # noqa: F401  (re-exported)
+from enos.ssh.files import MAX_SSH_FILE_BYTES
 from enos.state import atomic_write, read_bounded
 
 log = logging.getLogger("enos.ssh")
