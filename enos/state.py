@@ -12,6 +12,7 @@ Layout of an env dir::
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import errno
@@ -21,6 +22,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, List, Optional
@@ -219,6 +221,8 @@ class State:
         self.env_dir = Path(env_dir)
         self.path = self.env_dir / STATE_FILE
         self.data = data
+        #: several providers of one env journal from their own threads (enos.multi)
+        self.lock = threading.RLock()
 
     @classmethod
     def create(cls, env_dir: Path, config_file: str, config_data: dict,
@@ -290,9 +294,11 @@ class State:
     def save(self) -> None:
         """Persist atomically, incrementing ``serial``. Raises :class:`StateUnwritable`
         (disk full, read-only, ...) unless :attr:`best_effort` is set."""
-        self.data["serial"] = int(self.data.get("serial", 0)) + 1
+        with self.lock:
+            self.data["serial"] = int(self.data.get("serial", 0)) + 1
+            text = json.dumps(self.data, indent=2, sort_keys=True) + "\n"
         try:
-            atomic_write(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+            atomic_write(self.path, text)
         except OSError as e:
             if not self.best_effort:
                 raise StateUnwritable(str(self.path), e) from None
@@ -516,28 +522,38 @@ class Journal:
         """Return a deep copy of the value recorded under ``key`` (or ``default``)."""
         return copy.deepcopy(self.data.get(key, default))
 
+    def _locked(self):
+        return getattr(self._state, "lock", None) or _NO_LOCK
+
     def record(self, key: str, value: Any) -> None:
         """Set ``key`` to ``value`` (JSON-serialisable) and persist atomically."""
-        self.data[key] = copy.deepcopy(value)
-        self._state.save()
+        with self._locked():
+            self.data[key] = copy.deepcopy(value)
+            self._state.save()
 
     def update(self, key: str, **items: Any) -> None:
         """Merge ``items`` into the dict under ``key`` and persist."""
-        d = self.data.setdefault(key, {})
-        d.update(copy.deepcopy(items))
-        self._state.save()
+        with self._locked():
+            d = self.data.setdefault(key, {})
+            d.update(copy.deepcopy(items))
+            self._state.save()
 
     def append(self, key: str, value: Any) -> None:
         """Append ``value`` to the list under ``key`` (unless already there) and persist."""
-        lst = self.data.setdefault(key, [])
-        if value not in lst:
-            lst.append(copy.deepcopy(value))
-        self._state.save()
+        with self._locked():
+            lst = self.data.setdefault(key, [])
+            if value not in lst:
+                lst.append(copy.deepcopy(value))
+            self._state.save()
 
     def forget(self, key: str) -> None:
         """Remove ``key`` (no error if absent) and persist."""
-        if self.data.pop(key, None) is not None:
-            self._state.save()
+        with self._locked():
+            if self.data.pop(key, None) is not None:
+                self._state.save()
+
+
+_NO_LOCK = contextlib.nullcontext()
 
 
 class MemoryJournal(Journal):

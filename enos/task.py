@@ -105,9 +105,9 @@ class EnvDir:
 
     def open_provider(self, progress=None, config=None) -> Provider:
         """Return the provider instance for this env (from the saved config unless given)."""
-        from enos.provider import load_provider_class
+        from enos.multi import provider_class
         config = config or self.config
-        cls = load_provider_class(config.provider_type)
+        cls = provider_class(config)
         ctx = ProviderContext(config=config, journal=self.state.journal, env_dir=self.env_dir,
                               run_id=self.run_id, progress=progress, ssh_key=self.ssh_key,
                               log=logging.getLogger(f"enos.provider.{config.provider_type}"))
@@ -297,10 +297,10 @@ def _up(config_file, env, base, force_deploy, tags, progress, verbose, provision
 def _load_for_up(config_file, progress):
     """Return (Config, provider class) of ``config_file``, its warnings shown. Raises
     ConfigError, MissingDependency (the provider's library) — before any env dir exists."""
-    from enos.provider import load_provider_class
+    from enos.multi import provider_class
     from enos.reservation.config import Config
     config = config_file if isinstance(config_file, Config) else load_reservation(config_file)
-    cls = load_provider_class(config.provider_type)
+    cls = provider_class(config)
     for w in config.warnings:
         progress.info(f"warning: {w}")
     if config.variables:
@@ -364,9 +364,9 @@ def find_slot(config_file: Union[str, Path, "Config"], walltime: Optional[str] =
     ``{"start", "end", ...}`` (Unix times and the provider's details), or None. Books
     nothing, writes no env dir. Raises ConfigError, Unsupported (no advance_reservation),
     the provider's errors."""
-    from enos.provider import load_provider_class
+    from enos.multi import provider_class
     config = config_file if not isinstance(config_file, (str, Path)) else load_reservation(config_file)
-    cls = load_provider_class(config.provider_type)
+    cls = provider_class(config)
     if "advance_reservation" not in cls.capabilities:
         raise Unsupported(f"provider '{cls.type}' cannot look for a slot (no advance reservation)")
     with tempfile.TemporaryDirectory(prefix="enos-slot-") as tmp:
@@ -592,10 +592,10 @@ def sweep_run(config_file: str, run_id: str, progress=None) -> List[str]:
     if not re.fullmatch(r"[0-9a-f]{8}", run_id or ""):
         raise UsageError(f"--run-id {run_id!r}: give a full run id (8 hex characters, as 'enos info' "
                          f"shows); a sweep matches it exactly, never as a prefix")
-    from enos.provider import load_provider_class
+    from enos.multi import provider_class
     from enos.ssh.client import stop_masters
     config = load_reservation(config_file, check_files=False)   # its playbooks are not needed
-    cls = load_provider_class(config.provider_type)
+    cls = provider_class(config)
     if "sweep" not in cls.capabilities:
         raise Unsupported(f"provider '{cls.type}' cannot sweep")
     ended = [f"process {p}" for p in process.end_run(run_id)]  # orphaned playbooks of the run

@@ -27,7 +27,7 @@ LAYERS = [
     ("provider contract", ["enos.provider"]),
     ("providers", ["enos.provider.local", "enos.provider.static", "enos.provider.g5k",
                    "enos.provider.libvirt", "enos.provider.vagrant"]),
-    ("task runner", ["enos.task", "enos.provision"]),
+    ("task runner", ["enos.task", "enos.provision", "enos.multi"]),
     ("experiment layer", ["enos.experiment"]),
     ("campaigns", ["enos.campaign"]),
     ("archive", ["enos.archive"]),
@@ -61,7 +61,7 @@ LAZY_BOUNDARIES = {
                              "enos.experiment.tc", "enos.reservation.config", "enos.reservation.netconstraints"}),
     "enos.task": ("the provider registry and reservation schema when a provider is needed; up's phases",
                   {"enos.provider", "enos.reservation.config", "enos.ssh.client", "enos.ssh.keys",
-                   "enos.inventory", "enos.provision"}),
+                   "enos.inventory", "enos.provision", "enos.multi"}),
     "enos.reservation.config": ("PyYAML only when a file is read", {"enos.reservation.yamlpos"}),
     "enos.vagrant.diagnose": ("libvirt-python may be missing: enos check reports it", {"enos.libvirt.diagnose"}),
 }

@@ -191,7 +191,8 @@ def validate(args, g) -> int:
         data(cfg.summary(), "json")
         return 0
     roles = sorted({r for m in cfg.machines for r in m.roles})
-    out(f"{cfg.file}: valid — provider {cfg.provider_type}, {sum(m.count for m in cfg.machines)} host(s) in "
+    which = (f"providers {', '.join(n for n, _ in cfg.parts)}" if cfg.parts else f"provider {cfg.provider_type}")
+    out(f"{cfg.file}: valid — {which}, {sum(m.count for m in cfg.machines)} host(s) in "
         f"{len(roles)} role(s) ({', '.join(roles)}), {len(cfg.provision)} playbook(s)"
         + _constraints_summary(cfg))
     if cfg.variables:

@@ -14,6 +14,7 @@ from typing import List, Mapping, Optional, Tuple, Union
 from enos import task
 from enos.errors import MissingDependency, UsageError
 from enos.model import Check
+from enos.multi import provider_class
 from enos.provider import available_providers, check_requirements, load_provider_class
 from enos.provider.provider import ProviderContext
 from enos.reservation.config import Config
@@ -29,7 +30,7 @@ def validate(reservation: Union[str, os.PathLike, Mapping]) -> Config:
         config = task.reservation_from_data(dict(reservation), "(reservation dict)", check_files=True)
     else:
         config = task.load_reservation(os.fspath(reservation))
-    load_provider_class(config.provider_type).preflight(config)
+    provider_class(config).preflight(config)
     return config
 
 
@@ -81,7 +82,7 @@ def check(reservation: Union[None, str, os.PathLike] = None, provider: Optional[
     else:
         try:
             config = task.load_reservation(os.fspath(reservation))
-            cls = load_provider_class(config.provider_type, check=False)
+            cls = provider_class(config, loader=lambda t: load_provider_class(t, check=False))
         except MissingDependency as e:      # the library missing is what check reports
             cls = load_provider_class(e.provider, check=False)
     checks = core_checks()

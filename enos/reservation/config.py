@@ -60,6 +60,7 @@ JSON Schema checking is :mod:`enos.reservation.schemacheck` (a fast subset; see 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import os
 import re
@@ -67,6 +68,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from enos.errors import ConfigError, ProviderError, ProviderNotFound
+from enos.reservation.multi import MULTI, build_parts, part_keypath, part_positions
 from enos.state import read_bounded as _read_bounded
 from enos.reservation.netconstraints import parse_network_constraints
 from enos.reservation.schemacheck import (SchemaUnsupported, explain, fill_defaults, pick, scalar_problem, show,
@@ -122,6 +124,10 @@ class Config:
     base_dir: str = ""
     warnings: List[str] = field(default_factory=list)
     network_constraints: Optional["NetworkConstraints"] = None
+    #: a ``providers:`` reservation (type ``multi``): each block's name and own Config
+    parts: List[Tuple[str, "Config"]] = field(default_factory=list)
+    #: the index of this Config's block in ``providers:`` (its key paths are reported there)
+    block: Optional[int] = None
 
     def constraint_groups(self) -> List[str]:
         """Return the groups network constraints apply between by default: the topology
@@ -157,6 +163,13 @@ class Config:
         provider, options, machines, networks, variables, provision, warnings,
         network_constraints)."""
         nc = self.network_constraints
+        if self.parts:
+            return {"file": self.file, "provider": self.provider_type,
+                    "providers": [{"name": n, "provider": c.provider_type, "options": c.options, "networks": c.networks,
+                                   "machines": [dict(vars(m), keypath=part_keypath(m.keypath, i)) for m in c.machines]}
+                                  for i, (n, c) in enumerate(self.parts)],
+                    "variables": self.variables, "provision": self.provision, "warnings": self.warnings,
+                    "network_constraints": nc.to_dict() if nc is not None else None}
         return {"file": self.file, "provider": self.provider_type, "options": self.options,
                 "machines": [dict(vars(m)) for m in self.machines], "networks": self.networks,
                 "variables": self.variables, "provision": self.provision, "warnings": self.warnings,
@@ -165,7 +178,10 @@ class Config:
     def error(self, keypath, message: str) -> ConfigError:
         """Return (not raise) a ConfigError located at ``keypath``."""
         kp = keypath if isinstance(keypath, str) else _dotted(keypath)
-        return ConfigError(message, file=self.file, line=self.line_of(keypath), keypath=kp or None)
+        line = self.line_of(keypath)
+        if self.block is not None:
+            kp = part_keypath(kp or "", self.block)
+        return ConfigError(message, file=self.file, line=line, keypath=kp or None)
 
     def to_state(self) -> dict:
         """Return what an env's state keeps of this reservation (JSON-serialisable):
@@ -267,7 +283,7 @@ def config_from_data(data: dict, file: str, positions: Optional[dict] = None, *,
 
 # --- the checking itself ---------------------------------------------------------------
 
-KNOWN_KEYS = ("provider", "resources", "topology", "provision", "variables", "network_constraints")
+KNOWN_KEYS = ("provider", "providers", "resources", "topology", "provision", "variables", "network_constraints")
 TYPO_RATIO = 0.8
 EXPLICIT_KEYS = ("role", "roles", "cluster", "flavour", "nodes", "number")
 
@@ -416,6 +432,8 @@ class _Builder:
         bad = scalar_problem(data)
         if bad:
             raise self.err(*bad)
+        if "providers" in data:
+            return self._build_multi(data)
         variables = self._top_level_keys(data)
         self._compact_shape(data)
         cls, options = self._provider(data)
@@ -436,6 +454,32 @@ class _Builder:
                         network_constraints=constraints)
         cls.validate(config)
         return config
+
+    def _build_multi(self, data: dict) -> Config:
+        """A ``providers:`` reservation: each block built as a one-provider file
+        (:mod:`enos.reservation.multi`), the shared keys (provision, variables, network
+        constraints) as usual."""
+        variables = self._top_level_keys(data)
+
+        def build_one(i: int, sub: dict) -> Config:
+            cfg = _Builder(sub, self.file, part_positions(self.positions, i), part_positions(self.scalars, i),
+                           self.loader, self.base_dir, self.check_files).build()
+            cfg.block = i
+            return cfg
+        parts = build_parts(data, self.err, build_one)
+        machines = [dataclasses.replace(m, keypath=part_keypath(m.keypath, i))
+                    for i, (_, c) in enumerate(parts) for m in c.machines]
+        total = sum(m.count for m in machines)
+        if total > MAX_MACHINES:
+            raise self.err(("providers",), f"{total} machines asked for; at most {MAX_MACHINES} are allowed")
+        self._one_line(data)
+        provision = self._provision(data)
+        variables = self._variables(data, variables)
+        constraints = self._network_constraints(data, machines)
+        options = {"type": MULTI, "providers": [{"name": n, **c.options} for n, c in parts]}
+        return Config(file=self.file, provider_type=MULTI, options=options, machines=machines,
+                      variables=variables, provision=provision, raw=self.data, positions=self.positions,
+                      base_dir=self.base_dir, network_constraints=constraints, parts=parts)
 
     def _check_plain(self, value, path) -> None:
         """Only JSON-like data may go to the state file and to Ansible."""
