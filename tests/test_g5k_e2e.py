@@ -142,6 +142,48 @@ def test_up_run_destroy_through_the_gateway(testbed, tmp_path):
     assert testbed["server"].active_jobs(st["run_id"]) == []
 
 
+def test_local_and_g5k_in_one_env(testbed, tmp_path):
+    """providers: local namespace hosts + Grid'5000 nodes behind the gateway, one 'enos up'
+    (with the preinstall playbook), one inventory, each reachable by provider name."""
+    from enos.multi import part_run_id
+    from localhosts import RUN_IDS, leftovers
+    env_dir = tmp_path / "env"
+    res = tmp_path / "reservation.yaml"
+    res.write_text(f"""providers:
+  - type: local
+    resources: {{machines: {{web: 2}}}}
+  - type: g5k
+    job_name: e2e-multi
+    walltime: "1:00:00"
+    gateway: root@{testbed['gw']}
+    ssh_user: root
+    key: {testbed['key']}.pub
+    poll_interval: 0.05
+    poll_max_interval: 0.2
+    resources:
+      paradoxe: {{control: 1, compute: 1}}
+      gros: {{compute: 1}}
+""")
+    enos(tmp_path, "up", "-f", str(res), "--env", str(env_dir), env=testbed["env"])
+    st = json.loads((env_dir / "state.json").read_text())
+    local_run, g5k_run = part_run_id(st["run_id"], "local"), part_run_id(st["run_id"], "g5k")
+    RUN_IDS.append(local_run)
+    try:
+        assert st["provider"] == "multi" and {"part:local", "part:g5k"} <= set(st["journal"])
+        inventory = (env_dir / "inventory.yml").read_text() if (env_dir / "inventory.yml").exists() else ""
+        assert "local" in inventory and "g5k" in inventory
+        for role, n in (("local", 2), ("g5k", 3), ("web", 2), ("compute", 2)):
+            out = enos(tmp_path, "run", "--env", str(env_dir), "--roles", role, "-o", "json", "hostname",
+                       env=testbed["env"]).stdout
+            rows = json.loads(out)
+            rows = rows if isinstance(rows, list) else rows.get("results", [])
+            assert len(rows) == n and all(r["exit_code"] == 0 for r in rows), (role, out)
+        assert len(testbed["server"].active_jobs(g5k_run)) == 2 and leftovers(local_run)
+    finally:
+        enos(tmp_path, "destroy", "--env", str(env_dir), env=testbed["env"])
+    assert testbed["server"].active_jobs(g5k_run) == [] and leftovers(local_run) == []
+
+
 class TestG5kConformance(ConformanceSuite):
     up_args = ("--no-provision", "--ssh-timeout", "60")
     command_timeout = 300.0
