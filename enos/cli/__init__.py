@@ -46,37 +46,55 @@ Run 'enos help <command>' for a command's options.
 """
 from __future__ import annotations
 
-import errno
-import logging
-import os
 import sys
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
 
-from docopt import DocoptExit, docopt
+from enos import __version__
 
-from enos import __version__, signals
-from enos.cli import campaigns, envs, hosts
-from enos.cli.options import out
-from enos.errors import ConfigError, EnosError
+# Nothing else at load time: 'enos --help' and '--version' print with the interpreter's own
+# modules only (the command table, docopt, logging and each command's layer load when a
+# command runs; see _table()).
 
-log = logging.getLogger("enos")
-
-#: name -> usage text of each command (docopt), and name -> the function running it; each
-#: command module keeps its usage text beside its function
-COMMANDS: Dict[str, str] = {}
-HANDLERS: Dict[str, Callable] = {}
-for _module in (envs, hosts, campaigns):
-    for _name, (_doc, _fn) in _module.COMMANDS.items():
-        COMMANDS[_name], HANDLERS[_name] = _doc, _fn
 #: the order of 'enos --help'
-COMMANDS = {k: COMMANDS[k] for k in ("up", "destroy", "info", "validate", "new", "check", "inventory", "ssh",
-                                     "run", "backup", "extend", "slot", "build", "tc", "campaign")}
+ORDER = ("up", "destroy", "info", "validate", "new", "check", "inventory", "ssh", "run", "backup", "extend",
+         "slot", "build", "tc", "campaign")
+_TABLE: tuple[dict[str, str], dict[str, Callable]] | None = None
 
 
-def _split_globals(argv: List[str]) -> tuple[List[str], dict]:
+def _table() -> tuple[dict[str, str], dict[str, Callable]]:
+    """Return (name -> usage text (docopt), name -> the function running it) of every
+    command; each command module keeps its usage text beside its function."""
+    global _TABLE
+    if _TABLE is None:
+        from enos.cli import campaigns, envs, hosts
+        docs: dict[str, str] = {}
+        fns: dict[str, Callable] = {}
+        for module in (envs, hosts, campaigns):
+            for name, (doc, fn) in module.COMMANDS.items():
+                docs[name], fns[name] = doc, fn
+        _TABLE = ({k: docs[k] for k in ORDER}, {k: fns[k] for k in ORDER})
+    return _TABLE
+
+
+def __getattr__(name: str):
+    """``COMMANDS`` (name -> usage text) and ``HANDLERS`` (name -> function), built on
+    first use."""
+    if name == "COMMANDS":
+        return _table()[0]
+    if name == "HANDLERS":
+        return _table()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _split_globals(argv: list[str]) -> tuple[list[str], dict]:
     """Take -v/-vv/-q/--verbose/--quiet out of argv wherever they are (before a '--')."""
     g = {"verbose": 0, "quiet": False}
-    rest: List[str] = []
+    rest: list[str] = []
     passthrough = False
     for a in argv:
         if passthrough:
@@ -97,6 +115,7 @@ def _split_globals(argv: List[str]) -> tuple[List[str], dict]:
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
+    import logging
     level = logging.WARNING
     if verbose == 1:
         level = logging.INFO
@@ -108,30 +127,33 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
                         stream=sys.stderr)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the enos CLI; return the exit code (0, 1, 2 or 130, see ``enos --help``)."""
     try:
         return _main(argv)
     except BrokenPipeError:
         # the reader went away (e.g. 'enos info | head'): not a failure of enos
+        import os
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
 
 
-def _main(argv: Optional[List[str]]) -> int:
+def _main(argv: list[str] | None) -> int:
     argv, g = _split_globals(list(sys.argv[1:] if argv is None else argv))
     parsed = _parse(argv)
     if isinstance(parsed, int):
         return parsed
     cmd, args = parsed
     _setup_logging(g["verbose"], g["quiet"])
+    from enos import signals
     old = signals.install()       # SIGINT and SIGTERM: KeyboardInterrupt, exit 130
     try:
         return _run(cmd, args, g)
     except KeyboardInterrupt:
         if g["verbose"]:
-            log.exception("interrupted")
+            import logging
+            logging.getLogger("enos").exception("interrupted")
         print(f"enos {cmd}: interrupted{INTERRUPTED_HINTS.get(cmd, '')}", file=sys.stderr)
         return 130
     finally:
@@ -143,31 +165,33 @@ INTERRUPTED_HINTS = {"up": "; 'enos destroy' frees what was booked, 'enos up' re
                      "campaign": "; the same 'enos campaign run' resumes (the interrupted run is redone)"}
 
 
-def _parse(argv: List[str]):
+def _parse(argv: list[str]):
     """Return (command, its docopt arguments), or an exit code when there is nothing to run
     (help, version, an unknown command or bad arguments: exit 2 with the usage)."""
     if not argv or argv[0] in ("-h", "--help"):
-        out(__doc__.strip())
+        _out(__doc__.strip())
         return 0 if argv else 2
     if argv[0] == "--version":
-        out(f"enos {__version__}")
+        _out(f"enos {__version__}")
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd == "help":
         if not rest:
-            out(__doc__.strip())
+            _out(__doc__.strip())
             return 0
         cmd, rest = rest[0], ["--help"]
-    if cmd not in COMMANDS:
+    from docopt import DocoptExit, docopt
+    commands = _table()[0]
+    if cmd not in commands:
         import difflib
-        close = difflib.get_close_matches(cmd, list(COMMANDS) + ["help"], n=1, cutoff=0.5)
+        close = difflib.get_close_matches(cmd, list(commands) + ["help"], n=1, cutoff=0.5)
         hint = f"; did you mean 'enos {close[0]}'?" if close else ""
-        print(f"enos: unknown command '{cmd}'{hint} (commands: {', '.join(COMMANDS)}; see 'enos --help')",
+        print(f"enos: unknown command '{cmd}'{hint} (commands: {', '.join(commands)}; see 'enos --help')",
               file=sys.stderr)
         return 2
-    doc = COMMANDS[cmd]
+    doc = commands[cmd]
     if "-h" in rest or "--help" in rest:
-        out(doc.strip())
+        _out(doc.strip())
         return 0
     try:
         return cmd, docopt(doc, argv=[cmd] + rest, default_help=False)
@@ -180,8 +204,12 @@ def _parse(argv: List[str]):
 def _run(cmd: str, args, g) -> int:
     """Run the command; map enos' errors (and a full or read-only disk) to their exit code
     and one line on stderr (a traceback only with -v)."""
+    import errno
+    import logging
+    from enos.errors import ConfigError, EnosError
+    log = logging.getLogger("enos")
     try:
-        return HANDLERS[cmd](args, g)
+        return _table()[1][cmd](args, g)
     except EnosError as e:
         if g["verbose"]:
             log.exception("enos %s failed", cmd)
