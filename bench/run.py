@@ -38,7 +38,7 @@ Cases:
             ``enos campaign run``, monitoring off and on, vs 1000 × ``env.run`` alone
             (bench/campaign_case.py): target ≤ +10 ms per step.
   scale     ``enos up`` with the sample playbook and ``enos destroy`` at 20..500 hosts: linear
-            cost (≤ 1.3× the line through the two smallest counts), memory per host, peak
+            cost (≤ 1.3× the least-squares line through the smaller counts), memory per host, peak
             processes/threads/handles/descriptors (< half their limits), ``enos info`` and
             ssh_config/inventory generation, ``enos run`` at the largest count vs plain ssh
             (≤ 1.3×) and vs EnOSlib on ≤ 100 of its hosts (bench/scale_case.py).

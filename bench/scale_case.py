@@ -10,10 +10,10 @@ PSS of the env's processes (memory per host), ``enos info`` and the generation o
 ``ssh_config`` + inventory in this process; at the largest N the fan-out rows; then ``enos
 destroy``, probed too.
 
-Linearity: the baseline of each count beyond the two smallest is the straight line through
-the two smallest counts' times (measured in the same run): a ratio ≤ 1.3 at the largest count
-means the cost per added host did not grow by more than 30 %. The least-squares fit
-(t = a + b·N, R²) and the cost per host go to the notes.
+Linearity: the baseline of the largest count is the least-squares line through the smaller
+counts' times (measured in the same run): a ratio ≤ 1.3 means the cost per added host did
+not grow by more than 30 %. The least-squares fit of all counts (t = a + b·N, R²) and the
+cost per host go to the notes.
 """
 from __future__ import annotations
 
@@ -41,12 +41,6 @@ def fit(points: List[Tuple[int, float]]) -> Tuple[float, float, float]:
     sst = sum((t - mt) ** 2 for t in ts)
     sse = sum((t - (a + b * n)) ** 2 for n, t in points)
     return a, b, (1 - sse / sst) if sst else 1.0
-
-
-def line_through(p: Tuple[int, float], q: Tuple[int, float]):
-    """Return the function n → t of the straight line through ``p`` and ``q``."""
-    slope = (q[1] - p[1]) / (q[0] - p[0])
-    return lambda n: p[1] + slope * (n - p[0])
 
 
 def files_time(env) -> float:
@@ -157,12 +151,17 @@ def _resource_rows(table, big: dict) -> None:
 
 
 def _linear_rows(table, figs: List[dict], key: str, what: str) -> None:
+    """One row per count; at the largest, the ratio to the least-squares line through all
+    the smaller counts (measured in the same run): ≤ 1.3 means the cost per added host did
+    not grow by more than 30 %."""
     pts = [(f["n"], f[key]) for f in figs]
-    pred = line_through(pts[0], pts[1]) if len(pts) >= 2 else None
     for i, (n, t) in enumerate(pts):
-        base = [pred(n)] if pred and i >= 2 else None
-        last = i == len(pts) - 1 and base is not None
-        table.add(f"{what}, {n} local hosts" + (" vs the line through the two smallest" if base else ""),
+        last = i == len(pts) - 1 and i >= 2
+        base = None
+        if last:
+            a, b, _ = fit(pts[:-1])
+            base = [a + b * n]
+        table.add(f"{what}, {n} local hosts" + (" vs the line through the smaller counts" if last else ""),
                   [t], base, f"≤ {LINEAR:.1f}× (linear)" if last else "(per host: see notes)",
                   (lambda e, r: r is not None and r <= LINEAR) if last else (lambda e, r: None),
                   base_name="(extrapolated)")
