@@ -64,7 +64,10 @@ def provider_class(config, loader=load_provider_class) -> Type[Provider]:
     classes = {name: loader(part.provider_type) for name, part in config.parts}
     caps = frozenset().union(*(c.capabilities for c in classes.values()))
     requires = tuple(sorted({m for c in classes.values() for m in c.requires}))
-    return type("Providers", (Providers,), {"capabilities": caps, "part_classes": classes, "requires": requires})
+    # hosts on this machine in any part: provisioning bounds Mitogen's memory for all (enos.provision)
+    shared = any(c.hosts_share_this_machine for c in classes.values())
+    return type("Providers", (Providers,), {"capabilities": caps, "part_classes": classes, "requires": requires,
+                                            "hosts_share_this_machine": shared})
 
 
 class Providers(Provider):
