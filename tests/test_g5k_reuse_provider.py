@@ -161,3 +161,34 @@ def test_a_reservation_that_moved_away_from_a_site_is_refused(server, creds, tmp
     with pytest.raises(UsageError, match="holds a job on nancy"):
         provider(env, cfg({"job_name": "x"}, machines=only_rennes), state=State.load(env)).init()
     p.destroy()
+
+
+@pytest.mark.parametrize("release", [False, True])
+def test_kill_9_after_reusing_then_destroy_keeps_or_releases(tmp_path, release):
+    """enos killed -9 once it holds a reused job: 'enos destroy' keeps the user's job (it
+    was not enos'), 'enos destroy --release-jobs' deletes it."""
+    import os
+    import signal
+    import subprocess
+    from enoscli import enos
+    srv = FakeG5k(sites={"nancy": {"gros": 4}}, users={"alice": PASSWORD}, waiting_s=0.05, launching_s=0.02)
+    srv.start()
+    try:
+        creds = write_creds(tmp_path / "c.yaml", srv.url, PASSWORD)
+        _, night = srv.submit("nancy", "alice", {"name": "night", "command": "sleep 1d",
+                                                  "resources": "{cluster='gros'}/nodes=2,walltime=8:00"})
+        (tmp_path / "r.yaml").write_text("provider: {type: g5k, job_name: night, gateway: false, poll_interval: 0.05}\n"
+                                         "resources: {gros: {db: 2}}\n")
+        env = {**os.environ, "G5K_CREDENTIALS_FILE": str(creds), "ENOS_FAILPOINTS": "g5k.jobs_running=kill"}
+        p = subprocess.run([sys.executable, "-m", "enos", "up", "-f", "r.yaml", "--env", "env"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == -signal.SIGKILL, p.stderr
+        assert srv.count("POST", r"/jobs$") == 0
+        args = ["destroy", "--env", "env"] + (["--release-jobs"] if release else [])
+        out = enos(tmp_path, *args, env={"G5K_CREDENTIALS_FILE": str(creds)})
+        alive = [j["uid"] for j in srv.active_jobs("night")]
+        assert alive == ([] if release else [night["uid"]]), out.stderr
+        if not release:
+            assert f"kept your job {night['uid']} on nancy" in out.stderr
+    finally:
+        srv.stop()
