@@ -46,19 +46,6 @@ def reservation(bed, path: Path) -> Path:
     return path
 
 
-def start_agent(key: Path, sock: Path) -> subprocess.Popen:
-    """An ssh-agent holding ``key`` (the gateway authenticates the client with it, as a
-    Grid'5000 user's agent would for access.grid5000.fr). Killed by PID by the caller."""
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if sock.exists():
-            break
-        time.sleep(0.05)
-    subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)}, check=True)
-    return agent
-
-
 def timed_enos(args, env, timeout: float, sampler_ip: str, cwd: Path) -> dict:
     """Run ``enos ARGS`` while sampling connections to the gateway; return the figures."""
     from gatewaybed import SsSampler
@@ -90,24 +77,6 @@ def run_failures(stdout: str) -> int:
     return sum(1 for r in rows if r.get("exit_code", r.get("rc")) != 0)
 
 
-def _ssh_config(bed, path: Path, cdir: Path, fanin: bool) -> Path:
-    """An ssh_config to every host of ``bed``: enos' shape (``fanin``) or ProxyJump per host."""
-    sys.path.insert(0, str(ROOT))
-    from enos.model import Host
-    from enos.ssh import jump
-    hosts = [Host(f"h{i}", ip, jump=f"root@{bed.gw_ip}") for i, ip in enumerate(bed.host_ips, 1)]
-    table = jump.jump_hosts(hosts)
-    lines = jump.render_blocks(table.values(), str) if fanin else []
-    for h in hosts:
-        via = (f"ProxyCommand {jump.proxy_command(path, table[h.alias])}" if fanin else f"ProxyJump {h.jump}")
-        lines += [f"Host {h.alias}", f"  HostName {h.address}", f"  {via}", ""]
-    lines += ["Host *", "  User root", f"  IdentityFile {bed.client_key}", "  IdentitiesOnly yes",
-              "  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null", "  BatchMode yes", "  LogLevel ERROR",
-              "  ControlMaster auto", f"  ControlPath {cdir}/%C", "  ControlPersist 60", "  ConnectTimeout 10", ""]
-    path.write_text("\n".join(lines))
-    return path
-
-
 def _plain_fanout(bed, cfg: Path, n: int) -> dict:
     """``ssh -F cfg hI hostname`` for every host at once; return time, failures, peak, drops."""
     from gatewaybed import SsSampler
@@ -125,12 +94,14 @@ def compare(bed, work: Path, repeat: int) -> dict:
     """Plain ssh fan-outs, enos' shape vs ProxyJump per host, cold and hot, interleaved."""
     import shutil
     from enos.ssh import jump
+    from gatewaybed import ssh_config
     cdir = Path(tempfile.mkdtemp(prefix="gwb-"))      # short: socket paths are limited
     out: dict = {}
     try:
         for r in range(repeat):
             for name, fanin in (("proxyjump", False), ("enos", True)):
-                cfg = _ssh_config(bed, work / f"ssh_config.{name}", cdir, fanin)
+                cfg = work / f"ssh_config.{name}"
+                ssh_config(bed, cfg, cdir, fanin)
                 for sock in list(cdir.iterdir()):
                     subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True)
                 if fanin:
@@ -179,6 +150,7 @@ def main(argv=None) -> int:
     bed.start()
     figures["testbed_start_s"] = round(time.monotonic() - t, 1)
     try:
+        from gatewaybed import start_agent
         agent = start_agent(bed.client_key, work / "agent.sock")
         env["SSH_AUTH_SOCK"] = str(work / "agent.sock")
         res = reservation(bed, work / "reservation.yaml")

@@ -411,3 +411,37 @@ class SsSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def start_agent(key: Path, sock: Path) -> subprocess.Popen:
+    """An ssh-agent holding ``key`` on socket ``sock`` (the gateway authenticates the
+    client with it, as a Grid'5000 user's agent would for access.grid5000.fr); the caller
+    ends it by PID (``terminate()``)."""
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    for _ in range(100):
+        if sock.exists():
+            break
+        time.sleep(0.05)
+    subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                   check=True, capture_output=True)
+    return agent
+
+
+def ssh_config(bed: "GatewayBed", path: Path, cdir: Path, fanin: bool = True, port: int = 22) -> dict:
+    """Write an ssh_config reaching every host of ``bed`` (``h1``..): enos' shape (one
+    ``enos-jump-*`` block, ProxyCommand through its master) or, without ``fanin``, one
+    ProxyJump per host (what enos wrote before); return {host alias: JumpHost}."""
+    from enos.model import Host
+    from enos.ssh import jump
+    hosts = [Host(f"h{i}", ip, jump=f"root@{bed.gw_ip}:{port}") for i, ip in enumerate(bed.host_ips, 1)]
+    table = jump.jump_hosts(hosts)
+    lines = jump.render_blocks(table.values(), str) if fanin else []
+    for h in hosts:
+        via = f"ProxyCommand {jump.proxy_command(path, table[h.alias])}" if fanin else f"ProxyJump {h.jump}"
+        lines += [f"Host {h.alias}", f"  HostName {h.address}", f"  {via}", ""]
+    lines += ["Host *", "  User root", f"  IdentityFile {bed.client_key}", "  IdentitiesOnly yes",
+              "  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null", "  BatchMode yes", "  LogLevel ERROR",
+              "  ControlMaster auto", f"  ControlPath {cdir}/%C", "  ControlPersist 60", "  ConnectTimeout 10", ""]
+    path.write_text("\n".join(lines))
+    return table

@@ -7,8 +7,6 @@ samples more than 8 TCP connections to it (one master per jump host, enos/ssh/ju
 Before that module (bench/gateway_fanin.py, ProxyJump per host): 51-53 connections at once
 and 37-40 of them dropped past MaxStartups during ``enos up`` of the same 200 hosts."""
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from enoscli import enos  # noqa: E402
-from gatewaybed import GatewayBed, SsSampler  # noqa: E402
+from gatewaybed import GatewayBed, SsSampler, start_agent  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 HOSTS = 200
@@ -46,19 +44,14 @@ def bed(tmp_path_factory):
     b = GatewayBed(work / "bed", hosts=HOSTS)
     b.start()
     sock = work / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    agent = None
     try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            time.sleep(0.05)
-        subprocess.run(["ssh-add", "-q", str(b.client_key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
-                       check=True, capture_output=True)
+        agent = start_agent(b.client_key, sock)
         yield b, work, {"SSH_AUTH_SOCK": str(sock)}
     finally:
-        agent.terminate()
-        agent.wait(timeout=10)
+        if agent is not None:
+            agent.terminate()
+            agent.wait(timeout=10)
         b.stop()
 
 

@@ -13,7 +13,7 @@ from enos.ssh import jump
 from enos.ssh.client import ssh_config_value
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gatewaybed import GatewayBed, SsSampler  # noqa: E402
+from gatewaybed import GatewayBed, SsSampler, ssh_config  # noqa: E402
 
 pytestmark = [pytest.mark.root]
 
@@ -36,16 +36,7 @@ def test_parse_alias_and_render():
 
 
 def write_config(bed, path: Path, cdir: Path, port: int = 22) -> dict:
-    hosts = [Host(f"h{i}", ip, jump=f"root@{bed.gw_ip}:{port}") for i, ip in enumerate(bed.host_ips, 1)]
-    table = jump.jump_hosts(hosts)
-    lines = jump.render_blocks(table.values(), ssh_config_value)
-    for h in hosts:
-        lines += [f"Host {h.alias}", f"  HostName {h.address}", f"  ProxyCommand {jump.proxy_command(path, table[h.alias])}", ""]
-    lines += ["Host *", "  User root", f"  IdentityFile {bed.client_key}", "  IdentitiesOnly yes",
-              "  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null", "  BatchMode yes", "  LogLevel ERROR",
-              "  ControlMaster auto", f"  ControlPath {cdir}/%C", "  ControlPersist 60", "  ConnectTimeout 10", ""]
-    path.write_text("\n".join(lines))
-    return table
+    return ssh_config(bed, path, cdir, fanin=True, port=port)
 
 
 def close_all(cfg: Path, aliases):

@@ -110,27 +110,34 @@ def proxy_command(ssh_config: Path, jump: JumpHost) -> str:
     return f"ssh -F {shlex.quote(str(ssh_config)).replace('%', '%%')} -W %h:%p {jump.alias}"
 
 
-def jumps_in_config(ssh_config: Path) -> Dict[str, str]:
-    """Return {host alias: jump alias} as written in ``ssh_config`` (its ProxyCommand
-    lines naming an ``enos-jump-*`` alias); {} when unreadable."""
-    out: Dict[str, str] = {}
-    current: List[str] = []
+def _blocks(ssh_config: Path) -> List[tuple]:
+    """Return the ``Host`` blocks of ``ssh_config`` as (patterns, {lower-case key: value})
+    ([] when it cannot be read)."""
     try:
         lines = read_ssh_config(ssh_config).splitlines()
     except StateDamaged:
-        return {}
+        return []
+    blocks: List[tuple] = []
     for line in lines:
         parts = line.split(None, 1)
         if len(parts) != 2:
             continue
         key, value = parts[0].lower(), parts[1].strip()
         if key == "host":
-            current = value.split()
-        elif key == "proxycommand":
-            m = re.search(r"\s(enos-jump-[0-9a-f]+)\s*$", value)
-            if m:
-                for a in current:
-                    out[a] = m.group(1)
+            blocks.append((value.split(), {}))
+        elif blocks:
+            blocks[-1][1].setdefault(key, value)
+    return blocks
+
+
+def jumps_in_config(ssh_config: Path) -> Dict[str, str]:
+    """Return {host alias: jump alias} as written in ``ssh_config`` (its ProxyCommand
+    lines naming an ``enos-jump-*`` alias); {} when unreadable."""
+    out: Dict[str, str] = {}
+    for patterns, opts in _blocks(ssh_config):
+        m = re.search(r"\s(enos-jump-[0-9a-f]+)\s*$", opts.get("proxycommand", ""))
+        if m:
+            out.update({a: m.group(1) for a in patterns})
     return out
 
 
@@ -266,23 +273,8 @@ class Masters:
 
 def _jump_names(ssh_config: Path) -> Dict[str, str]:
     """Return {jump alias: "user@host:port"} from the ``enos-jump-*`` blocks of ``ssh_config``."""
-    out: Dict[str, Dict[str, str]] = {}
-    current: Optional[str] = None
-    try:
-        lines = Path(ssh_config).read_text().splitlines()
-    except OSError:
-        return {}
-    for line in lines:
-        parts = line.split(None, 1)
-        if len(parts) != 2:
-            continue
-        key, value = parts[0].lower(), parts[1].strip()
-        if key == "host":
-            current = value if value.startswith("enos-jump-") else None
-        elif current and key in ("hostname", "user", "port"):
-            out.setdefault(current, {})[key] = value
-    return {a: (f"{d['user']}@" if d.get("user") else "") + d.get("hostname", a) + f":{d.get('port', '22')}"
-            for a, d in out.items()}
+    return {p[0]: (f"{d['user']}@" if d.get("user") else "") + d.get("hostname", p[0]) + f":{d.get('port', '22')}"
+            for p, d in _blocks(ssh_config) if len(p) == 1 and p[0].startswith("enos-jump-")}
 
 
 def ensure_for(ssh_config: Path, host_aliases: Iterable[str], timeout: float = 30.0,
