@@ -58,3 +58,9 @@ def details(data: Dict[str, Any], indent: str = "") -> List[str]:
             cols = list(dict.fromkeys(c for rec in v for c in rec))
             out += table([[rec.get(c) for c in cols] for rec in v], [c.upper() for c in cols], indent + "  ")
     return out
+
+
+def local_iso(ts: float) -> str:
+    """Unix time ``ts`` as this machine's local time, ISO 8601 with its offset (seconds)."""
+    import datetime as _dt
+    return _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")

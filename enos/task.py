@@ -18,7 +18,6 @@ in this process, and only before anything was booked in it.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import errno
 import logging
 import os
@@ -34,6 +33,7 @@ from enos.errors import (DestroyIncomplete, EnosError, ProviderError, Reservatio
                          StateUnwritable, Unsupported, UsageError)
 from enos.model import Resources
 from enos.progress import NULL
+from enos.tables import local_iso
 from enos.provider.provider import Provider, ProviderContext
 from enos.state import (CURRENT, LOCK_FILE, STATE_FILE, Lock, MemoryJournal, State, claim_env_dir, now_iso,
                         previous_run_traces, recovery_hint, resolve_env, set_current)
@@ -346,15 +346,10 @@ def _choose_start(environment: "EnvDir", provider: Provider, at, progress) -> No
         if slot is None:
             raise ReservationUnavailable("no slot: the resources asked are never all free (more than exist?)")
         at = slot["start"]
-        progress.info(f"earliest slot: {now_iso_of(at)}")
+        progress.info(f"earliest slot: {local_iso(at)}")
     provider.ctx.start_at = float(at)
     environment.state.data["start_at"] = float(at)
     environment.state.save()
-
-
-def now_iso_of(ts: float) -> str:
-    """Unix time ``ts`` as local ISO 8601 with its offset (seconds)."""
-    return _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
 def find_slot(config_file: Union[str, Path, "Config"], walltime: Optional[str] = None,

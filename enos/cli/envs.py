@@ -420,9 +420,8 @@ def slot(args, g) -> int:
 
 
 def _slot_text(found: dict) -> list:
-    from enos.tables import details
-    from enos.task import now_iso_of
-    lines = [f"earliest start  {now_iso_of(found['start'])}", f"end             {now_iso_of(found['end'])}"]
+    from enos.tables import details, local_iso
+    lines = [f"earliest start  {local_iso(found['start'])}", f"end             {local_iso(found['end'])}"]
     rest = {k: v for k, v in found.items() if k not in ("start", "end")}
     return lines + (details(rest, indent="") if rest else []) + [
         "book it: enos up --at earliest (or --at the start above)"]
