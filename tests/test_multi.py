@@ -236,3 +236,25 @@ def test_up_at_the_common_slot_books_every_part_for_it(tmp_path, monkeypatch):
         assert srv.active_jobs("enos-run-") == []
     finally:
         srv.stop()
+
+
+@pytest.mark.root
+def test_sweep_by_the_env_run_id_finds_every_part(tmp_path, g5k, sshd_available):
+    """The env dir is gone: 'enos destroy --sweep --run-id R -f FILE' derives every part's
+    run id from R and sweeps each part that can (local namespaces, Grid'5000 jobs)."""
+    import shutil
+    srv, env = g5k
+    envdir = tmp_path / "env"
+    e = {**os.environ, **env, "ENOS_FAILPOINTS": "g5k.job_submitted=kill"}
+    p = subprocess.run([sys.executable, "-m", "enos", "up", "-f", "r.yaml", "--env", str(envdir)], cwd=tmp_path,
+                       env=e, capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    run = _run_id(envdir)
+    RUN_IDS.append(part_run_id(run, "local"))
+    deadline = time.time() + 30
+    while not leftovers(part_run_id(run, "local")) and time.time() < deadline:
+        time.sleep(0.1)
+    shutil.rmtree(envdir)
+    out = enos(tmp_path, "destroy", "--sweep", "--run-id", run, "-f", "r.yaml", env=env).stdout
+    assert "g5k: job" in out
+    assert srv.active_jobs() == [] and leftovers(part_run_id(run, "local")) == []
