@@ -4,11 +4,12 @@
 # instead of an import hook that costs ~20 ms at every interpreter start).
 #   scripts/setup.sh          what `enos up` of reservation.yaml.sample and `enos campaign`
 #                             (execo, matplotlib, Jinja2) need
-#   scripts/setup.sh --test   + every provider's libraries, the test tools, and what the
-#                             integration tests need (libvirtd, QEMU, mmdebstrap, a kernel,
-#                             headless Chromium for the campaign report test)
+#   scripts/setup.sh --test   + every provider's libraries, the test tools, the docs tools,
+#                             and what the integration tests need (libvirtd, QEMU,
+#                             mmdebstrap, a kernel, headless Chromium for the HTML tests)
+#   scripts/setup.sh --docs   what scripts/docs.sh needs (Sphinx, MyST, the theme)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$(readlink -f "$0")")/.."   # the checkout this script belongs to, even through a symlink
 mode=${1:-}
 
 core_pkgs=(openssh-server openssh-client iproute2 util-linux python3 python3-venv)
@@ -49,7 +50,9 @@ stamp=.venv/.enos-installed$mode
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   if [ "$mode" = "--test" ]; then
-    .venv/bin/python -m pip install -q -e '.[all,test]' --config-settings editable_mode=compat
+    .venv/bin/python -m pip install -q -e '.[all,test,docs]' --config-settings editable_mode=compat
+  elif [ "$mode" = "--docs" ]; then
+    .venv/bin/python -m pip install -q -e '.[campaign,docs]' --config-settings editable_mode=compat
   else
     .venv/bin/python -m pip install -q -e '.[campaign]' --config-settings editable_mode=compat
   fi

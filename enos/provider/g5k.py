@@ -74,6 +74,7 @@ class G5k(Provider):
     capabilities = frozenset({RESERVE, DESTROY, IP_POOL, DEPLOY_OS, EXTEND_WALLTIME,
                               ADVANCE_RESERVATION, SWEEP})
     machine_schema = _MACHINE
+    defaults = DEFAULTS
     schema = {
         "type": "object",
         "properties": {

@@ -119,6 +119,9 @@ class Provider:
     #: are this machine's): provisioning then bounds what it keeps alive per host
     #: (Mitogen's interpreters, ~30 MB each: enos.provision.choose_strategy)
     hosts_share_this_machine: ClassVar[bool] = False
+    #: defaults the provider applies itself to keys of its ``provider:`` section that its
+    #: schema gives no ``default`` for (shown by the reservation reference of the docs)
+    defaults: ClassVar[dict] = {}
 
     def __init__(self, ctx: ProviderContext):
         self.ctx = ctx

@@ -1,0 +1,35 @@
+"""Sphinx configuration of the enos site (``bash scripts/docs.sh`` builds it with -W)."""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "_ext"))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import enos  # noqa: E402
+
+project = "enos"
+author = "the enos developers"
+copyright = "the enos developers, GPL-3.0-or-later"
+version = release = enos.__version__
+
+extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "enosdocs"]
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+root_doc = "index"
+exclude_patterns = ["_build", "_generated", "**/.ipynb_checkpoints"]
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+suppress_warnings = []
+
+# offline: nothing fetched at build time, nothing fetched by the pages
+html_theme = "furo"
+html_title = f"enos {release}"
+html_static_path = []
+html_show_sourcelink = False
+html_copy_source = False
+html_theme_options = {"navigation_with_keys": True}
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": True}
+napoleon_google_docstring = False
