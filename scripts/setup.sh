@@ -47,7 +47,10 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 stamp=.venv/.enos-installed$mode
-if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
+fresh() { [ -f "$1" ] && [ ! setup.cfg -nt "$1" ]; }
+# --test installs a superset of the other modes: its fresh stamp satisfies them (and a
+# second pip run would need the package index, which the tests' network guard refuses)
+if ! fresh "$stamp" && ! fresh .venv/.enos-installed--test; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   if [ "$mode" = "--test" ]; then
     .venv/bin/python -m pip install -q -e '.[all,test,docs]' --config-settings editable_mode=compat

@@ -143,7 +143,7 @@ class LoopbackProvider(Provider):
         """Stop every sshd the journal lists and remove its files; idempotent. Raises
         DestroyIncomplete listing the sshds that would not stop."""
         entries = (self.ctx.journal.get(JOURNAL_KEY) or {}).get("hosts", [])
-        left = []
+        left = process.end_pids([e["pid"] for e in entries if self._alive(e)])
         if left:
             raise DestroyIncomplete([f"sshd pid {p}" for p in left])
         for e in entries:
