@@ -68,6 +68,11 @@ def block_env(w: Path) -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{w / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env.pop("ENOS_FAILPOINTS", None)
+    # no Grid'5000 credentials, whatever this machine has: a g5k block then stops at the
+    # credentials and never calls the real API
+    for k in ("G5K_USERNAME", "G5K_PASSWORD", "G5K_API_URL"):
+        env.pop(k, None)
+    env["G5K_CREDENTIALS_FILE"] = str(w / "no-grid5000-credentials.yaml")
     return env
 
 
