@@ -37,6 +37,10 @@ CORE_KEYS = {
     "provider": ("the provider type, or a mapping `{type: TYPE, ...}` with the provider's keys "
                  "(see the provider's table below)", "text or mapping", "local",
                  "{type: g5k, walltime: '02:00:00'}"),
+    "providers": ("several testbeds in one environment: a list of provider blocks, each "
+                  "`{type: TYPE, name: NAME, resources: ..., <the provider's keys>}`; instead of "
+                  "`provider` (see *providers* above)", "list of mapping", None,
+                  "[{type: local, resources: {machines: {client: 2}}}]"),
     "resources": ("the machines: compact `{LABEL: {ROLE: COUNT}}`, a static list `{ROLE: [{address: ...}]}` "
                   "or explicit `{machines: [...], networks: [...]}` (see *resources* above)", "mapping",
                   None, "{local: {control: 1, compute: 2}}"),
@@ -391,7 +395,7 @@ def core_reference(problems: Problems) -> str:
             problems.append(f"reservation: top-level key '{key}' is not described in docs/_ext/enosdocs.py")
             continue
         meaning, typ, default, example = CORE_KEYS[key]
-        rows.append([code(key), typ, "yes" if key == "provider" else "", code(default) if default else "—",
+        rows.append([code(key), typ, "one of the two" if key in ("provider", "providers") else "", code(default) if default else "—",
                      code(example), meaning])
     for key in CORE_KEYS:
         if key not in KNOWN_KEYS:
