@@ -65,6 +65,7 @@ def test_what_is_in_the_archive(archived):
     assert set(facts["hosts"]) == {"server-1", "client-1"}, list(facts)
     record = json.loads(files["env/provider.json"])
     assert record["provider"] == "local" and record["journal"]["local"]["hosts"]
+    assert set(record["record"]["info"]["hosts"]) == {"server-1", "client-1"}, record
     assert json.loads(files["env/state.json"])["run_id"] == archived["env"].run_id
     freeze = files["software/pip-freeze.txt"].decode()
     assert "ansible-core==" in freeze and "PyYAML==" in freeze

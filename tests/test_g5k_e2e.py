@@ -202,3 +202,28 @@ class TestG5kConformance(ConformanceSuite):
     def leftovers(self, run_id):
         return [f"job {j['uid']} ({j['name']}) on {j['site']}: {j['state']}"
                 for j in self._server.active_jobs(run_id)]
+
+
+def test_archive_records_the_jobs_and_the_apis_description_of_their_nodes(testbed, tmp_path):
+    """``enos archive`` of a Grid'5000 env: each job (site, uid, nodes) and each node's
+    Reference API description are in the provider record; the password is nowhere."""
+    import tarfile
+    env_dir = tmp_path / "env"
+    res = g5k_yaml(tmp_path / "reservation.yaml", testbed)
+    enos(tmp_path, "up", "-f", str(res), "--env", str(env_dir), "--no-provision", env=testbed["env"])
+    try:
+        enos(tmp_path, "archive", "--env", str(env_dir), "-o", str(tmp_path / "g5k.tar.gz"), env=testbed["env"])
+        with tarfile.open(tmp_path / "g5k.tar.gz") as tar:
+            files = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        rec = json.loads(files["env/provider.json"])["record"]
+        jobs = {j["site"]: j for j in rec["jobs"]}
+        assert sorted(jobs) == ["nancy", "rennes"] and all(j["uid"] and j["state"] == "running" for j in jobs.values())
+        assert sorted(n for j in jobs.values() for n in j["assigned_nodes"]) == sorted(NODES)
+        for fqdn in NODES:
+            node = rec["nodes"][fqdn]
+            assert node["uid"] == fqdn.split(".")[0] and node.get("network_adapters"), node.keys()
+        assert not any(PASSWORD.encode() in data for data in files.values())
+        check = enos(tmp_path, "archive", "--check", str(tmp_path / "g5k.tar.gz"))
+        assert " ok — " in check.stdout, check.stdout
+    finally:
+        enos(tmp_path, "destroy", "--env", str(env_dir), env=testbed["env"])

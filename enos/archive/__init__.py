@@ -28,7 +28,9 @@ from enos.errors import EnosError, UsageError
 from enos.archive.collect import Bundle, add_campaign, add_env, env_dir_of, pip_freeze, versions
 from enos.archive.manifest import MANIFEST, SUMS, Manifest, verify
 from enos.campaign.file import Campaign, load_campaign
-from enos.campaign.report import report
+from enos.campaign.report import build
+from enos.campaign.report_html import ARCHIVE_MANIFEST, write_html
+from enos.state import atomic_write
 
 
 class ArchiveInvalid(EnosError):
@@ -55,12 +57,12 @@ def create(output, env: Optional[str] = None, campaign=None, results=None):
     meta.update(enos=soft["enos"], python=soft["python"], ansible_core=soft.get("ansible-core"))
     bundle.add("software/versions.json", json.dumps(soft, indent=2))
     bundle.add("software/pip-freeze.txt", pip_freeze())
-    camp = res_dir = None
+    camp = res_dir = built = None
     if campaign is not None:
         camp = campaign if isinstance(campaign, Campaign) else load_campaign(campaign)
         res_dir = Path(results or camp.default_results()).absolute()
         if (res_dir / "runs").is_dir():
-            report(camp, res_dir)
+            built = build(camp, res_dir)          # results.csv and figures, as of now
         meta["campaign"] = add_campaign(bundle, camp, res_dir)
     env_dir = None
     if env is not None:
@@ -71,11 +73,26 @@ def create(output, env: Optional[str] = None, campaign=None, results=None):
         env_dir = env_dir_of(res_dir / "env")
     if env_dir is not None:
         meta["env"] = add_env(bundle, env_dir)
+    meta["archive"] = Path(output).name
     man = Manifest(meta=meta)
     for path, data in bundle.files.items():
         man.add(path, data)
+    if built is not None:         # the report, last: it shows the manifest of everything else
+        _add_report(bundle, man, camp, res_dir, built)
     _write(Path(output), man, bundle, MANIFEST, SUMS)
     return man
+
+
+def _add_report(bundle, man, camp, res_dir: Path, built) -> None:
+    """Write ``archive-manifest.json`` and report.html in the results dir, then add both
+    to the archive and its manifest."""
+    rows, problems, drawn = built
+    atomic_write(res_dir / ARCHIVE_MANIFEST, man.to_json(), mode=0o644)
+    write_html(camp, res_dir, rows, drawn, res_dir / "report.html", problems)
+    for name in (ARCHIVE_MANIFEST, "report.html"):
+        data = (res_dir / name).read_bytes()
+        bundle.add(f"results/{name}", data)
+        man.add(f"results/{name}", data)
 
 
 def _write(output: Path, man, bundle, manifest_name: str, sums_name: str) -> None:

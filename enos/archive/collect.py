@@ -11,12 +11,14 @@ from typing import Dict, Iterable, Optional
 
 import enos
 from enos.campaign.provenance import referenced_files
+from enos.task import EnvDir
 
 #: env-dir entries never archived: the private key, locks, Ansible's scratch, children
 ENV_SKIP = ("ssh", "ansible", "children", ".lock", "lock", "known_hosts", "ssh_config")
 #: results-dir entries never archived: the campaign's env (archived as an env), execo's
-#: pickles, the lock
-RESULTS_SKIP = ("env", "sweep", ".lock")
+#: pickles, the lock; the report and the archive manifest are added last (the report
+#: shows the manifest)
+RESULTS_SKIP = ("env", "sweep", ".lock", "report.html", "archive-manifest.json")
 MAX_FILE = 512 * 1024 * 1024
 
 
@@ -119,15 +121,16 @@ def add_env(bundle: Bundle, env_dir: Path, prefix: str = "env") -> dict:
 
 
 def provider_record(env_dir: Path, state: dict) -> dict:
-    """Return what the provider recorded of what it booked (its journal) and what it
-    says about it (``info``, ``provenance`` when it has one), for someone to redo it."""
+    """Return what the provider recorded of what it booked (its journal) and what it says
+    about it (:meth:`~enos.provider.provider.Provider.record`: e.g. Grid'5000 jobs and the
+    API's description of their nodes, a libvirt image's hash, a Vagrant box), for someone
+    to book the same again. A provider that cannot answer leaves its error written down."""
     out = {"provider": state.get("provider"), "journal": state.get("journal") or {},
            "resources": state.get("resources")}
     try:
-        env = enos.load(env_dir, quiet=True)
-        out["info"] = env.info()
+        out["record"] = EnvDir.open(str(env_dir)).open_provider().record()
     except Exception as e:       # a destroyed or unreadable env still has its journal
-        out["info_error"] = str(e)
+        out["record_error"] = f"{type(e).__name__}: {e}"
     return out
 
 

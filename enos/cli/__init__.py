@@ -23,6 +23,7 @@ Commands:
               groups), remove them (--reset) or measure them (--test)
   build       build a base image for a provider (e.g. enos build libvirt)
   campaign    run a benchmark campaign (a resumable parameter sweep), see its status, report it
+  archive     one tar.gz to check and redo an experiment (files, versions, results, manifest)
 
 Options:
   -v, --verbose  more logs, and a traceback on errors; -vv for debug logs
@@ -57,7 +58,7 @@ from enos import __version__
 
 #: the order of 'enos --help'
 ORDER = ("up", "destroy", "info", "validate", "new", "check", "inventory", "ssh", "run", "backup", "extend",
-         "slot", "build", "tc", "campaign")
+         "slot", "build", "tc", "campaign", "archive")
 _TABLE: tuple[dict[str, str], dict[str, Callable]] | None = None
 
 
@@ -66,10 +67,10 @@ def _table() -> tuple[dict[str, str], dict[str, Callable]]:
     command; each command module keeps its usage text beside its function."""
     global _TABLE
     if _TABLE is None:
-        from enos.cli import campaigns, envs, hosts
+        from enos.cli import archives, campaigns, envs, hosts
         docs: dict[str, str] = {}
         fns: dict[str, Callable] = {}
-        for module in (envs, hosts, campaigns):
+        for module in (envs, hosts, campaigns, archives):
             for name, (doc, fn) in module.COMMANDS.items():
                 docs[name], fns[name] = doc, fn
         _TABLE = ({k: docs[k] for k in ORDER}, {k: fns[k] for k in ORDER})

@@ -146,6 +146,15 @@ class Api:
         return self.call(f"list clusters of {site}",
                          lambda gk: [c.uid for c in ClusterManager(gk, parent=_Parent(site)).list()])
 
+    def node(self, site: str, cluster: str, uid: str) -> Dict[str, Any]:
+        """Return the Reference API's description of node ``uid`` (its hardware, network
+        adapters, ... as the API serves it)."""
+        from grid5000.objects import NodeManager
+        parent = _Parent(site)
+        parent.uid = cluster                  # NodeManager reads the cluster from the parent's uid
+        return self.call(f"get node {uid} of {site}/{cluster}",
+                         lambda gk: NodeManager(gk, parent=parent)[uid].to_dict())
+
     def dns(self, site: str) -> Optional[str]:
         """Return the site's DNS server address (None if the API does not say)."""
         from grid5000.objects import ServerManager

@@ -197,6 +197,15 @@ def recipe(kernel_version: Optional[str] = None, mirror: Optional[str] = None) -
             "size_mb": IMAGE_SIZE_MB}
 
 
+def file_sha256(path: Path) -> str:
+    """Return the hex SHA-256 of the file ``path`` (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def recipe_hash(rec: dict) -> str:
     """Return the 12-hex-digit hash naming the image built from ``rec``."""
     return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:12]

@@ -19,6 +19,7 @@ from typing import Any, List, Optional
 
 from enos import failpoint, names
 from enos.g5k import advance, deploy, jobs, networks, plan, resources, reuse
+from enos.g5k import record as g5k_record
 from enos.g5k.diagnose import checks
 from enos.g5k.session import DEFAULT_GATEWAY, DEFAULTS, Session  # noqa: F401 (re-exported)
 from enos.errors import UsageError
@@ -266,6 +267,11 @@ resources:
         if rows:
             out["networks"] = rows
         return out
+
+    def record(self) -> dict:
+        """Return the jobs (site, uid, state, walltime, nodes), each node's Reference API
+        description and the deployed environment (see :mod:`enos.g5k.record`)."""
+        return g5k_record.record(self.g5k)
 
     def check(self) -> List[Check]:
         """Return checks: credentials readable, accepted by the API, SSH key present,

@@ -342,6 +342,26 @@ class LibvirtProvider(Provider):
                                  "virtualisation"))
         return out
 
+    def record(self) -> dict:
+        """Return :meth:`info` and the base image the VMs were made from: its files, the
+        disk's SHA-256 and its build manifest (what it was built from)."""
+        out: Dict[str, Any] = {"info": self.info()}
+        try:
+            files = self.session.image_files()
+        except EnosError as e:
+            out["image_error"] = str(e)
+            return out
+        out["image"] = {k: str(v) for k, v in files.items() if v}
+        disk = files.get("disk")
+        if disk:
+            out["image"]["disk_sha256"] = image.file_sha256(Path(disk))
+        if files.get("manifest"):
+            try:
+                out["image"]["manifest"] = json.loads(Path(files["manifest"]).read_text())
+            except (OSError, ValueError) as e:
+                out["image"]["manifest_error"] = str(e)
+        return out
+
     def info(self) -> dict:
         """Return per-VM domain state, address and console log, and the domain type."""
         rec = self.session.journal()

@@ -169,6 +169,13 @@ class Provider:
         nothing. Raises Unsupported unless ``advance_reservation`` is declared."""
         raise Unsupported(f"provider '{self.type}' cannot look for a slot")
 
+    def record(self) -> dict:
+        """Return what someone needs to book the same resources again, for ``enos archive``
+        (e.g. Grid'5000 job ids, node uids and the API's description of those nodes, the
+        deployed environment; a libvirt base image and its hash; a Vagrant box and its
+        version). JSON-serialisable; never a secret. Default: :meth:`info`."""
+        return {"info": self.info()}
+
     @classmethod
     def validate(cls, config: "Config") -> None:
         """Semantic checks beyond the JSON schemas (e.g. a key needed by this provider).

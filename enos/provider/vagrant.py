@@ -320,6 +320,18 @@ class VagrantProvider(Provider):
         VirtualBox), the box, and for libvirt libvirtd and virtlogd. Books nothing."""
         return checks(self.opts, DEFAULT_BOX)
 
+    def record(self) -> dict:
+        """Return :meth:`info`, the box (name, and enos' build manifest of it: the image
+        and recipe it was built from) and the Vagrantfile enos wrote."""
+        out = {"info": self.info()}
+        rec = self._journal()
+        if rec:
+            out["box"] = {"name": rec["box"], "manifest": box_manifest(rec["box"])}
+            vf = Path(rec["dir"]) / "Vagrantfile"
+            if vf.is_file():
+                out["vagrantfile"] = vf.read_text()
+        return out
+
     def info(self) -> dict:
         """Return the Vagrant directory, backend, box and per-machine addresses."""
         rec = self._journal()
