@@ -150,6 +150,18 @@ class CampaignFailed(EnosError):
     """A campaign ended with failed runs (``--stop-on-error`` stops at the first)."""
 
 
+class CampaignChanged(ConfigError):
+    """The campaign file defines its runs differently from the finished runs of its results
+    directory (a step, the setup, the network constraints, the reservation or a file they
+    name changed): mixing them would lie. ``changes`` lists (key path, text), ``stale`` the
+    runs made with the other definition. Exit 2."""
+
+    def __init__(self, message: str, file: Optional[str], line: Optional[int], keypath: Optional[str],
+                 changes: Sequence[tuple], stale: Sequence[dict]):
+        self.changes, self.stale = list(changes), list(stale)
+        super().__init__(message, file=file, line=line, keypath=keypath)
+
+
 # --- testbed side ---------------------------------------------------------------------
 
 class AuthError(EnosError):

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Union
 
 from enos.errors import NoEnvironment, StateDamaged, StateError, StateLocked, StateUnwritable, UnreadableFile
 
@@ -104,13 +104,14 @@ def read_bounded(file, limit: int, what: str = "file", partial: bool = False) ->
         os.close(fd)
 
 
-def atomic_write(path: Path, data: str, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, rename,
-    fsync of the dir). A crash leaves either the old or the new content, never a mix."""
+def atomic_write(path: Path, data: Union[str, bytes], mode: int = 0o600) -> None:
+    """Write ``data`` (text or bytes) to ``path`` atomically (temp file in the same dir,
+    fsync, rename, fsync of the dir). A crash leaves either the old or the new content,
+    never a mix."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -573,9 +574,14 @@ class MemoryJournal(Journal):
 
 def claim_env_dir(base: Path) -> Path:
     """Create and return a new ``<base>/enos_<UTC stamp>[-N]`` dir. ``mkdir`` is the claim:
-    two enos starting in one second get two dirs (the second one a ``-2`` suffix).
-    Raises StateUnwritable when ``base`` is not writable."""
+    two enos starting in one second get two dirs (the second one a ``-2`` suffix). A
+    missing ``base`` is created (``enos.up(..., base="runs/today")`` from a notebook).
+    Raises StateUnwritable when ``base`` cannot be created or written."""
     base = Path(base)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StateUnwritable(str(base), e) from None
     stamp = utc_stamp()
     for n in range(1, 10000):
         d = base / (f"enos_{stamp}" if n == 1 else f"enos_{stamp}-{n}")

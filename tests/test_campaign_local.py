@@ -143,10 +143,12 @@ def test_results_csv_has_one_row_per_run_metric_and_host(campaign):
     d = campaign["dir"] / "camp.results"
     with open(d / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["size", "mode", "repeat", "host", "metric", "value"]
+    assert list(rows[0]) == ["size", "mode", "repeat", "host", "role", "metric", "value", "unit"]
     metrics = {r["metric"] for r in rows}
     assert {"score", "half", "monitor_cpu_percent", "monitor_mem_used_mib", "monitor_net_rx_bytes",
-            "monitor_net_tx_bytes"} <= metrics
+            "monitor_net_tx_bytes", "monitor_disk_read_bytes", "monitor_disk_write_bytes",
+            "monitor_cpu_busy_seconds"} <= metrics
+    assert {r["role"] for r in rows} == {"worker"}
     hosts = {r["host"] for r in rows}
     assert len(hosts) == 2
     for metric in metrics:
@@ -169,7 +171,13 @@ def test_results_csv_has_one_row_per_run_metric_and_host(campaign):
     assert [s["name"] for s in timing["steps"]] == ["step 1", "step 2"] and timing["duration"] > 2
     with open(run / "monitor.csv", newline="") as f:
         mon = list(csv.DictReader(f))
-    assert {m["host"] for m in mon} == hosts and all(0 <= float(m["cpu_percent"]) <= 100 for m in mon)
+    assert {m["host"] for m in mon} == hosts
+    assert all(0 <= float(m["cpu_percent"]) <= 100 for m in mon if m["kind"] != "start")
+    totals = json.loads((run / "monitor.json").read_text())["totals"]
+    for h in hosts:                   # one sample at the start and one at the end of every run
+        mine = [m for m in mon if m["host"] == h]
+        assert mine[0]["kind"] == "start" and mine[-1]["kind"] == "end"
+        assert int(mine[-1]["net_tx_bytes"]) == totals[h]["net_tx_bytes"] > 0
 
 
 def _png_ok(path: Path):
@@ -184,9 +192,9 @@ def _png_ok(path: Path):
 def test_figures_are_valid_pngs_with_the_expected_names(campaign):
     figdir = campaign["dir"] / "camp.results" / "figures"
     names = {p.name for p in figdir.glob("*.png")}
-    expected = {f"{m}-vs-{p}.png" for m in ("score", "half", "monitor_cpu_percent", "monitor_mem_used_mib",
-                                             "monitor_net_rx_bytes", "monitor_net_tx_bytes")
-                for p in ("size", "mode")}
+    # the default set: one per metric, x the first varied parameter, hue the second
+    expected = {f"{m}-vs-size.png" for m in ("score", "half", "monitor_cpu_percent", "monitor_mem_used_mib",
+                                             "monitor_net_rx_bytes", "monitor_net_tx_bytes")}
     assert names == expected
     for n in names:
         _png_ok(figdir / n)
@@ -235,6 +243,10 @@ def test_report_in_headless_chromium(campaign, tmp_path):
     probe = json.loads(m.group(1).replace("&quot;", '"'))
     assert probe["images"] == probe["loaded"] == probe["inline"] == n_figures, probe
     assert probe["fetched"] == [], probe          # every figure is inline: nothing was fetched
+    import enos as enos_pkg
+    for words in ("Report made 20", f"by enos {enos_pkg.__version__}", "Provenance", "Scripts and files",
+                  "the default set (no figures: section)", "Archive"):
+        assert words in p.stdout, words               # as the browser built the page
     shot = tmp_path / "shot.png"
     p = _chromium([f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri()], tmp_path, "shot")
     assert shot.exists(), p.stderr[-2000:]
@@ -307,7 +319,28 @@ def test_iperf_example_throughput_within_its_rate_limits(tmp_path):
         table.setdefault((r["rate"], r["clients"]), []).append(value)
     summary = {f"{k[0]} x{k[1]}": [round(v, 2) for v in vs] for k, vs in table.items()}
     print(f"iperf example: {elapsed:.0f}s; {json.dumps(summary)}")
-    assert (results / "figures" / "throughput_mbps-vs-rate.png").exists()
+    # the figures chosen in its 'figures:' section
+    assert sorted(p.name for p in (results / "figures").glob("*.png")) == ["bytes-sent-by-role.png", "throughput.png"]
+    for png in (results / "figures").glob("*.png"):
+        _png_ok(png)
+    print(f"FIGURE chosen with figures: {results / 'figures' / 'throughput.png'}")
+    # one archive of it all, checked, whose manifest the report shows
+    out = tmp_path / "iperf-campaign.tar.gz"
+    enos(tmp_path, "archive", "--campaign", str(example), "--results", str(results), "-o", str(out))
+    check = enos(tmp_path, "archive", "--check", str(out))
+    assert " ok — " in check.stdout, check.stdout
+    import tarfile
+    with tarfile.open(out) as tar:
+        files = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    manifest = json.loads(files["MANIFEST.json"])
+    for name in ("campaign/campaign.yaml", "campaign/files/setup.yml", "campaign/files/reservation.yaml",
+                 "env/state.json", "env/provider.json", "env/facts.json", "results/results.csv",
+                 "results/figures/throughput.png", "results/report.html", "software/pip-freeze.txt"):
+        assert name in manifest["files"], name
+    report = files["results/report.html"].decode()
+    assert manifest["files"]["results/results.csv"]["sha256"] in report       # the report shows the manifest
+    assert f"by enos {manifest['meta']['enos']}" in report and "Report made 20" in report
+    print("FIGURE manifest of the iperf example's archive:\n" + json.dumps(manifest, indent=1)[:6000])
 
 
 SLOW = """\

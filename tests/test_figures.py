@@ -67,7 +67,7 @@ def test_two_figures_into_one_file_are_refused():
 
 def test_default_figures_follow_the_parameter_types():
     specs = figures.defaults(PARAMS, ["thr"], monitor=True)
-    assert [s.file_name for s in specs] == ["thr-vs-rate.png"] + [f"{m}-vs-rate.png" for m in figures.MONITOR_METRICS]
+    assert [s.file_name for s in specs] == ["thr-vs-rate.png"] + [f"{m}-vs-rate.png" for m in figures.DEFAULT_MONITOR]
     thr = specs[0]
     assert (thr.kind, thr.hue, thr.col, thr.logx) == ("line", "clients", "codec", True)   # 10 → 1000 mbit: log
     assert all(s.hue == "role" for s in specs[1:])           # senders never averaged with sinks

@@ -6,6 +6,8 @@ Python API::
     import enos.campaign
     enos.campaign.run("campaign.yaml")                      # or a dict
     enos.campaign.report("campaign.yaml")
+    df = enos.campaign.results("campaign.yaml")             # a pandas DataFrame of every value
+    enos.campaign.validate("campaign.yaml")                 # what 'run' checks before booking
     for params in enos.campaign.sweep({"size": [1, 2]}, results="out", repeat=3):
         ...   # done when the body completes; redone if the script dies inside it
 
@@ -17,12 +19,28 @@ from typing import Any, Dict, Iterator, List, Optional
 
 
 def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = False,
-        destroy: bool = False, progress=None) -> Dict[str, Any]:
+        destroy: bool = False, progress=None, rerun_changed: bool = False) -> Dict[str, Any]:
     """Run a campaign (file path or dict) to its end, resuming where it stopped; return
-    its counts (see :func:`enos.campaign.runner.run`)."""
+    its counts (see :func:`enos.campaign.runner.run`). Raises CampaignChanged when finished
+    runs were made with another definition, unless ``rerun_changed``."""
     from enos.campaign.runner import run as _run
     return _run(source, results=results, env=env, stop_on_error=stop_on_error, destroy=destroy,
-                progress=progress)
+                progress=progress, rerun_changed=rerun_changed)
+
+
+def validate(source) -> Dict[str, Any]:
+    """Check a campaign as ``run`` does before booking anything; return a summary (see
+    :func:`enos.campaign.runner.validate`). Raises ConfigError."""
+    from enos.campaign.runner import validate as _validate
+    return _validate(source)
+
+
+def results(source, results=None):
+    """Return every value of a campaign's runs (columns: the parameters, repeat, host,
+    role, metric, value, unit) as a pandas DataFrame, read again from the runs (see
+    :func:`enos.campaign.report.results_frame`). Raises MissingDependency without pandas."""
+    from enos.campaign.report import results_frame
+    return results_frame(source, results=results)
 
 
 def report(source, results=None) -> Dict[str, Any]:

@@ -39,8 +39,15 @@ KINDS = ("line", "bar", "box", "scatter")
 SPREADS = ("hosts", "std", "none")
 #: row fields besides the parameters a figure may use as x, hue, facets or filter
 EXTRA_FIELDS = ("repeat", "host", "role")
-#: the monitor's metrics, in the order of their default figures
-MONITOR_METRICS = ("monitor_net_tx_bytes", "monitor_net_rx_bytes", "monitor_cpu_percent", "monitor_mem_used_mib")
+#: the monitor's metrics (one per run and host: exact totals, CPU % over the run, memory peak)
+MONITOR_METRICS = ("monitor_net_tx_bytes", "monitor_net_rx_bytes", "monitor_cpu_percent", "monitor_mem_used_mib",
+                   "monitor_disk_read_bytes", "monitor_disk_write_bytes", "monitor_cpu_busy_seconds")
+#: those with a default figure
+DEFAULT_MONITOR = MONITOR_METRICS[:4]
+#: their units
+MONITOR_UNITS = {"monitor_net_tx_bytes": "B", "monitor_net_rx_bytes": "B", "monitor_cpu_percent": "%",
+                 "monitor_mem_used_mib": "MiB", "monitor_disk_read_bytes": "B", "monitor_disk_write_bytes": "B",
+                 "monitor_cpu_busy_seconds": "s"}
 
 _FIELD = {"type": "string", "minLength": 1, "x-expected": "a parameter name, or repeat, host or role"}
 _SCALAR = {"type": ["string", "number", "boolean"]}
@@ -154,7 +161,7 @@ def defaults(parameters: Dict[str, List[Any]], metrics: Sequence[str], monitor: 
     row = varied[3] if len(varied) > 3 else None
     out = [FigureSpec(y=m, x=x, hue=hue, col=col, row=row, kind=kind, logx=logx) for m in metrics]
     if monitor:
-        out += [FigureSpec(y=m, x=x, hue="role", col=hue, kind=kind, logx=logx) for m in MONITOR_METRICS]
+        out += [FigureSpec(y=m, x=x, hue="role", col=hue, kind=kind, logx=logx) for m in DEFAULT_MONITOR]
     return out
 
 

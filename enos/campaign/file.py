@@ -32,7 +32,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from enos.campaign import templates
+from enos.campaign import figures, templates
+from enos.campaign.figures import FigureSpec
 from enos.errors import ConfigError
 from enos.experiment.sweep import combination_id
 from enos.reservation.config import decode_text, read_bounded
@@ -82,9 +83,11 @@ _METRIC = {"type": "object", "minProperties": 1,
                                     "x-expected": "a regular expression with one group"},
                           "python": {"type": "string", "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
                                      "x-expected": "'module:function'"},
-                          "scale": _SCALE, "from": _FROM},
+                          "scale": _SCALE, "from": _FROM,
+                          "unit": {"type": "string", "minLength": 1, "maxLength": 40,
+                                   "x-expected": "the unit of the value, shown on the figures' axes (e.g. Mbit/s)"}},
            "additionalProperties": False,
-           "x-expected": "a mapping with one of json, regex or python (and optionally scale, from)"}
+           "x-expected": "a mapping with one of json, regex or python (and optionally scale, from, unit)"}
 SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -135,6 +138,7 @@ SCHEMA = {
                                       "x-expected": "a metric name (letters, digits, '_', '.', '-')"},
                     "x-expected": "a mapping of metric name → extractor"},
         "monitor": {"type": "boolean", "default": False},
+        "figures": figures.SCHEMA,
     },
 }
 
@@ -162,6 +166,7 @@ class Metric:
     expr: str
     scale: float = 1.0
     source: str = "stdout"
+    unit: str = ""
 
 
 @dataclass
@@ -183,6 +188,7 @@ class Campaign:
     name: str = ""
     raw: dict = field(default_factory=dict)
     positions: dict = field(default_factory=dict)
+    figures: Optional[List[FigureSpec]] = None      # None: the default set
     _combinations: Optional[List[Dict[str, Any]]] = field(default=None, repr=False, compare=False)
 
     def combinations(self) -> List[Dict[str, Any]]:
@@ -297,6 +303,9 @@ class _Checker:
                         network_constraints=data.get("network_constraints"), monitor=data["monitor"],
                         reservation=reservation, name=data.get("name") or "", raw=data,
                         positions=self.positions)
+        if "figures" in data:
+            camp.figures = figures.check(data["figures"], params, [m.name for m in metrics], camp.monitor,
+                                         self.err)
         self._templates(camp)
         self._render_all(camp)
         return camp
@@ -390,7 +399,8 @@ class _Checker:
                                f"nothing collects '{source}'; collected: {', '.join(sorted(sources))}")
             if source == "stdout" and not collects_stdout:
                 raise self.err(("metrics", name), "no step collects its stdout (add 'collect: stdout' to a step)")
-            out.append(Metric(name=name, kind=kind, expr=expr, scale=float(m.get("scale", 1.0)), source=source))
+            out.append(Metric(name=name, kind=kind, expr=expr, scale=float(m.get("scale", 1.0)), source=source,
+                              unit=m.get("unit", "")))
         return out
 
     def _python_metric(self, expr: str, path) -> None:

@@ -43,25 +43,51 @@ def _step(s) -> dict:
             "extra_vars": s.extra_vars, "collect_stdout": s.collect_stdout, "collect_files": s.collect_files}
 
 
+#: programs whose first non-option argument is the script they run
+INTERPRETERS = {"sh", "bash", "dash", "zsh", "ksh", "python", "python3", "perl", "ruby", "Rscript", "node",
+                "php", "lua", "tclsh", "awk", "gawk", "source", "."}
+
+
+def _called_scripts(command: str) -> List[str]:
+    """Return the words of ``command`` that name a script it runs: each simple command's
+    program, or the first argument of an interpreter (``sh x.sh``, ``python3 -u y.py``),
+    Jinja2 parts left out. Files the command only reads or writes are not scripts."""
+    text = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", " ", command or "")
+    out = []
+    for part in re.split(r"&&|\|\||[;|&\n()]", text):
+        try:
+            words = shlex.split(part, comments=True)
+        except ValueError:
+            words = part.split()
+        words = [w for w in words if "=" not in w.split("/")[0]] if words and "=" in words[0] else words
+        if not words:
+            continue
+        prog = words[0]
+        if os.path.basename(prog) in INTERPRETERS or prog in ("sudo", "env", "nohup", "exec", "timeout"):
+            rest = [w for w in words[1:] if not w.startswith("-") and not w.replace(".", "").isdigit()]
+            if rest and os.path.basename(prog) in INTERPRETERS:
+                out.append(rest[0])
+            elif rest:
+                out += _called_scripts(" ".join(shlex.quote(w) for w in rest))
+        else:
+            out.append(prog)
+    return out
+
+
 def referenced_files(camp) -> List[Path]:
-    """Return the files of the campaign's directory that it names: words of the setup and
-    step commands that are existing files (relative to the campaign file, Jinja2 parts
-    left out), the setup playbooks, the metrics' Python modules, the reservation file."""
+    """Return the files of the campaign's directory that it names: the scripts its setup
+    and step commands run (their program, or an interpreter's script argument; relative
+    to the campaign file), the setup playbooks, the metrics' Python modules, the
+    reservation file."""
     base = Path(camp.base_dir)
     out: List[Path] = []
     for s in camp.setup + camp.steps:
         if s.play:
             out.append(Path(s.play))
-        text = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", " ", s.run or "")
-        try:
-            words = shlex.split(text, comments=True)
-        except ValueError:
-            words = text.split()
-        for w in words:
-            for cand in {w, w.split("=", 1)[-1]}:
-                p = (base / cand) if not os.path.isabs(cand) else Path(cand)
-                if cand and p.is_file() and _inside(p, base):
-                    out.append(p)
+        for w in _called_scripts(s.run):
+            p = (base / w) if not os.path.isabs(w) else Path(w)
+            if p.is_file() and _inside(p, base):
+                out.append(p)
     for m in camp.metrics:
         if m.kind == "python":
             mod = base / (m.expr.split(":", 1)[0].replace(".", "/") + ".py")
@@ -156,18 +182,18 @@ def describe(old: Optional[Dict[str, Any]], new: Dict[str, Any]) -> List[Tuple[t
     if old is None:
         return [((), "the runs were made before enos recorded what they ran with")]
     out: List[Tuple[tuple, str]] = []
-    for part in ("setup", "steps"):
+    for part, word in (("setup", "setup command"), ("steps", "step")):
         a, b = old.get(part) or [], new.get(part) or []
         for i in range(max(len(a), len(b))):
             if i >= len(a):
-                out.append(((part, i), f"{part} {i + 1} ({b[i]['name']}) was added"))
+                out.append(((part, i), f"{word} {i + 1} ({b[i]['name']}) was added"))
             elif i >= len(b):
-                out.append(((part,), f"{part} {i + 1} ({a[i]['name']}) was removed"))
+                out.append(((part,), f"{word} {i + 1} ({a[i]['name']}) was removed"))
             else:
                 for key in ("run", "play", "roles", "timeout", "extra_vars", "collect_stdout", "collect_files"):
                     if a[i].get(key) != b[i].get(key):
-                        out.append(((part, i, "run" if key == "run" else key),
-                                    f"{part} {i + 1} ({b[i]['name']}): {key} changed:\n"
+                        where = {"collect_stdout": "collect", "collect_files": "collect"}.get(key, key)
+                        out.append(((part, i, where), f"{word} {i + 1} ({b[i]['name']}): {where} changed:\n"
                                     + _diff(a[i].get(key), b[i].get(key))))
     if old.get("network_constraints") != new.get("network_constraints"):
         out.append((("network_constraints",), "network_constraints changed:\n"

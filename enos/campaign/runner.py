@@ -21,32 +21,25 @@ import logging
 import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from enos import task
+from enos.campaign import provenance
 from enos.campaign.file import Campaign, Step, _strings, load_campaign, render, render_data
-from enos.errors import CampaignFailed, EnosError, UsageError
+from enos.errors import CampaignChanged, CampaignFailed, EnosError, UsageError
 from enos.experiment.env import Env, destroy as destroy_env, load
-from enos.experiment.sweep import REPEAT, Sweep, combination_id, run_key
+from enos.experiment.sweep import Sweep, run_dir, run_key
 from enos.failpoint import checkpoint
 from enos.progress import NULL
 from enos.reservation.config import constraints_from_data
 from enos.state import STATE_FILE, State, atomic_write
-import enos.campaign.monitor as monitor
 
 log = logging.getLogger("enos.campaign")
 
 
 def _json(path: Path, data) -> None:
     atomic_write(path, json.dumps(data, indent=2, default=str) + "\n", mode=0o644)
-
-
-def run_dir(results: Path, run: Dict[str, Any]) -> Path:
-    """Return ``<results>/runs/<combination id>/<repeat>``."""
-    combo = {k: v for k, v in run.items() if k != REPEAT}
-    return Path(results) / "runs" / combination_id(combo) / str(run[REPEAT])
 
 
 def hosts_scope(env) -> Dict[str, List[dict]]:
@@ -153,8 +146,10 @@ def _collect(env, step: Step, scope: dict, rdir: Path, results) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -> Optional[str]:
-    """Do one run into ``rdir`` (emptied first); return None on success, else the error."""
+def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict,
+            definition: Optional[str] = None) -> Optional[str]:
+    """Do one run into ``rdir`` (emptied first); return None on success, else the error.
+    ``definition``: the fingerprint of the campaign's definition, recorded in result.json."""
     if rdir.exists():
         shutil.rmtree(rdir)
     rdir.mkdir(parents=True)
@@ -163,8 +158,7 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -
     t0 = time.time()
     timing: Dict[str, Any] = {"start": t0, "steps": []}
     error = None
-    token = uuid.uuid4().hex[:10]
-    monitored: List[str] = []
+    mon = None
     try:
         if camp.network_constraints:
             ts = time.time()
@@ -172,8 +166,7 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -
             timing["steps"].append({"name": "network_constraints", "start": ts, "end": time.time(),
                                     "duration": time.time() - ts})
         if camp.monitor:
-            limit = int(sum((s.timeout or 600) for s in camp.steps) + 120)
-            monitored = monitor.start(env, token, max_seconds=limit)
+            mon = env.monitor().start()
         for i, step in enumerate(camp.steps, 1):
             cmd = render(step.run, scope)
             ts = time.time()
@@ -199,19 +192,31 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict) -
     except EnosError as e:
         error = str(e)
     finally:
-        # interrupted (Ctrl-C, SIGTERM): leave at once; the samplers stop by themselves
-        # and the run, still in progress on disk, is redone by the next 'campaign run'
-        if monitored and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
-            try:
-                rows = monitor.to_rows(monitor.stop(env, token, monitored))
-                monitor.write_csv(rdir / "monitor.csv", rows)
-            except EnosError as e:
-                log.warning("monitor: %s", e)
+        # interrupted (Ctrl-C, SIGTERM): drop the monitor's sessions and leave at once (its
+        # loops end with them); the run, still in progress on disk, is redone next time
+        if mon is not None:
+            _end_monitor(mon, rdir, isinstance(sys.exc_info()[1], KeyboardInterrupt))
     t1 = time.time()
     timing.update(end=t1, duration=t1 - t0)
     _json(rdir / "timing.json", timing)
-    _json(rdir / "result.json", {"status": "failed" if error else "ok", "error": error})
+    _json(rdir / "result.json", {"status": "failed" if error else "ok", "error": error,
+                                 "fingerprint": definition})
     return error
+
+
+def _end_monitor(mon, rdir: Path, interrupted: bool) -> None:
+    """Stop the run's monitor and write its samples (``monitor.csv``) and exact totals
+    (``monitor.json``); on an interrupt only drop its sessions."""
+    if interrupted:
+        mon.cancel()
+        return
+    try:
+        mon.stop()
+        mon.to_csv(rdir / "monitor.csv")
+        _json(rdir / "monitor.json", {"totals": mon.totals(), "errors": mon.errors,
+                                      "roles": {h.alias: list(h.roles) for h in mon.hosts}})
+    except EnosError as e:
+        log.warning("monitor: %s", e)
 
 
 def finished_before(sweep: Sweep, results: Path) -> List[Dict[str, Any]]:
@@ -283,13 +288,60 @@ def _describe_env(env, results: Path) -> None:
     _json(results / "environment.json", info)
 
 
+def check_provenance(camp: Campaign, sweep: Sweep, results: Path, rerun_changed: bool = False) -> str:
+    """Compare the campaign's definition with the one each finished run recorded; return
+    its fingerprint (kept in ``<results>/provenance/``). Runs made with another definition
+    are refused (CampaignChanged: the changes, the choices), or with ``rerun_changed``
+    forgotten by the sweep (done again, from scratch)."""
+    defn = provenance.definition(camp)
+    current = provenance.fingerprint(defn)
+    done = sweep.done_keys()
+    finished = [(r, run_dir(results, r)) for r in sweep.runs if run_key(r) in done]
+    stale = provenance.stale_runs(results, current, finished)
+    if stale and not rerun_changed:
+        old_fp, runs = max(stale.items(), key=lambda kv: len(kv[1]))
+        changes = provenance.describe(provenance.load(results, old_fp), defn)
+        n = sum(len(v) for v in stale.values())
+        path = next((p for p, _ in changes if p), ())
+        text = "\n  ".join(t.replace("\n", "\n  ") for _, t in changes)
+        raise CampaignChanged(
+            f"{n} finished run(s) in {results} were made with another definition of the campaign "
+            f"(fingerprint {old_fp}, now {current}):\n  {text}\n"
+            f"Mixing their results with new ones would be wrong. Either\n"
+            f"  - keep them apart: enos campaign run {camp.file} --results NEW_DIR\n"
+            f"  - redo those runs with the campaign as it is now: enos campaign run {camp.file} --rerun-changed",
+            file=camp.file, line=camp._err(path, "").line if path else None,
+            keypath=".".join(map(str, path)) or None, changes=changes,
+            stale=[r for v in stale.values() for r in v])
+    if stale:
+        sweep.undo([r for v in stale.values() for r in v])
+        log.info("%d run(s) made with another definition will be done again", sum(map(len, stale.values())))
+    return provenance.save(results, defn)
+
+
+def validate(source) -> Dict[str, Any]:
+    """Check the campaign ``source`` (file, dict or Campaign) exactly as ``run`` does before
+    booking anything: the file, the reservation, the campaign against the reservation, the
+    network constraints rendered for every combination, the figures. Return a summary
+    (file, combinations, repeat, runs, steps, metrics, figures). Raises ConfigError."""
+    camp = source if isinstance(source, Campaign) else load_campaign(source)
+    config = check_reservation(camp)
+    check_network_constraints(camp, config)
+    n = len(camp.combinations())
+    return {"file": camp.file, "combinations": n, "repeat": camp.repeat, "runs": n * camp.repeat,
+            "steps": len(camp.steps), "metrics": len(camp.metrics),
+            "figures": len(camp.figures) if camp.figures is not None else None}
+
+
 def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = False,
-        destroy: bool = False, progress=None) -> Dict[str, Any]:
+        destroy: bool = False, progress=None, rerun_changed: bool = False) -> Dict[str, Any]:
     """Run the campaign ``source`` (a file path, a dict or a :class:`Campaign`) to its end;
     return its :meth:`Sweep.stats` (done, remaining, in_progress, failed, total, ...).
 
     Resumable: the same call after a crash or a kill redoes only the run that was in
-    progress and those not done. Raises ConfigError (nothing booked), CampaignLocked,
+    progress and those not done. Finished runs made with another definition of the
+    campaign (see :func:`check_provenance`) are refused — CampaignChanged, nothing done —
+    unless ``rerun_changed``. Raises ConfigError (nothing booked), CampaignLocked,
     CampaignFailed (``stop_on_error`` and a run failed, or ``setup`` failed), the
     environment's errors."""
     progress = progress or NULL
@@ -300,8 +352,9 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
     sweep = Sweep(results, camp.combinations(), camp.repeat)
     with sweep:
         finished_before(sweep, results)      # a kill -9 between result.json and the sweep's record
+        definition = check_provenance(camp, sweep, results, rerun_changed)
         _json(results / "campaign.json", {"file": camp.file, "fingerprint": camp.fingerprint(),
-                                          "campaign": camp.raw})
+                                          "definition": definition, "campaign": camp.raw})
         environment = open_env(camp, results, env, progress, config)
         if env:
             check_network_constraints(camp, environment.envdir.config)
@@ -320,7 +373,7 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
                 for one in sweep:
                     label = ", ".join(f"{k}={v}" for k, v in one.items())
                     t = time.monotonic()
-                    error = run_one(camp, environment, one, run_dir(results, one), hosts)
+                    error = run_one(camp, environment, one, run_dir(results, one), hosts, definition)
                     durations.append(time.monotonic() - t)
                     checkpoint("campaign.result_written")
                     if error:

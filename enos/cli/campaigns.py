@@ -16,14 +16,20 @@ of an environment, repeated, resumable, ending in a table, figures and a report.
           A failed run is recorded with its error and the campaign goes on. Exit 1 if
           some runs failed, 0 when all are done.
   status  done / remaining / in progress / failed counts, elapsed time, the failures
-  report  DIR/results.csv, DIR/figures/<metric>-vs-<parameter>.png, DIR/report.html
+  report  DIR/results.csv, DIR/figures/*.png (the file's 'figures:' or a default set),
+          DIR/report.html (dated, with enos' version, the scripts, the archive's manifest)
+  validate  every check 'run' makes before booking anything, and nothing else
+
+Each run records what it ran with; if the steps, setup, network constraints, reservation
+or a file they name changed since runs were made in DIR, 'run' refuses (exit 2) and names
+the change: give another --results DIR, or --rerun-changed to redo those runs.
 
 The results go to DIR (default: <campaign file stem>.results/ beside the file):
 DIR/runs/<combination>/<repeat>/ holds params.json, timing.json, each host's stdout,
 stderr and collected files, and monitor.csv. The file format is in docs/campaigns.md.
 
 Usage:
-  enos campaign run FILE [--results DIR] [--env DIR] [--stop-on-error] [--destroy]
+  enos campaign run FILE [--results DIR] [--env DIR] [--stop-on-error] [--destroy] [--rerun-changed]
   enos campaign status FILE [--results DIR] [-o FORMAT]
   enos campaign report FILE [--results DIR]
   enos campaign validate FILE
@@ -33,6 +39,9 @@ Options:
   --env DIR            run on this environment (already up) instead of the campaign's reservation
   --stop-on-error      stop at the first failed run (default: record it and go on)
   --destroy            give the reservation back at the end (not with --env)
+  --rerun-changed      redo the finished runs made with another definition of the campaign
+                       (a step, the setup, the network constraints, the reservation or a
+                       file they name changed); without it such a campaign is refused
   -o, --output FORMAT  text or json [default: text]
 """
 
@@ -47,11 +56,11 @@ def campaign(args, g) -> int:
 
 
 def _validate(camp, args) -> int:
-    from enos.campaign.runner import check_reservation
-    check_reservation(camp)
-    n = len(camp.combinations())
-    out(f"{camp.file}: valid — {n} combination(s) × {camp.repeat} repetition(s) = "
-        f"{n * camp.repeat} run(s), {len(camp.steps)} step(s), {len(camp.metrics)} metric(s)")
+    from enos.campaign.runner import validate
+    v = validate(camp)
+    figs = "default figures" if v["figures"] is None else f"{v['figures']} figure(s)"
+    out(f"{v['file']}: valid — {v['combinations']} combination(s) × {v['repeat']} repetition(s) = "
+        f"{v['runs']} run(s), {v['steps']} step(s), {v['metrics']} metric(s), {figs}")
     return 0
 
 
@@ -92,7 +101,7 @@ def _run(camp, args, g) -> int:
         raise UsageError("--destroy gives back the campaign's own reservation; it cannot be used with --env")
     p = progress(g["quiet"])
     st = run(camp, results=args["--results"], env=args["--env"], stop_on_error=args["--stop-on-error"],
-             destroy=args["--destroy"], progress=p)
+             destroy=args["--destroy"], progress=p, rerun_changed=args["--rerun-changed"])
     p.info(f"campaign: {st['done']}/{st['total']} run(s) done, {st['failed']} failed; "
            f"'enos campaign report {args['FILE']}' writes the table, figures and report")
     if st["failed"]:

@@ -28,14 +28,20 @@ import logging
 import os
 import pickle
 import re
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
+from enos import render
 from enos.errors import CampaignLocked, StateLocked, UsageError
+from enos.frames import pandas
 from enos.state import Lock, atomic_write
 
 REPEAT = "repeat"
+#: what :meth:`SweepRun.record` writes in a run's directory
+MEASURED = "measured.json"
 
 
 def combination_id(combo: Dict[str, Any]) -> str:
@@ -72,19 +78,108 @@ def combinations(parameters: Dict[str, Sequence[Any]],
 
 
 def sweep(parameters: Dict[str, Sequence[Any]], results, repeat: int = 1,
-          exclude: Optional[Sequence[Dict[str, Any]]] = None) -> Iterator[Dict[str, Any]]:
-    """Yield every combination of ``parameters`` × ``repeat`` (key ``repeat``, from 1) not
-    done yet in ``results``, in a fixed order; a combination is done when the loop body
-    returns to the generator. If the script dies (or raises) inside the body, that
-    combination is redone by the next run of the script. Raises UsageError for an empty
-    or malformed sweep, CampaignLocked if another live process owns ``results``."""
-    s = Sweep(results, combinations(parameters, exclude or ()), repeat).open()
-    try:
-        for one in s:
-            yield dict(one)
-            s.done(one)
-    finally:
-        s.close()
+          exclude: Optional[Sequence[Dict[str, Any]]] = None) -> "SweepLoop":
+    """Return a :class:`SweepLoop`: iterating it yields every combination of ``parameters``
+    × ``repeat`` (key ``repeat``, from 1) not done yet in ``results``, in a fixed order,
+    each a :class:`SweepRun` (a dict, with its own directory ``.dir`` and ``.record()``);
+    a combination is done when the loop body returns. If the script dies (or raises)
+    inside the body, that combination is redone by the next run of the script; what was
+    measured is kept (``loop.results()``), also when a re-run has nothing left to do.
+    Raises UsageError for an empty or malformed sweep; iterating raises CampaignLocked if
+    another live process owns ``results``."""
+    return SweepLoop(Sweep(results, combinations(parameters, exclude or ()), repeat))
+
+
+class SweepRun(dict):
+    """One run of a sweep: its parameters and ``repeat`` (it is a dict), ``dir`` (its own
+    directory, ``<results>/runs/<combination>/<repeat>/``, emptied when the run starts)
+    and :meth:`record` to keep what it measured."""
+
+    def __init__(self, run: Dict[str, Any], directory: Path):
+        super().__init__(run)
+        self.dir = directory
+
+    def record(self, **values: Any) -> Dict[str, Any]:
+        """Keep ``values`` (JSON-serialisable) as this run's measurements
+        (``<dir>/measured.json``, merged with what was recorded before); return them all.
+        Raises UsageError for a value JSON cannot hold."""
+        path = self.dir / MEASURED
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        data.update(values)
+        try:
+            text = json.dumps(data, indent=2, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"sweep: record(): {e}") from None
+        atomic_write(path, text, mode=0o644)
+        return data
+
+
+class SweepLoop:
+    """What :func:`sweep` (``env.sweep``) returns: iterate it to do the runs left;
+    :meth:`results` gives what every finished run recorded (earlier sessions included),
+    :meth:`to_dataframe` the same as a DataFrame; ``stats()`` the counts."""
+
+    def __init__(self, sweep_: "Sweep"):
+        self.sweep = sweep_
+        self.ran = 0
+
+    def __iter__(self) -> Iterator[SweepRun]:
+        s = self.sweep.open()
+        try:
+            for one in s:
+                d = s.run_dir(one)
+                if d.exists():
+                    shutil.rmtree(d)
+                d.mkdir(parents=True)
+                self.ran += 1
+                yield SweepRun(one, d)
+                s.done(one)
+        finally:
+            s.close()
+        if self.ran == 0:
+            st = self.sweep.stats()
+            print(f"sweep: nothing left to do in {self.sweep.results}: {st['done']} of {st['total']} run(s) "
+                  f"done earlier ({st['failed']} failed); their measurements: .results()", file=sys.stderr)
+
+    def results(self) -> List[Dict[str, Any]]:
+        """Return, for every run recorded done, in the sweep's order, its parameters,
+        ``repeat``, ``dir`` and what it recorded."""
+        done = self.sweep.done_keys()
+        out = []
+        for run in self.sweep.runs:
+            if run_key(run) not in done:
+                continue
+            d = self.sweep.run_dir(run)
+            try:
+                measured = json.loads((d / MEASURED).read_text())
+            except (OSError, ValueError):
+                measured = {}
+            out.append(dict(run, dir=str(d), **measured))
+        return out
+
+    def to_dataframe(self):
+        """Return :meth:`results` as a pandas DataFrame. Raises MissingDependency without pandas."""
+        return pandas("sweep results").DataFrame(self.results())
+
+    def stats(self) -> Dict[str, Any]:
+        """Return the counts (see :meth:`Sweep.stats`)."""
+        return self.sweep.stats()
+
+    def __repr__(self) -> str:
+        st = self.sweep.stats()
+        return f"<sweep {self.sweep.results}: {st['done']}/{st['total']} done, {st['failed']} failed>"
+
+    def _repr_html_(self) -> str:
+        rows = self.results()
+        cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c != "dir"]
+        return render.table(cols, [[r.get(c) for c in cols] for r in rows], caption=repr(self),
+                            css_class="enos-sweep")
+
+
+def run_dir(results, run: Dict[str, Any]) -> Path:
+    """Return the directory of ``run`` in ``results``: ``<results>/runs/<combination id>/<repeat>``."""
+    combo = {k: v for k, v in run.items() if k != REPEAT}
+    return Path(results) / "runs" / combination_id(combo) / str(run[REPEAT])
 
 
 def run_key(run: Dict[str, Any]) -> str:
@@ -124,6 +219,10 @@ class Sweep:
         logging.getLogger("execo_engine").setLevel(logging.WARNING)
         return ParamSweeper(str(self.results / "sweep"), sweeps=list(self._order), save_sweeps=True,
                             name="enos-campaign")
+
+    def run_dir(self, run: Dict[str, Any]) -> Path:
+        """Return the directory of ``run`` (see :func:`run_dir`)."""
+        return run_dir(self.results, run)
 
     @property
     def failures_dir(self) -> Path:
@@ -212,6 +311,18 @@ class Sweep:
         self._sweeper.skip(self._hashable(run))
 
     # --- counts ------------------------------------------------------------------
+    def undo(self, runs: Sequence[Dict[str, Any]]) -> None:
+        """Forget that ``runs`` were done (they will be run again). Only by the owner of the
+        results dir (after :meth:`open`): execo's ``done`` file is rewritten without them
+        (atomically) and reloaded."""
+        if self._sweeper is None:
+            raise RuntimeError("Sweep.open() first")
+        drop = {run_key(dict(r)) for r in runs}
+        done, _ = _read_pickles(self.results / "sweep")
+        keep = b"".join(pickle.dumps(r) for r in done if run_key(dict(r)) not in drop)
+        atomic_write(self.results / "sweep" / "done", keep, mode=0o644)
+        self._sweeper.full_update()
+
     def done_keys(self) -> set:
         """Return the keys (:func:`run_key`) of the runs recorded done on disk (no lock
         needed)."""
@@ -224,8 +335,9 @@ class Sweep:
     def stats(self) -> Dict[str, Any]:
         """Return ``{done, remaining, in_progress, failed, total, failures: [...], elapsed}``
         from the files (no lock needed). ``in_progress`` counts runs started by a process
-        that has not finished them (redone if that process is gone); ``remaining`` counts
-        the runs left to do, failed ones included."""
+        that has not finished them (redone if that process is gone); ``failed`` the runs
+        whose last attempt failed (retried by the next ``campaign run``); ``remaining`` the
+        runs never tried. The four add up to ``total``."""
         done = set()
         inprogress = set()
         sweep_dir = self.results / "sweep"
@@ -234,15 +346,16 @@ class Sweep:
         keys = {run_key(r): r for r in self.runs}
         done_keys = {run_key(dict(r)) for r in done} & set(keys)
         prog_keys = {run_key(dict(r)) for r in inprogress} & set(keys)
-        failures = []
+        failures, failed_keys = [], set()
         if self.failures_dir.is_dir():
             for f in sorted(self.failures_dir.glob("*.json")):
                 try:
                     rec = json.loads(f.read_text())
                 except ValueError:
                     continue
-                if f.stem in keys and f.stem not in done_keys:
+                if f.stem in keys and f.stem not in done_keys and f.stem not in prog_keys:
                     failures.append(rec)
+                    failed_keys.add(f.stem)
         meta = {}
         try:
             meta = json.loads((self.results / "sweep.json").read_text())
@@ -250,8 +363,9 @@ class Sweep:
             pass
         elapsed = _elapsed(self.results)
         total = len(self.runs)
-        return {"done": len(done_keys), "remaining": total - len(done_keys) - len(prog_keys),
-                "in_progress": len(prog_keys), "failed": len(failures), "total": total,
+        # each run counts once: done, in progress, failed (retried by the next run) or remaining
+        return {"done": len(done_keys), "remaining": total - len(done_keys) - len(prog_keys) - len(failed_keys),
+                "in_progress": len(prog_keys), "failed": len(failed_keys), "total": total,
                 "elapsed": round(elapsed, 1), "started": meta.get("started"),
                 "owner": _live_owner(self.results), "failures": failures}
 
