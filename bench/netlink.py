@@ -45,6 +45,27 @@ def measure(repeat: int) -> dict:
     return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
 
 
+def bench_netlink(table, repeat: int) -> None:
+    """Add the row of ``bench/run.py``: one ``IPRoute`` opened, one lookup, closed, through
+    the worker thread vs pyroute2 directly (interleaved, 100 × ``repeat`` samples each);
+    target: at most 2 ms more per use (the local provider opens 1-3 per up/destroy)."""
+    from pyroute2 import IPRoute as Direct
+    from enos.local.netlink import IPRoute as Worker
+
+    def cycle(cls):
+        def go():
+            with cls() as i:
+                i.link_lookup(ifname="lo")
+        return go
+    ours, base = [], []
+    for _ in range(100 * max(1, repeat)):
+        ours.append(_time(cycle(Worker)))
+        base.append(_time(cycle(Direct)))
+    table.add("local netlink: `IPRoute` open + lookup + close on a loop-free worker thread (any caller)",
+              ours, base, "≤ +2 ms", lambda e, r: r is not None and r <= 0.002, ratio_kind="enos-base",
+              base_name="(pyroute2 called directly: fails under a running asyncio loop)")
+
+
 def under_running_loop() -> List[str]:
     """Return what each implementation does when called inside ``asyncio.run``."""
     from pyroute2 import IPRoute as Direct

@@ -260,7 +260,7 @@ def start_network_guard() -> Path:
     return Path(log_path)
 
 
-DEFAULT_CASES = "startup,cli,updown,run,provision,campaign,scale"
+DEFAULT_CASES = "startup,netlink,cli,updown,run,provision,campaign,scale"
 
 
 def parse_args(argv: Optional[List[str]]):
@@ -322,6 +322,10 @@ def run_cases(a, table: Table, envs: Envs, tmp: Path, enoslib_py: Optional[Path]
         log("CLI start-up")
         bench_startup(table, envs, main_envs[counts[0]], repeat)
         bench_import(table, repeat, enoslib_py, main_envs[counts[0]])
+    if "netlink" in only:
+        from netlink import bench_netlink
+        log("local netlink through its worker thread")
+        bench_netlink(table, repeat)
     if "cli" in only:
         from cli_case import bench_cli
         bench_cli(table, main_envs[counts[0]], repeat)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Union, overload
 
 from enos import render
+from enos.frames import pandas
 from enos.model import Host
 
 
@@ -34,7 +35,8 @@ class Result:
 
     @property
     def exit_code(self) -> Optional[int]:
-        """Same as :attr:`rc` (the name ``enos run -o json`` uses)."""
+        """An alias of :attr:`rc`, the one name (kept for scripts written against older
+        versions, whose JSON said ``exit_code``)."""
         return self.rc
 
     @property
@@ -58,9 +60,10 @@ class Result:
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict (``host`` is the alias; ``roles`` and
-        ``address`` come along)."""
+        ``address`` come along). The exit status is ``rc``, as in Python; ``exit_code``
+        repeats it for scripts written against older versions."""
         return {"host": self.host.alias, "address": self.host.address, "roles": list(self.host.roles),
-                "command": self.command, "exit_code": self.rc, "stdout": self.stdout,
+                "command": self.command, "rc": self.rc, "exit_code": self.rc, "stdout": self.stdout,
                 "stderr": self.stderr, "error": self.error, "started": self.started,
                 "ended": self.ended, "duration": round(self.duration, 6)}
 
@@ -159,6 +162,18 @@ class Results(Sequence[Result]):
     def to_json(self, **kw) -> str:
         """Return :meth:`to_dict` as JSON text (keyword arguments go to ``json.dumps``)."""
         return json.dumps(self.to_dict(), **kw)
+
+    def to_dataframe(self):
+        """Return one row per host (host, roles, address, command, rc, status, stdout,
+        stderr, started, ended, duration, error) as a pandas DataFrame. Raises
+        MissingDependency without pandas (``pip install 'enos[campaign]'``)."""
+        cols = ["host", "roles", "address", "command", "rc", "status", "stdout", "stderr", "started", "ended",
+                "duration", "error"]
+        rows = [{"host": r.host.alias, "roles": ",".join(r.host.roles), "address": r.host.address,
+                 "command": r.command, "rc": r.rc, "status": r.status, "stdout": r.stdout, "stderr": r.stderr,
+                 "started": r.started, "ended": r.ended, "duration": r.duration, "error": r.error}
+                for r in self._items]
+        return pandas("Results.to_dataframe()").DataFrame(rows, columns=cols)
 
     def __repr__(self) -> str:
         bad = len(self.failed)

@@ -67,17 +67,23 @@ print("received", received)
 mon""")
 code("monitor_df", """df = mon.to_dataframe()
 df.groupby("host")[["net_rx_bytes", "net_tx_bytes"]].max()""")
-code("sweep", """measured = {}
-for p in env.sweep({"size": [1, 4]}, results=os.path.join(BASE, "sweep"), repeat=2):
-    r = env.run(f"head -c {p['size']}k /dev/zero | wc -c", roles="server")
-    measured[(p["size"], p["repeat"])] = int(r[0].stdout)
-measured""")
+md("A persistent sweep: each run has its own directory and keeps what it measured; run the cell again and it gives back what was measured:")
+code("sweep", """def measure():
+    loop = env.sweep({"size": [1, 4]}, results=os.path.join(BASE, "sweep"), repeat=2)
+    for p in loop:
+        r = env.run(f"head -c {p['size']}k /dev/zero | wc -c", roles="server")
+        (p.dir / "wc.txt").write_text(r[0].stdout)
+        p.record(bytes=int(r[0].stdout))
+    return loop
+loop = measure()
+loop""")
+code("sweep_again", """again = measure()        # nothing left to do: the measurements are still there
+print("ran", again.ran)
+again.to_dataframe()""")
 code("destroy", """env.destroy()
 env.phase""")
 md("The same in a `with` block (destroyed at its end), and `enos.destroy` of an env kept by `up`:")
-code("with", """for d in ("with", "kept"):
-    os.makedirs(os.path.join(BASE, d), exist_ok=True)
-with enos.up(RESERVATION, base=os.path.join(BASE, "with"), provision=False, quiet=True) as env2:
+code("with", """with enos.up(RESERVATION, base=os.path.join(BASE, "with"), provision=False, quiet=True) as env2:
     print(env2.run("hostname", roles="server").stdout)
 print(env2.reload().phase)
 env3 = enos.up(RESERVATION, keep=True, base=os.path.join(BASE, "kept"), provision=False, quiet=True)

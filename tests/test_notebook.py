@@ -137,10 +137,14 @@ def test_notebook_runs_the_whole_experiment_in_a_real_kernel(tmp_path):
     play = _table(out["play"], ["host", "status", "ok", "changed", "failed", "skipped", "failures"])
     assert {r[0]: (r[1], r[3], r[4]) for r in play.rows} == {"client-1": ("changed", "1", "0"),
                                                             "client-2": ("changed", "1", "0")}
-    for alias in ("server-1", "client-1", "client-2"):
-        assert repr(alias) in out["facts"]["plain"]
+    facts = _table(out["facts"], ["host", "cpus", "memory", "OS", "kernel", "arch", "netem", "addresses", "tools"])
+    assert sorted(r[0] for r in facts.rows) == ["client-1", "client-2", "server-1"]
+    assert all(r[4] and "(ssh)" in r[7] for r in facts.rows), facts.rows
     assert out["tc"]["plain"] == "{'client-1': 'applied', 'client-2': 'applied', 'server-1': 'applied'}"
-    assert "rate_requested_bit=20000000" in out["tc_test"]["plain"]
+    tct = _table(out["tc_test"], ["src", "dst", "hosts", "RTT asked", "RTT measured (min / median)", "rate asked",
+                                  "rate measured", "loss asked", "loss measured", "status"])
+    assert {(r[0], r[1]) for r in tct.rows} == {("client", "server"), ("server", "client")}
+    assert all(r[5] == "20mbit" and r[9] == "ok" for r in tct.rows), tct.rows
 
     back = _table(out["backup"], ["host", "status", "size", "files", "fetched", "missing", "into"])
     assert sorted(r[0] for r in back.rows) == ["client-1", "client-2"]
@@ -159,7 +163,12 @@ def test_notebook_runs_the_whole_experiment_in_a_real_kernel(tmp_path):
     df = browser.tables(out["monitor_df"]["html"][0])[0]
     assert int(dict((r[0], r) for r in df.rows)["server-1"][1]) == int(rows["server-1"][5])
 
-    assert out["sweep"]["plain"] == "{(1, 1): 1024, (1, 2): 1024, (4, 1): 4096, (4, 2): 4096}"
+    sweep = _table(out["sweep"], ["size", "repeat", "bytes"])
+    assert [r[:3] for r in sweep.rows] == [["1", "1", "1024"], ["1", "2", "1024"], ["4", "1", "4096"], ["4", "2", "4096"]]
+    assert out["sweep_again"]["stdout"] == "ran 0\n" and "nothing left to do" in out["sweep_again"]["stderr"]
+    again = browser.tables(out["sweep_again"]["html"][0])[0]
+    assert [[r[1], r[2], r[4]] for r in again.rows] == [["1", "1", "1024"], ["1", "2", "1024"], ["4", "1", "4096"], ["4", "2", "4096"]]
+    assert sorted(p.read_text() for p in base.glob("sweep/runs/*/*/wc.txt")) == ["1024\n"] * 2 + ["4096\n"] * 2
     assert out["destroy"]["plain"] == "'destroyed'"
     assert out["with"]["stdout"] == "{'server-1': 'server-1\\n'}\ndestroyed\ndestroyed\n"
     counts = out["campaign"]["plain"]
@@ -168,7 +177,9 @@ def test_notebook_runs_the_whole_experiment_in_a_real_kernel(tmp_path):
     # what the user sees: the same outputs rendered by a real browser
     parts = {tag: o["html"][0] for tag, o in out.items() if o["html"]}
     seen = browser.render_tables(parts, tmp_path)
-    assert set(seen) == {"up", "run", "actions", "play", "backup", "monitor", "monitor_df"}
+    assert set(seen) == {"up", "run", "actions", "play", "facts", "tc_test", "backup", "monitor", "monitor_df",
+                         "sweep", "sweep_again"}
+    assert {row[9][1] for row in seen["tc_test"][0]["rows"]} == {"rgb(26, 127, 55)"}
     assert all(t["visible"] for tabs in seen.values() for t in tabs)
     assert {row[2][1] for row in seen["run"][0]["rows"]} == {"rgb(26, 127, 55)"}          # ok: green
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 from enos.errors import ProvisionError
 from enos import render
 from enos.ansible import failure_message
-from enos.experiment.frames import pandas
+from enos.frames import pandas
 
 #: Ansible task keywords accepted as ``task_<keyword>``
 TASK_KEYWORDS = frozenset((

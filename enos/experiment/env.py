@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from enos.experiment.play import PlayResult
     from enos.experiment.actions import Actions
     from enos.experiment.monitor import Monitor
+    from enos.experiment.sweep import SweepLoop
+    from enos.experiment.facts import Facts
 
 
 
@@ -410,14 +412,15 @@ class Env:
         return [h.alias for h in hosts]
 
     # --- facts and network constraints -----------------------------------------------------
-    def facts(self, refresh: bool = False) -> Dict[str, dict]:
-        """Return {alias: facts} of every host: interfaces (addresses, the env network each
-        belongs to, which one SSH uses), cpus, memory_mb, os, kernel, netem, tools. Gathered
-        once over SSH on all hosts at once and cached in the env state; ``refresh`` gathers
-        them again. Raises FactsError (hosts that did not answer), NoEnvironment."""
-        from enos.experiment.facts import gather_facts
+    def facts(self, refresh: bool = False) -> "Facts":
+        """Return {alias: facts} of every host (a :class:`~enos.experiment.facts.Facts`
+        dict, a table in Jupyter): interfaces (addresses, the env network each belongs to,
+        which one SSH uses), cpus, memory_mb, os, kernel, netem, tools. Gathered once over
+        SSH on all hosts at once and cached in the env state; ``refresh`` gathers them
+        again. Raises FactsError (hosts that did not answer), NoEnvironment."""
+        from enos.experiment.facts import Facts, gather_facts
         self.require_hosts()
-        return gather_facts(self._envdir, refresh=refresh)
+        return Facts(gather_facts(self._envdir, refresh=refresh))
 
     def _constraints(self, constraints):
         """Return (NetworkConstraints, groups) from ``constraints`` (None: the reservation's;
@@ -564,18 +567,26 @@ class Env:
 
     # --- sweeps --------------------------------------------------------------------------
     def sweep(self, parameters: Mapping[str, Sequence[Any]], results: Union[str, os.PathLike],
-              repeat: int = 1, exclude: Optional[Sequence[Mapping[str, Any]]] = None):
-        """Return a generator of the combinations of ``parameters`` × ``repeat`` not done
-        yet in the directory ``results`` (each a dict, with ``repeat`` from 1), in a fixed
+              repeat: int = 1, exclude: Optional[Sequence[Mapping[str, Any]]] = None) -> "SweepLoop":
+        """Return a :class:`~enos.experiment.sweep.SweepLoop` over the combinations of
+        ``parameters`` × ``repeat`` not done yet in the directory ``results``, in a fixed
         order, persisted with execo's ParamSweeper: a combination is done when the loop
         body returns; killed inside it (kill -9 included), the next run of the script redoes
-        that one and skips the finished ones::
+        that one and skips the finished ones. Each run is a dict (with ``repeat`` from 1)
+        that has its own directory (``p.dir``) and keeps what it measured (``p.record()``);
+        ``loop.results()`` gives every finished run's measurements, also on a re-run that
+        has nothing left to do::
 
-            for p in env.sweep({"size": [1, 2], "mode": ["a", "b"]}, results="out", repeat=3):
-                env.run(f"bench {p['size']} {p['mode']}")
+            loop = env.sweep({"size": [1, 2], "mode": ["a", "b"]}, results="out", repeat=3)
+            for p in loop:
+                r = env.run(f"bench {p['size']} {p['mode']}", roles="client")
+                (p.dir / "bench.out").write_text(r[0].stdout)         # p.dir is on this machine
+                env.backup(["/var/log/bench"], roles="client", dest=p.dir)
+                p.record(score=float(r[0].stdout.split()[-1]))
+            loop.results()          # or loop.to_dataframe()
 
-        Raises UsageError (empty or malformed sweep), CampaignLocked (another live process
-        iterates on ``results``)."""
+        Raises UsageError (empty or malformed sweep); iterating raises CampaignLocked
+        (another live process iterates on ``results``)."""
         from enos.experiment.sweep import sweep
         return sweep(dict(parameters), results, repeat=repeat, exclude=[dict(e) for e in exclude or ()])
 

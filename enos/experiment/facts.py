@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
+from enos import render
 from enos.errors import CommandFailed, EnosError, NoEnvironment
 from enos.ssh.remote import run_command
 from enos.state import Lock, State, now_iso
@@ -211,6 +212,21 @@ def gather_facts(env: "EnvDir", refresh: bool = False, timeout: float = 120.0,
         state.save()
         env.state = state
     return found
+
+
+class Facts(dict):
+    """{alias: facts} of the hosts (a dict), shown as a table in Jupyter."""
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for alias, f in self.items():
+            addrs = [f"{i['name']} {a['address']}/{a['prefixlen']}" + (f" [{a['network']}]" if a["network"] else "")
+                     + (" (ssh)" if a["ssh"] else "")
+                     for i in f.get("interfaces", []) for a in i["addresses"] if i["name"] != "lo"]
+            rows.append([alias, f.get("cpus"), f"{f.get('memory_mb') or '?'} MB", f.get("os"), f.get("kernel"),
+                         f.get("arch"), f.get("netem"), "\n".join(addrs), ", ".join(f.get("tools") or [])])
+        return render.table(["host", "cpus", "memory", "OS", "kernel", "arch", "netem", "addresses", "tools"],
+                            rows, caption=f"facts of {len(self)} host(s)", css_class="enos-facts")
 
 
 def facts_table(facts: Dict[str, dict]) -> str:

@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Sequence
 
 from enos.errors import EnosError, UsageError
 from enos import process, render
-from enos.experiment.frames import pandas
+from enos.frames import pandas
 from enos.experiment.monitor_plot import plot
 from enos.state import atomic_write
 
@@ -235,6 +235,8 @@ def _end_by_tag_script(monitor_id: str, signal: str = "TERM") -> str:
 
 
 def _alive(pid: int, start: Optional[int]) -> bool:
+    if pid <= 0:
+        return False     # abandoned (cancelled) by its owner
     now = process.start_time(pid)
     return now is not None and (start is None or now == start)
 
@@ -314,7 +316,7 @@ class Monitor:
         self. Idempotent. A host without an end sample gets no totals (its error is in
         :attr:`errors`); raises nothing for it."""
         if self._bg is None or self.rows or self.errors:
-            return self
+            return self      # not started, or stopped (or cancelled) already
         pids = self._bg.pids(timeout=5.0)
         if pids:
             cmds = {a: f"kill -USR1 {int(p)} 2>/dev/null; true" for a, p in pids.items()}
@@ -336,11 +338,29 @@ class Monitor:
             self.rows.extend(rows)
         self.rows.sort(key=lambda r: (r["elapsed"], r["host"]))
 
+    def cancel(self) -> None:
+        """Drop the sessions at once, with no end sample (an interrupt: Ctrl-C): each loop
+        dies at its next sample; the record stays, marked abandoned, so that the next
+        monitor of the env or ``enos destroy`` ends a loop that would not. Idempotent."""
+        if self._bg is not None and self._bg.running:
+            self._bg._cancel(wait=2.0)
+        if self._record is not None and self._record.exists():
+            try:
+                rec = json.loads(self._record.read_text())
+                rec.update(pid=0, start=None, abandoned=time.time())
+                atomic_write(self._record, json.dumps(rec), mode=0o600)
+            except (OSError, ValueError):
+                pass
+        self.errors = self.errors or {h.alias: "cancelled" for h in self.hosts}
+
     def __enter__(self) -> "Monitor":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.cancel()
+        else:
+            self.stop()
 
     # --- results -------------------------------------------------------------------------
     def totals(self) -> Dict[str, Optional[dict]]:

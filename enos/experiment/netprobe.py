@@ -28,6 +28,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
+from enos import render
 from enos.errors import EnosError
 from enos.experiment.facts import gather_facts
 from enos.experiment.tc import _endpoint
@@ -209,6 +210,25 @@ class TestReport:
         return {"ok": self.ok, "tolerances": {"rtt": RTT_TOLERANCE, "rtt_floor_ms": RTT_FLOOR_MS,
                                               "rate": RATE_TOLERANCE},
                 "measures": [m.to_dict() for m in self.measures]}
+
+    def __repr__(self) -> str:
+        bad = sum(1 for m in self.measures if not m.ok)
+        return (f"<TestReport {len(self.measures)} group pair(s), {bad} outside the tolerance\n"
+                + "\n".join("  " + line for line in self.table().splitlines()) + ">")
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for m in self.measures:
+            status = "ok" if m.ok else (m.error or "; ".join(m.problems))
+            rows.append([m.src, m.dst, f"{m.src_host} → {m.dst_host}", format_delay(m.rtt_requested_ms),
+                         f"{m.rtt_ms:.2f} / {m.rtt_median_ms:.2f} ms" if m.rtt_ms is not None else "-",
+                         format_rate(m.rate_requested_bit), format_rate(int(m.rate_bit)) if m.rate_bit else "-",
+                         f"{m.loss_requested_pct:g}%", f"{m.loss_pct:.1f}%" if m.loss_pct is not None else "-",
+                         (status, render.OK_COLOUR if m.ok else render.FAIL_COLOUR)])
+        return render.table(["src", "dst", "hosts", "RTT asked", "RTT measured (min / median)", "rate asked",
+                             "rate measured", "loss asked", "loss measured", "status"], rows,
+                            caption=f"network constraints measured: {'ok' if self.ok else 'OUT OF TOLERANCE'}",
+                            css_class="enos-tc-test")
 
     def table(self) -> str:
         """Return the requested-vs-measured matrix as text (one row per group pair)."""
