@@ -53,7 +53,7 @@ ISOLATED_LAYERS = {"testbed packages", "providers"}
 LAZY_BOUNDARIES = {
     "enos.cli": ("every command imports the layer it runs, so 'enos --help' loads nothing", {"*"}),
     "enos.campaign": ("enos.campaign.run/report/status/sweep load the campaign machinery on call",
-                      {"enos.campaign.runner", "enos.campaign.report", "enos.experiment.sweep"}),
+                      {"enos.campaign.runner", "enos.campaign.reporting", "enos.experiment.sweep"}),
     "enos.experiment.env": ("each Env method loads the module of what it does",
                             {"enos.experiment.actions", "enos.experiment.monitor",
                              "enos.experiment.background", "enos.experiment.backup", "enos.experiment.facts",

@@ -28,7 +28,7 @@ from enos.errors import EnosError, UsageError
 from enos.archive.collect import Bundle, add_campaign, add_env, env_dir_of, pip_freeze, versions
 from enos.archive.manifest import MANIFEST, SUMS, Manifest, verify
 from enos.campaign.file import Campaign, load_campaign
-from enos.campaign.report import build
+from enos.campaign.reporting import build
 from enos.campaign.report_html import ARCHIVE_MANIFEST, write_html
 from enos.state import atomic_write
 

@@ -38,21 +38,21 @@ def validate(source) -> Dict[str, Any]:
 def results(source, results=None):
     """Return every value of a campaign's runs (columns: the parameters, repeat, host,
     role, metric, value, unit) as a pandas DataFrame, read again from the runs (see
-    :func:`enos.campaign.report.results_frame`). Raises MissingDependency without pandas."""
-    from enos.campaign.report import results_frame
+    :func:`enos.campaign.reporting.results_frame`). Raises MissingDependency without pandas."""
+    from enos.campaign.reporting import results_frame
     return results_frame(source, results=results)
 
 
 def report(source, results=None) -> Dict[str, Any]:
     """Write results.csv, figures and report.html of a campaign; return their paths
-    (see :func:`enos.campaign.report.report`)."""
-    from enos.campaign.report import report as _report
+    (see :func:`enos.campaign.reporting.report`)."""
+    from enos.campaign.reporting import report as _report
     return _report(source, results=results)
 
 
 def status(source, results=None) -> Dict[str, Any]:
     """Return the counts of a campaign (done, remaining, in_progress, failed, total, ...)."""
-    from enos.campaign.report import status as _status
+    from enos.campaign.reporting import status as _status
     return _status(source, results=results)
 
 

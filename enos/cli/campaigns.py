@@ -65,7 +65,7 @@ def _validate(camp, args) -> int:
 
 
 def _status(camp, args) -> int:
-    from enos.campaign.report import status
+    from enos.campaign.reporting import status
     fmt = output(args, ("text", "json"))
     st = status(camp, args["--results"])
     if fmt == "json":
@@ -83,7 +83,7 @@ def _status(camp, args) -> int:
 
 
 def _report(camp, args) -> int:
-    from enos.campaign.report import report
+    from enos.campaign.reporting import report
     result = report(camp, args["--results"])
     out(f"{result['rows']} row(s) in {result['csv']}")
     for f in result["figures"]:
