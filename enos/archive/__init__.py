@@ -45,13 +45,14 @@ def create(output, env: Optional[str] = None, campaign=None, results=None):
     """Write the archive ``output`` (``.tar.gz``) of an environment (``env``: its dir, or
     a dir holding ``current``) and/or a campaign (``campaign``: its file; ``results``: its
     results dir, default beside the file; its environment is taken from there when ``env``
-    is not given); return the :class:`~enos.archive.manifest.Manifest`.
+    is not given; with neither, the current environment: ``./current``); return the
+    :class:`~enos.archive.manifest.Manifest`.
 
-    Raises UsageError (nothing to archive, no environment at ``env``), ConfigError (the
-    campaign file), OSError when the archive cannot be written."""
+    Raises UsageError (no environment at ``env``), ConfigError (the campaign file),
+    OSError when the archive cannot be written."""
     import json
     if env is None and campaign is None:
-        raise UsageError("archive: give an environment (--env DIR) and/or a campaign (--campaign FILE)")
+        env = "."
     bundle, meta = Bundle(), {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     soft = versions()
     meta.update(enos=soft["enos"], python=soft["python"], ansible_core=soft.get("ansible-core"))

@@ -4,7 +4,6 @@ its check. Its usage text (docopt) beside a function that parses, calls
 from __future__ import annotations
 
 from enos.cli.options import data, out, output
-from enos.errors import UsageError
 
 ARCHIVE = """Write one archive that lets someone else check and redo an experiment, or check one.
 
@@ -21,7 +20,8 @@ Usage:
   enos archive --check FILE [--format FORMAT]
 
 Options:
-  --env DIR         the environment to archive (default: the campaign's, if any)
+  --env DIR         the environment to archive (default: the campaign's, if any; else
+                    the current one, ./current)
   --campaign FILE   the campaign to archive, with its results
   --results DIR     the campaign's results directory (default: <file stem>.results beside it)
   -o FILE           the archive to write (.tar.gz)
@@ -45,8 +45,6 @@ def archive(args, g) -> int:
             for p in res.problems:
                 out(f"  {p}")
         return 0 if res.ok else 1
-    if not args["--env"] and not args["--campaign"]:
-        raise UsageError("enos archive: give --env DIR and/or --campaign FILE (see 'enos help archive')")
     man = enos.archive.create(args["-o"], env=args["--env"], campaign=args["--campaign"],
                               results=args["--results"])
     if fmt == "json":
