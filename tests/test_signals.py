@@ -393,6 +393,8 @@ def test_sweep_with_the_env_dir_gone_ends_the_orphaned_playbook(tmp_path):
     environment, never by name — and frees the hosts."""
     import shutil
     _slow_env(tmp_path)
+    long_command = "sleep 3011"       # this test's own: the remote command of the long task
+    (tmp_path / "slow.yml").write_text(SLOW_PLAYBOOK.replace("sleep 300", long_command))
     env_dir = tmp_path / "env"
     log = tmp_path / "points.log"
     w = Watched(tmp_path, "up", "-f", "r.yaml", "--env", env_dir.name, env={"ENOS_FAILPOINT_LOG": str(log)})
@@ -403,9 +405,12 @@ def test_sweep_with_the_env_dir_gone_ends_the_orphaned_playbook(tmp_path):
         _wait_for(lambda: _busy(env_dir), 300, "the slow task", w)
         recs = process.records(env_dir)
         assert recs, "ansible-playbook was not recorded"
-        # the playbook and the workers of its long task (each in a session of its own)
-        _wait_for(lambda: len(process._members(recs[0], process.all_procs())) > 2, 60, "the task's workers", w)
+        # The long task runs on both hosts: its workers and their ssh are up and wait for it.
+        # (Freezing as soon as the busy marks exist could catch the first task's workers while
+        # they exit: an exiting process ignores SIGSTOP and nothing is left to orphan.)
+        wait_running(long_command, 2, timeout=120)
         members = process._members(recs[0], process.all_procs())
+        assert len(members) > 2, f"the playbook's workers were not found: {members}"
         for pid in members:
             os.kill(pid, signal.SIGSTOP)
         os.kill(w.pid, signal.SIGKILL)
