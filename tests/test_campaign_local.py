@@ -385,6 +385,12 @@ def test_ctrl_c_exits_130_quickly_and_leaves_no_process(campaign):
     from promise import assert_interrupted_in_time
     assert_interrupted_in_time("SIGINT during a campaign run", took)
     assert "interrupted" in err and "Traceback" not in err
+    # on the hosts, at once: no sampling loop of its monitor (tagged enos-monitor-<its pid>-...)
+    import enos as enos_api
+    count = (f"t='enos-mon''itor-{p.pid}-'; n=0; for d in /proc/[0-9]*; do "
+             "case \"$(tr '\\000' ' ' < $d/cmdline 2>/dev/null)\" in *\"$t\"*) n=$((n+1));; esac; done; echo $n")
+    on_hosts = {r.host.alias: r.stdout.strip() for r in enos_api.load(env).run(count)}
+    assert on_hosts == {"worker-1": "0", "worker-2": "0"}, on_hosts
     # execo's conductor helper (a process execo forks at import) polls its parent once a
     # second and exits when it is gone: give it that second
     deadline = time.monotonic() + 5

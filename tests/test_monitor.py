@@ -78,6 +78,10 @@ def env(tmp_path_factory):
         assert leftovers(e.run_id) == []
 
 
+def totals_hosts(env):
+    return [h.alias for h in env.hosts]
+
+
 def _counters(env, aliases):
     """rx/tx bytes of eth0 of each host, read independently of the monitor (sysfs)."""
     res = env.run("cat /sys/class/net/eth0/statistics/rx_bytes /sys/class/net/eth0/statistics/tx_bytes",
@@ -102,6 +106,7 @@ def test_totals_are_exact_for_short_and_long_blocks(env, seconds, chunks, tmp_pa
         time.sleep(max(0.0, seconds - (time.monotonic() - t1)))
         body = time.monotonic() - t1
     after = _counters(env, ["server"] + clients)
+    assert _on_hosts(env, f"enos-monitor-{mon.id}") == {a: (0, 0) for a in totals_hosts(env)}   # stopped on exit
     received = int(sink.wait()[0].stdout)
     assert received == payload * len(clients)
     totals = mon.totals()
@@ -233,3 +238,48 @@ def test_kill9_then_destroy_leaves_nothing_on_the_hosts(env, static_env, tmp_pat
     counts = _on_hosts(env, tag)
     assert counts == {h.alias: (0, 0) for h in env.hosts}, counts
     print(f"FIGURE monitor kill -9 + enos destroy: left on the hosts (processes, /tmp files): {counts}")
+
+
+INTERRUPTED = textwrap.dedent("""\
+    import sys, time, enos
+    env = enos.load(sys.argv[1])
+    with env.monitor(interval=float(sys.argv[2])) as mon:
+        print("started", mon.id, flush=True)
+        time.sleep(600)
+""")
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_loops_at_once(env, tmp_path):
+    """SIGINT to the process group of a script inside ``with env.monitor()`` (a terminal's
+    Ctrl-C): the script is gone within 2 s and, counted on the hosts, no loop of that
+    monitor is left nor its ``sleep`` — although the loops' next sample is ~29 s away, so
+    they are ended, not left to die at their next sample — and its record is gone."""
+    interval = "29.37"                  # an unusual 'sleep 29.37' to find on the hosts
+    (tmp_path / "interrupted.py").write_text(INTERRUPTED)
+    p = subprocess.Popen([sys.executable, str(tmp_path / "interrupted.py"), str(env.env_dir), interval],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("started"), line + p.stderr.read()
+        tag = f"enos-monitor-{line.split()[1]}"
+        assert _on_hosts(env, tag)["server-1"] == (3, 0)          # a loop per host, no file
+        deadline = time.monotonic() + 10          # each loop's text holds it, and each sleep
+        while _on_hosts(env, f"sleep {interval}")["server-1"][0] != 6:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        t = time.monotonic()
+        os.killpg(p.pid, signal.SIGINT)
+        p.wait(30)
+        took = time.monotonic() - t
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    from promise import assert_interrupted_in_time
+    assert_interrupted_in_time("SIGINT inside env.monitor()", took)
+    assert "KeyboardInterrupt" in p.stderr.read()
+    counts = {"loops": _on_hosts(env, tag), "sleeps": _on_hosts(env, f"sleep {interval}")}
+    assert counts == {k: {h.alias: (0, 0) for h in env.hosts} for k in counts}, counts
+    assert not list((env.env_dir / "monitors").glob("*.json"))
+    print(f"FIGURE monitor Ctrl-C: exit after {took:.2f} s; left on the hosts: {counts}")

@@ -21,10 +21,11 @@ A sample is ``/proc/uptime`` (elapsed time, 10 ms), the first line of ``/proc/st
 ``dstat``/``sar`` are not used even when present: they read the same counters but print
 averaged rates, from which totals cannot be recovered exactly.
 
-Stopping. The block's end, an exception and Ctrl-C stop the loops (``with``). If enos is
+Stopping. The block's end and an exception stop the loops with an end sample; Ctrl-C
+(SIGINT/SIGTERM, a KeyboardInterrupt) ends them at once, without one (``with``). If enos is
 killed (``kill -9``), its sessions close and each loop dies of SIGPIPE at its next sample;
 as a second guard each monitor is recorded in ``<env>/monitors/<id>.json`` (owner PID and
-start time, each host's loop PID) before it starts, and the next :class:`Monitor` of the
+start time, its hosts) before it starts, and the next :class:`Monitor` of the
 env and ``enos destroy`` end the loops of a dead owner (:func:`end_stale`), checking each
 PID still runs the loop (its command line holds the monitor id) before signalling it.
 
@@ -79,10 +80,10 @@ def sampler(interval: float, tag: str) -> str:
         "cat /proc/net/dev /proc/diskstats; "
         "if [ \"$1\" = start ]; then echo \"@T $(getconf CLK_TCK 2>/dev/null || echo 100)\"; "
         "echo \"@B\" $(ls /sys/block); fi; echo @E; }\n"
-        "stop=; trap 'stop=1' USR1; trap 'exit 0' TERM INT HUP PIPE\n"
+        "stop=; w=; trap 'stop=1' USR1; trap '[ -n \"$w\" ] && kill $w 2>/dev/null; exit 0' TERM INT HUP PIPE\n"
         "s start || exit 0\n"
         "while [ -z \"$stop\" ]; do\n"
-        f"  sleep {interval:g} & w=$!; wait $w; kill $w 2>/dev/null\n"
+        f"  sleep {interval:g} & w=$!; wait $w; kill $w 2>/dev/null; w=\n"
         "  [ -n \"$stop\" ] && break\n"
         "  s sample || exit 0\n"
         "done\n"
@@ -234,6 +235,16 @@ def _end_by_tag_script(monitor_id: str, signal: str = "TERM") -> str:
             "echo ended $n")
 
 
+def _end_pid_script(pid: int, monitor_id: str) -> str:
+    """Shell text that sends SIGTERM (then SIGCONT) to the loop ``pid`` if its command line
+    still holds the tag of ``monitor_id`` (a PID reused by another process is left alone);
+    prints ``ended N``."""
+    pid = int(pid)
+    return ("t='enos-monitor'-'" + monitor_id + "'; n=0; "
+            f"case \"$(tr '\\000' ' ' < /proc/{pid}/cmdline 2>/dev/null)\" in *\"$t\"*) "
+            f"kill -TERM {pid} 2>/dev/null && kill -CONT {pid} 2>/dev/null; n=1;; esac; echo ended $n")
+
+
 def _alive(pid: int, start: Optional[int]) -> bool:
     if pid <= 0:
         return False     # abandoned (cancelled) by its owner
@@ -339,12 +350,24 @@ class Monitor:
         self.rows.sort(key=lambda r: (r["elapsed"], r["host"]))
 
     def cancel(self) -> None:
-        """Drop the sessions at once, with no end sample (an interrupt: Ctrl-C): each loop
-        dies at its next sample; the record stays, marked abandoned, so that the next
-        monitor of the env or ``enos destroy`` ends a loop that would not. Idempotent."""
+        """End the loops at once, with no end sample (an interrupt: Ctrl-C): each host's
+        loop (its PID, checked to still hold the monitor's tag) is sent SIGTERM over a short
+        session of its own, then the sessions are dropped. A host that does not answer
+        within a second is left (its loop dies at its next sample, its session being gone)
+        and the record stays, marked abandoned, so that the next monitor of the env or
+        ``enos destroy`` ends what is left. Idempotent."""
+        confirmed = False
         if self._bg is not None and self._bg.running:
+            pids = self._bg.pids(timeout=0)
+            hosts = [h for h in self.hosts if h.alias in pids]
+            if hosts:
+                res = self.env._run_sessions(hosts, "monitor cancel",
+                                             {a: _end_pid_script(p, self.id) for a, p in pids.items()}, timeout=1.0)
+                confirmed = len(hosts) == len(self.hosts) and not res.failed
             self._bg._cancel(wait=2.0)
-        if self._record is not None and self._record.exists():
+        if confirmed:
+            _forget_record(self._record)
+        elif self._record is not None and self._record.exists():
             try:
                 rec = json.loads(self._record.read_text())
                 rec.update(pid=0, start=None, abandoned=time.time())
