@@ -345,9 +345,8 @@ def forget_finished(env_dir: Path) -> None:
     """Delete the records of children that exited (their pid is gone or recycled); the
     processes they started and left running (e.g. SSH connection masters) are kept.
     Returns None; raises nothing."""
-    procs = all_procs()
     for r in records(env_dir):
-        st = procs.get(r.pid)
+        st = proc_stat(r.pid)       # the recorded pids only: no scan of the whole /proc
         if st is None or st.start != r.start or not st.alive:
             try:
                 (children_dir(env_dir) / r.name).unlink()
