@@ -7,7 +7,9 @@ with 130. Library code raises these; it never calls ``sys.exit``.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+TYPE_CHECKING = False   # typing only for annotations: the short paths of the CLI skip its import
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Iterable, Optional, Sequence
 
 
 class EnosError(Exception):

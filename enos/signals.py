@@ -20,7 +20,9 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional
+TYPE_CHECKING = False   # annotations only ('enos run' on one host loads this module)
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Iterator, Optional
 
 #: set by the first SIGINT/SIGTERM; watched by worker threads and polling loops
 STOP = threading.Event()

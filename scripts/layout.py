@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent / "enos"
 
 # bottom first; a unit imports only units of lower layers (plus PEERS)
 LAYERS = [
-    ("shared", ["enos", "enos.errors", "enos.names", "enos.environ", "enos.failpoint", "enos.signals",
-                "enos.retry", "enos.progress", "enos.tables", "enos.render", "enos.frames"]),
+    ("shared", ["enos", "enos.errors", "enos.reader", "enos.names", "enos.environ", "enos.failpoint",
+                "enos.signals", "enos.retry", "enos.progress", "enos.tables", "enos.render", "enos.frames"]),
     ("model", ["enos.model", "enos.results"]),
     ("state", ["enos.state", "enos.process", "enos.inventory"]),
     ("ssh, ansible, reservation file", ["enos.ssh", "enos.ansible", "enos.reservation"]),

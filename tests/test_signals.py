@@ -436,7 +436,8 @@ def test_sweep_with_the_env_dir_gone_ends_the_orphaned_playbook(tmp_path):
 # --------------------------------------------------------------------------- enos run
 
 def test_signal_during_run_and_destroyed_env(tmp_path):
-    """`enos run 'sleep 3007'`: SIGINT/SIGTERM end it within 2 s with 130; after destroy,
+    """`enos run 'sleep 3007'` (on every host, and on one host: the short path):
+    SIGINT/SIGTERM end it within 2 s with 130; after destroy,
     `run`, `ssh` and `inventory` say the env is destroyed (exit 1) without touching the
     network or re-creating the control-socket dir, and a packet to a freed address is
     refused on this machine."""
@@ -448,13 +449,15 @@ def test_signal_during_run_and_destroyed_env(tmp_path):
     address = st["resources"]["hosts"][0]["address"]
     cdir = Path(f"/tmp/enos-ssh-{os.getuid()}/{run_id}")
     try:
-        for i, how in enumerate(("int", "term")):
+        # on both hosts (the fan-out), then on one (the short path, enos.experiment.quick)
+        for i, (how, one) in enumerate((("int", ()), ("term", ()), ("int", ("--roles", "node-1")),
+                                        ("term", ("--roles", "node-1")))):
             command = f"sleep {3007 + i}"          # its own command: the first one's may still be ending
-            w = Watched(tmp_path, "run", "--env", "env", command)
+            w = Watched(tmp_path, "run", "--env", "env", *one, command)
             try:
-                wait_running(command, 2)            # the remote command runs on both hosts
+                wait_running(command, 1 if one else 2)      # the remote command runs
                 assert w.proc.poll() is None
-                _interrupt(w, how, f"SIG{how.upper()} during enos run")
+                _interrupt(w, how, f"SIG{how.upper()} during enos run" + (" on one host" if one else ""))
                 w.stop_watching()
                 # the env's connection masters are meant to stay (ControlPersist)
                 left = [p for p in w.alive(exclude_netns=(f"enos-{run_id}-",)) if "[mux]" not in p]

@@ -48,7 +48,9 @@ Run 'enos help <command>' for a command's options.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+TYPE_CHECKING = False   # annotations only: nothing but the interpreter's own modules at load time
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
 
 from enos import __version__
 
@@ -142,15 +144,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     argv, g = _split_globals(list(sys.argv[1:] if argv is None else argv))
+    if argv[:1] == ["run"] and not g["verbose"]:
+        # one host through its master, without the task runner (None: not the plain case)
+        from enos.cli.hosts import run_quick
+        code = _guarded("run", g, lambda: run_quick(argv[1:]))
+        if code is not None:
+            return code
     parsed = _parse(argv)
     if isinstance(parsed, int):
         return parsed
     cmd, args = parsed
     _setup_logging(g["verbose"], g["quiet"])
+    return _guarded(cmd, g, lambda: _table()[1][cmd](args, g))
+
+
+def _guarded(cmd: str, g: dict, fn: Callable[[], int | None]) -> int | None:
+    """Return ``fn()`` run under enos' signal handlers, with enos' errors mapped to their
+    exit code (:func:`_run`) and an interrupt to 130."""
     from enos import signals
     old = signals.install()       # SIGINT and SIGTERM: KeyboardInterrupt, exit 130
     try:
-        return _run(cmd, args, g)
+        return _run(cmd, fn, g)
     except KeyboardInterrupt:
         if g["verbose"]:
             import logging
@@ -202,25 +216,25 @@ def _parse(argv: list[str]):
         return 2
 
 
-def _run(cmd: str, args, g) -> int:
-    """Run the command; map enos' errors (and a full or read-only disk) to their exit code
-    and one line on stderr (a traceback only with -v)."""
+def _run(cmd: str, fn: Callable[[], int | None], g) -> int | None:
+    """Return ``fn()`` (the command); map enos' errors (and a full or read-only disk) to
+    their exit code and one line on stderr (a traceback only with -v)."""
     import errno
-    import logging
     from enos.errors import ConfigError, EnosError
-    log = logging.getLogger("enos")
     try:
-        return _table()[1][cmd](args, g)
+        return fn()
     except EnosError as e:
         if g["verbose"]:
-            log.exception("enos %s failed", cmd)
+            import logging
+            logging.getLogger("enos").exception("enos %s failed", cmd)
         print(f"enos {cmd}: error: {e}" if not isinstance(e, ConfigError) else f"error: {e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
         if g["verbose"]:
-            log.exception("enos %s failed", cmd)
+            import logging
+            logging.getLogger("enos").exception("enos %s failed", cmd)
         print(f"enos {cmd}: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 1
 

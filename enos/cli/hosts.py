@@ -2,6 +2,10 @@
 (docopt) beside a function that parses, calls the Python API, prints."""
 from __future__ import annotations
 
+TYPE_CHECKING = False   # annotations only ('enos run' on one host loads this module)
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Optional
+
 from enos.cli.options import data, env_dir, out, output, roles, seconds
 
 RUN = """Run a shell command on the hosts of an environment, in parallel.
@@ -30,15 +34,59 @@ def run(args, g) -> int:
     if fmt == "json":
         data([r.to_dict() for r in results], "json")
     else:
-        for r in results:
-            out(f"── {r.alias} ({r.status})")
-            if r.stdout:
-                out(r.stdout.rstrip("\n"))
-            if r.stderr and not r.ok:
-                out(r.stderr.rstrip("\n"))
+        _print_results(results)
     if results.failed and not args["--tolerate-failures"]:
         raise CommandFailed(args["CMD"], results.failed, results)
     return 0
+
+
+def _quick_args(argv: list) -> Optional[dict]:
+    """Return {--env, --roles, --tolerate-failures, CMD} of the plain forms of 'enos run'
+    (``--env``, ``--roles``, ``--tolerate-failures``, ``-o text``, one CMD), else None."""
+    args: dict = {"--env": None, "--roles": None, "--tolerate-failures": False, "CMD": None}
+    it = iter(argv)
+    for a in it:
+        name, eq, value = a.partition("=")
+        if name in ("--env", "--roles", "-o", "--output") and args.get(name) is None:
+            value = value if eq else next(it, None)
+            if value is None or (name in ("-o", "--output") and value != "text"):
+                return None
+            args[name] = value
+        elif a == "--tolerate-failures" and not args["--tolerate-failures"]:
+            args[a] = True
+        elif a.startswith("-") or args["CMD"] is not None:
+            return None
+        else:
+            args["CMD"] = a
+    return args if args["CMD"] is not None else None
+
+
+def run_quick(argv: list) -> Optional[int]:
+    """'enos run' on one host through its connection master without loading the task
+    runner (:mod:`enos.experiment.quick`); return the exit code, or None when the command
+    line or the env is not the plain case (nothing ran: the caller runs :func:`run`).
+    Prints exactly what :func:`run` prints. Raises CommandFailed as :func:`run` does."""
+    args = _quick_args(argv)
+    if args is None:
+        return None
+    from enos.experiment.quick import run_one
+    r = run_one(env_dir(args), roles(args), args["CMD"])
+    if r is None:
+        return None
+    _print_results([r])
+    if not r.ok and not args["--tolerate-failures"]:
+        from enos.errors import CommandFailed
+        raise CommandFailed(args["CMD"], [r], [r])
+    return 0
+
+
+def _print_results(results) -> None:
+    for r in results:
+        out(f"── {r.alias} ({r.status})")
+        if r.stdout:
+            out(r.stdout.rstrip("\n"))
+        if r.stderr and not r.ok:
+            out(r.stderr.rstrip("\n"))
 
 
 BACKUP = """Bring files and directories home from the hosts of an environment, in parallel.

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Optional, Sequence
+TYPE_CHECKING = False   # annotations only ('enos run' on one host loads this module)
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Optional, Sequence
 
 from enos.errors import UsageError
 

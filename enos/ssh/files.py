@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from enos.errors import StateDamaged, UnreadableFile
-from enos.state import read_bounded
+from enos.reader import read_bounded
 
 #: the largest ssh_config / known_hosts enos reads from an env dir
 MAX_SSH_FILE_BYTES = 16 << 20

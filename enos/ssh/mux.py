@@ -12,11 +12,12 @@ refusing the session) is reported so the caller falls back to a plain ``ssh`` pr
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import struct
-from typing import List, Optional, Tuple
+TYPE_CHECKING = False   # annotations only ('enos run' on one host loads this module)
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import List, Optional, Tuple
 
 MUX_MSG_HELLO = 0x00000001
 MUX_C_NEW_SESSION = 0x10000002
@@ -27,6 +28,16 @@ MUX_S_SESSION_OPENED = 0x80000006
 MUX_S_TTY_ALLOC_FAIL = 0x80000008
 VERSION = 4
 NO_ESCAPE = 0xFFFFFFFF
+
+
+def _sha1(data: bytes):
+    """Return hashlib.sha1(data), without loading OpenSSL when CPython's own SHA-1 is there
+    (``import hashlib`` costs ~3 ms; 'enos run' on one host pays it for nothing else)."""
+    try:
+        from _sha1 import sha1
+    except ImportError:  # pragma: no cover  (a CPython built without it)
+        from hashlib import sha1
+    return sha1(data)
 
 
 def _string(b: bytes) -> bytes:
@@ -60,7 +71,7 @@ def control_path(template: str, address: str, port: int, user: str,
         if t == "%":
             out.append("%")
         elif t == "C":
-            out.append(hashlib.sha1(f"{local_host}{address}{port}{user}".encode()).hexdigest())
+            out.append(_sha1(f"{local_host}{address}{port}{user}".encode()).hexdigest())
         elif t == "h":
             out.append(address)
         elif t == "p":
