@@ -58,7 +58,10 @@ class Block:
 
     @property
     def kind(self) -> str:
-        """shell, python, yaml, text, directive or unlabelled."""
+        """shell, python, yaml, text, cell (a notebook page's code cell), directive or
+        unlabelled."""
+        if self.lang == "{code-cell}":
+            return "cell"
         if self.lang.startswith("{"):
             return "directive"
         for name, langs in (("shell", SHELL), ("python", PYTHON), ("yaml", YAML), ("text", TEXT)):
@@ -73,6 +76,22 @@ def pages() -> List[Path]:
     found = [p for p in sorted(docs.rglob("*.md"))
              if not any(part.startswith("_") for part in p.relative_to(docs).parts)]
     return [REPO / "README.md"] + found
+
+
+def is_notebook(page: Path) -> bool:
+    """Whether ``page`` is a MyST text notebook (front matter ``file_format: mystnb``): its
+    ``{code-cell}`` blocks are executed in a Jupyter kernel by the site build (myst-nb), and
+    tests/test_docs.py checks that each of them ran."""
+    text = page.read_text()
+    if not text.startswith("---\n"):
+        return False
+    front = text[4:text.find("\n---", 4)]
+    return bool(re.search(r"^file_format:\s*mystnb\s*$", front, re.M))
+
+
+def notebook_pages() -> List[Path]:
+    """The site's notebook pages (executed by the build)."""
+    return [p for p in pages() if p.name != "README.md" and is_notebook(p)]
 
 
 def parse_marker(text: str) -> Dict[str, str]:

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+import docblocks
 from chromium import chromium
 from prereq import missing
 
@@ -33,9 +34,19 @@ def site(tmp_path_factory) -> Path:
     if not shutil.which("unshare") or os.geteuid() != 0:
         missing("root and unshare are needed to build the docs with no network")
     out = tmp_path_factory.mktemp("site") / "html"
+    envs = tmp_path_factory.mktemp("notebook-envs")     # the notebook pages' env dirs
     t0 = time.monotonic()
-    p = subprocess.run(["unshare", "--net", "bash", str(REPO / "scripts" / "docs.sh"), str(out)],
-                       capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    # a network namespace of its own, loopback up (the notebook pages' Jupyter kernel talks
+    # to the build over 127.0.0.1; their local hosts get a bridge in this namespace)
+    script = f"ip link set lo up && exec bash {REPO / 'scripts' / 'docs.sh'} {out}"
+    try:
+        p = subprocess.run(["unshare", "--net", "sh", "-c", script], env=dict(os.environ, ENOS_DOCS_ENVS=str(envs)),
+                           capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL)
+    finally:        # a notebook that failed half-way left its hosts: give them back
+        for state in envs.rglob("state.json"):
+            if json.loads(state.read_text()).get("phase") != "destroyed":
+                subprocess.run([sys.executable, "-m", "enos", "destroy", "--env", str(state.parent)],
+                               capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, f"docs build failed (-W: a warning is an error):\n{p.stdout}\n{p.stderr}"
     print(f"docs build: {time.monotonic() - t0:.1f}s")
     return out
@@ -74,7 +85,7 @@ def test_every_error_class_has_an_entry():
 def test_site_builds_and_holds_the_references(site):
     """The pages exist; the generated references list every key of every provider's
     schema, every CLI command, every error class, each provider's capabilities."""
-    for page in ("index", "getting-started", "reservation", "cli", "python", "campaign-file", "troubleshooting",
+    for page in ("index", "getting-started", "tutorial", "experiments", "reservation", "cli", "python", "campaign-file", "troubleshooting",
                  "writing-a-provider", "architecture", "api", "providers/local", "providers/static",
                  "providers/g5k", "providers/libvirt", "providers/vagrant"):
         assert (site / f"{page}.html").exists(), page
@@ -93,6 +104,15 @@ def test_site_builds_and_holds_the_references(site):
     trouble = text_of(site / "troubleshooting.html")
     for cls in enosdocs._error_classes():
         assert f"enos.errors.{cls.__name__}" in trouble, cls.__name__
+    # the notebook pages ran during the build: their outputs are there, measured
+    tutorial = text_of(site / "tutorial.html")
+    assert "network constraints measured: ok" in tutorial and "measured_mbit" in tutorial
+    assert re.search(r"\d+\.\d+mbit", tutorial), "no measured rate in the tutorial"
+    assert (site / "tutorial.html").read_text().count("<img") >= 2, \
+        "the tutorial's figures (monitor plot, sweep figure) are missing"
+    experiments = text_of(site / "experiments.html")
+    assert "RATE measured" in experiments and "facts of 3 host(s)" in experiments
+    assert "destroyed" in tutorial and "destroyed" in experiments
     python = (site / "python.html").read_text()
     for name in ("enos.experiment.env.up", "enos.experiment.env.Env.run", "enos.results.Results",
                  "enos.provider.provider.Provider.init", "enos.testing.conformance.ConformanceSuite"):
@@ -151,7 +171,27 @@ def test_net_log_probe_sees_a_page_fetch(tmp_path):
     assert "https://fonts.example.org/a.css" in fetched and "http://cdn.example.org/x.png" in fetched
 
 
-@pytest.mark.parametrize("page", ["index.html", "python.html"])
+def test_notebook_pages_ran(site):
+    """Every code cell of every notebook page (tutorial, experiments) was executed by the
+    build's Jupyter kernel, in order, without an error: myst-nb's executed copies
+    (``<out>/../jupyter_execute/*.ipynb``) hold one executed cell per ``{code-cell}`` block."""
+    pages = docblocks.notebook_pages()
+    assert {p.stem for p in pages} >= {"tutorial", "experiments"}, pages
+    for page in pages:
+        cells = [b for b in docblocks.blocks(page) if b.kind == "cell"]
+        rel = page.relative_to(DOCS).with_suffix(".ipynb")
+        executed = site.parent / "jupyter_execute" / rel
+        assert executed.exists(), f"{rel}: not executed by the build"
+        nb = json.loads(executed.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert len(code) == len(cells) > 0, f"{rel}: {len(code)} executed cells, {len(cells)} in the page"
+        assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1)), f"{rel}: not all cells ran"
+        errors = [o for c in code for o in c["outputs"] if o.get("output_type") == "error"]
+        assert not errors, f"{rel}: {errors}"
+        print(f"{rel}: {len(code)} cells executed")
+
+
+@pytest.mark.parametrize("page", ["index.html", "python.html", "tutorial.html"])
 def test_page_in_chromium_links_resolve_nothing_fetched(site, tmp_path, page):
     """The rendered page (after its scripts ran) links only to files of the site that exist,
     and to anchors that exist in them; it fetches nothing over the network."""

@@ -38,8 +38,14 @@ def test_every_block_is_labelled_and_marked_correctly():
                 problems.append(f"{b.where}: {p}")
             if ("fragment" in b.marker or "invalid" in b.marker) and b.kind != "yaml":
                 problems.append(f"{b.where}: fragment/invalid are for YAML blocks")
+            if b.kind == "cell" and not docblocks.is_notebook(page):
+                problems.append(f"{b.where}: a code-cell outside a notebook page (front matter "
+                                f"'file_format: mystnb') is never executed")
+            if b.kind == "cell" and b.marker:
+                problems.append(f"{b.where}: a notebook cell always runs in the build: no marker")
     assert not problems, "\n".join(problems)
-    assert count.get("shell", 0) > 20 and count.get("python", 0) > 3, count
+    assert count.get("shell", 0) > 20 and count.get("python", 0) > 3 and count.get("cell", 0) > 10, count
+    print(f"blocks: {count}")
 
 
 def test_marker_checks_can_fail(tmp_path):
@@ -50,6 +56,11 @@ def test_marker_checks_can_fail(tmp_path):
                     "<!-- docs-test: covered=tests/test_docs.py::test_nothing_here runs it -->\n```sh\ntrue\n```\n")
     found = [docblocks.marker_problem(b) for b in docblocks.blocks(page)]
     assert all(found), found
+    # a code-cell counts as run only on a notebook page (the build executes those)
+    nb = tmp_path / "n.md"
+    nb.write_text("---\nfile_format: mystnb\n---\n```{code-cell} ipython3\n1\n```\n")
+    assert docblocks.is_notebook(nb) and not docblocks.is_notebook(page)
+    assert [b.kind for b in docblocks.blocks(nb)] == ["cell"]
 
 
 def workdir(tmp: Path) -> Path:
@@ -142,6 +153,9 @@ def test_page_blocks_run(page, tmp_path):
     ran, marked = 0, []
     try:
         for b in docblocks.blocks(page):
+            if b.kind == "cell":        # run by the site build in a Jupyter kernel
+                marked.append(f"{b.where}: cell (tests/test_docs.py::test_notebook_pages_ran)")
+                continue
             if "skip" in b.marker or "covered" in b.marker:
                 marked.append(f"{b.where}: {b.marker}")
                 continue
