@@ -23,6 +23,7 @@ from enos.environ import scrubbed_environ
 from enos.errors import EnosError, ProvisionError
 from enos.progress import NULL
 from enos.ssh.jump import Masters
+from enos.ssh.remote import ensure_control_dirs
 from enos.state import atomic_write
 
 MAX_FORKS = 100
@@ -188,6 +189,7 @@ def run_playbooks(env_dir: Path, inventory: Path, ssh_config: Path, playbooks: S
     envvars = ansible_env(ssh_config, forks, fact_cache=facts, strategy=strategy)
     fallback = ansible_env(ssh_config, forks, fact_cache=facts) if "ANSIBLE_STRATEGY_PLUGINS" in envvars else None
     _require_ansible_playbook(envvars)
+    ensure_control_dirs(ssh_config)   # gone after a reboot or stop_masters: ssh could not bind its master
     masters = Masters(ssh_config)
     down = masters.ready_all(masters.behind)
     if down:        # ansible would open one jump connection per host: name the jump host instead
@@ -317,6 +319,7 @@ def run_playbook(env_dir: Path, inventory: Path, ssh_config: Path, playbook: Pat
     envvars = ansible_env(ssh_config, forks, strategy=strategy)
     fallback = ansible_env(ssh_config, forks) if "ANSIBLE_STRATEGY_PLUGINS" in envvars else None
     _require_ansible_playbook(envvars)
+    ensure_control_dirs(ssh_config)   # gone after a reboot or stop_masters: ssh could not bind its master
     vars_file = pdd / "play-extravars.json"
     atomic_write(vars_file, json.dumps(dict(extravars or {})), mode=0o600)
     return _run_one(pdd, Path(playbook), inventory, vars_file, envvars, forks, tags, limit,

@@ -85,11 +85,13 @@ def exists(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
-def wait_running(cmdline: str, count: int, timeout: float = 60) -> List[int]:
+def wait_running(cmdline: str, count: int, timeout: float = 60, run_id: Optional[str] = None) -> List[int]:
     """Wait until exactly ``count`` processes run the command line ``cmdline`` (the hosts of
     the local provider share this machine's PID space, so a remote command is seen here);
     return their PIDs. Raises AssertionError naming what was seen when it does not happen:
-    a test that interrupts "a running remote command" must know it runs."""
+    a test that interrupts "a running remote command" must know it runs. With ``run_id``,
+    only the processes on that env's hosts count (another test run on this machine may run
+    the same command at the same time)."""
     import time
     deadline = time.monotonic() + timeout
     found: List[int] = []
@@ -100,12 +102,30 @@ def wait_running(cmdline: str, count: int, timeout: float = 60) -> List[int]:
                 args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
             except OSError:
                 continue
-            if args == cmdline:
+            if args == cmdline and (run_id is None or in_run(pid, run_id)):
                 found.append(int(pid))
         if len(found) == count:
             return found
         time.sleep(0.05)
     raise AssertionError(f"{count} processes '{cmdline}' expected running, found {len(found)}: {found}")
+
+
+def in_run(pid, run_id: str) -> bool:
+    """True when process ``pid`` runs in the network namespace of a host of the local env
+    ``run_id`` (``/run/netns/enos-<run_id>-N``)."""
+    try:
+        mine = os.stat(f"/proc/{pid}/ns/net")
+        names = [n for n in os.listdir("/run/netns") if n.startswith(f"enos-{run_id}-")]
+    except OSError:
+        return False
+    for n in names:
+        try:
+            st = os.stat(f"/run/netns/{n}")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+            return True
+    return False
 
 
 def wait_gone(pids, timeout: float = 10) -> List[int]:

@@ -112,3 +112,38 @@ def test_html_in_chromium(env, tmp_path):
     colours = {row[0][0]: row[3][1] for row in seen["rows"]}
     assert colours["server-1"] == "rgb(207, 34, 46)"                        # failed: red
     assert {row[0][0]: row[6][0] for row in seen["rows"]}["client-1"] == "<b>x</b>"    # text, not markup
+
+
+
+def test_an_unreachable_host_raises_with_the_others_results(tmp_path):
+    """A host whose sshd is gone (killed; the env's connection masters closed and their
+    directory removed, as after a reboot of this machine): its first task is
+    ``unreachable``, the next ``not run``; ActionsFailed names it alone and carries the
+    other host's results (which reached its host: the masters' directory is made again)."""
+    import os
+    import signal
+    from enos.ssh.client import stop_masters
+    e = enos.up({"provider": "local", "resources": {"local": {"server": 1, "client": 1}}}, keep=True,
+                base=tmp_path, provision=False, quiet=True)
+    RUN_IDS.append(e.run_id)
+    try:
+        os.kill(e.info()["provider_info"]["hosts"]["client-1"]["sshd_pid"], signal.SIGTERM)
+        stop_masters(e.run_id)         # new connections: client-1 refuses at once
+        with pytest.raises(ActionsFailed) as info:
+            with e.actions() as a:
+                a.shell("hostname", task_name="who")
+                a.shell("true", task_name="after")
+        err = info.value
+        assert err.failed == ["client-1"], str(err)
+        assert "client-1: task 'who'" in str(err) and "Connection refused" in str(err), str(err)
+        res = err.results
+        assert [r.status for r in res["client-1"]] == ["unreachable", "not run"]
+        assert [r.status for r in res["server-1"]] == ["changed", "changed"] and res["server-1"][0].stdout == "server-1"
+        assert res.host_status("client-1") == "unreachable"
+        t = browser.tables(res._repr_html_())[0]
+        assert sorted((r[0], r[1], r[3]) for r in t.rows) == [("client-1", "0", "unreachable"),
+                                                              ("client-1", "1", "not run"),
+                                                              ("server-1", "0", "changed"), ("server-1", "1", "changed")]
+    finally:
+        e.destroy()
+        assert leftovers(e.run_id) == []

@@ -62,7 +62,17 @@ def test_run_returns_a_result_for_every_host(env):
     assert every.by_role["control"].aliases == ["control-1"]
     d = json.loads(every.to_json())
     assert d["ok"] is True and [x["host"] for x in d["results"]] == every.aliases
-    assert all(x["exit_code"] == 0 and x["stdout"] == x["host"] + "\n" for x in d["results"])
+    assert all(x["rc"] == x["exit_code"] == 0 and x["stdout"] == x["host"] + "\n" for x in d["results"])
+    assert every[0].exit_code is every[0].rc                   # rc the one name, exit_code an alias
+    # as a DataFrame: one row per host, the failed ones too
+    mixed = env.run("test $(hostname) != compute-2", roles="compute", check=False)
+    df = mixed.to_dataframe()
+    assert list(df.columns) == ["host", "roles", "address", "command", "rc", "status", "stdout", "stderr",
+                                "started", "ended", "duration", "error"]
+    assert list(zip(df["host"], df["roles"], df["rc"], df["status"])) == [("compute-1", "compute", 0, "ok"),
+                                                                          ("compute-2", "compute", 1, "exit 1")]
+    assert list(df["address"]) == [h.address for h in env.roles["compute"]]
+    assert (df["duration"] >= 0).all() and set(df["command"]) == {"test $(hostname) != compute-2"}
     # a list of roles and aliases, Host objects
     assert env.run("true", roles=["control", "compute-2"]).aliases == ["control-1", "compute-2"]
     assert env.run("true", roles=env.roles["compute"][1]).aliases == ["compute-2"]
@@ -539,12 +549,13 @@ def test_ctrl_c_inside_the_with_block_destroys(tmp_path):
     (tmp_path / "s.py").write_text(CTRL_C_SCRIPT)
     p = subprocess.Popen([sys.executable, "s.py"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, start_new_session=True)
+    env_dir = None
     try:
         env_dir, run_id = p.stdout.readline().split()
         RUN_IDS.append(run_id)
         assert p.stdout.readline() == "running\n"
-        wait_running("sleep 3141", 2)     # the background command runs on both hosts,
-        wait_running("sleep 3142", 2)     # and so does the foreground one env.run waits for
+        # the background command runs on both hosts, and so does the foreground one env.run waits for
+        sleeps = wait_running("sleep 3141", 2, run_id=run_id) + wait_running("sleep 3142", 2, run_id=run_id)
         children = _children(p.pid)
         os.killpg(p.pid, signal.SIGINT)
         out, err = p.communicate(timeout=120)
@@ -552,11 +563,15 @@ def test_ctrl_c_inside_the_with_block_destroys(tmp_path):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+        destroyed_here = False
+        if env_dir and json.loads((Path(env_dir) / "state.json").read_text())["phase"] != "destroyed":
+            enos.load(env_dir).destroy()          # a failure above must not leave the hosts running
+            destroyed_here = True
     assert p.returncode != 0 and "not reached" not in out and "KeyboardInterrupt" in err, (p.returncode, err)
-    assert json.loads((Path(env_dir) / "state.json").read_text())["phase"] == "destroyed"
+    assert not destroyed_here, "the with block did not destroy the env"
     assert leftovers(run_id) == []
     assert not any(alive(c) for c in children), "a child of the script outlived it"
-    assert not [pid for pid in filter(str.isdigit, os.listdir("/proc")) if _cmdline(pid) in ("sleep 3141", "sleep 3142")]
+    assert [pid for pid in sleeps if _cmdline(str(pid)) in ("sleep 3141", "sleep 3142")] == []
 
 
 def _cmdline(pid: str) -> str:

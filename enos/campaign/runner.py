@@ -192,8 +192,8 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict,
     except EnosError as e:
         error = str(e)
     finally:
-        # interrupted (Ctrl-C, SIGTERM): drop the monitor's sessions and leave at once (its
-        # loops end with them); the run, still in progress on disk, is redone next time
+        # interrupted (Ctrl-C, SIGTERM): end the monitor's loops and leave at once (no end
+        # sample); the run, still in progress on disk, is redone next time
         if mon is not None:
             _end_monitor(mon, rdir, isinstance(sys.exc_info()[1], KeyboardInterrupt))
     t1 = time.time()
@@ -206,7 +206,7 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict,
 
 def _end_monitor(mon, rdir: Path, interrupted: bool) -> None:
     """Stop the run's monitor and write its samples (``monitor.csv``) and exact totals
-    (``monitor.json``); on an interrupt only drop its sessions."""
+    (``monitor.json``); on an interrupt only end its loops (:meth:`Monitor.cancel`)."""
     if interrupted:
         mon.cancel()
         return
