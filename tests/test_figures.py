@@ -117,3 +117,29 @@ def test_chosen_figures_are_drawn(entry, tmp_path):
 def test_a_figure_with_no_rows_is_not_drawn(tmp_path):
     spec = figures.FigureSpec(y="thr", x="rate", where={"host": ["nobody"]})
     assert figures.draw(spec, _rows(), PARAMS, tmp_path / "x.png") is None and not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["bar", "line", "box"])
+def test_per_host_spread_is_shown(kind, tmp_path, monkeypatch):
+    """Two senders 20 % apart (the issue's case): with ``spread: hosts`` (the default)
+    every host's value of every run is a dot on the figure, so the spread hidden by the
+    mean shows; ``spread: none`` draws the means alone. Checked on the axes matplotlib
+    saved (their scatter collections), not by pixels."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.figure import Figure
+    saved = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (saved.append(self), real(self, *a, **k))[1])
+    rows = [dict(codec=c, rate="10mbit", clients=1, repeat=rep, host=h, role="client", metric="thr", value=v + rep)
+            for c in PARAMS["codec"] for rep in (1, 2) for h, v in (("client-1", 80.0), ("client-2", 100.0))]
+    dots = {}
+    for spread in ("hosts", "none"):
+        spec = figures.check([{"y": "thr", "x": "codec", "kind": kind, "spread": spread, "name": spread}],
+                             PARAMS, ["thr"], False, _err)[0]
+        assert figures.draw(spec, rows, PARAMS, tmp_path / f"{spread}.png") is not None
+        ax = saved[-1].axes[0]
+        dots[spread] = sorted(float(y) for c in ax.collections if isinstance(c, PathCollection)
+                              for _, y in c.get_offsets())
+    assert dots["hosts"] == sorted([81.0, 82.0, 101.0, 102.0] * 3), dots      # 3 codecs × 2 runs × 2 hosts
+    assert dots["none"] == []
+    _looks_drawn(tmp_path / "hosts.png", 1)
