@@ -234,8 +234,8 @@ class CommandFailed(EnosError):
     def __init__(self, command: str, failed: Sequence, results: Sequence):
         self.command, self.failed = command, failed if hasattr(failed, "by_role") else list(failed)
         self.results = results if hasattr(results, "by_role") else list(results)
-        names = ", ".join(f"{r.alias} "
-                          f"({f'exit {r.exit_code}' if r.exit_code is not None else (r.error or 'failed')})"
+        # the host's own error first (an ssh failure is not the command's exit 255)
+        names = ", ".join(f"{r.alias} ({r.error or (f'exit {r.exit_code}' if r.exit_code is not None else 'failed')})"
                           for r in self.failed)
         super().__init__(f"'{command}' failed on {len(self.failed)} of {len(self.results)} host(s): {names}")
 

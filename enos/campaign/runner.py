@@ -123,7 +123,7 @@ def _failure_text(step: Step, cmd: str, results) -> Optional[str]:
         return None
     parts = []
     for r in bad:
-        why = f"exit {r.rc}" if r.rc is not None else (r.error or "failed")
+        why = r.error or (f"exit {r.rc}" if r.rc is not None else "failed")     # ssh's 255 is not the command's
         tail = (r.stderr or "").strip().splitlines()[-1:] or [""]
         parts.append(f"{r.host.alias}: {why}" + (f" ({tail[0][:200]})" if tail[0] else ""))
     return f"{step.name} '{cmd[:120]}' failed on " + "; ".join(parts)

@@ -54,6 +54,25 @@ def take_pid(stderr: str) -> Tuple[Optional[int], str]:
     return (int(m.group(1)), stderr[m.end():]) if m else (None, stderr)
 
 
+#: the last thing a session prints on stderr: the command's own exit status
+STATUS_MARK = "enos-rc"
+_STATUS_RE = re.compile(STATUS_MARK + r" (\d{1,3})\n?\Z")
+
+
+def with_status(command: str) -> str:
+    """Return shell text that runs ``command`` in a subshell, then prints ``enos-rc N`` (its
+    exit status) last on stderr and exits with N. ssh exits 255 on its own failures too: a
+    255 with the mark is the command's, without it ssh's (the session never got there)."""
+    return f"(\n{command}\n)\nenos_rc=$?; printf '{STATUS_MARK} %s\\n' \"$enos_rc\" >&2; exit $enos_rc"
+
+
+def take_status(stderr: str) -> Tuple[Optional[int], str]:
+    """Return (the status a :func:`with_status` mark gives at the end of ``stderr``, the
+    rest of stderr); (None, stderr) when there is no mark."""
+    m = _STATUS_RE.search(stderr)
+    return (int(m.group(1)), stderr[:m.start()]) if m else (None, stderr)
+
+
 def kill_group(pid: int, signal: str = "TERM") -> str:
     """Return shell text sending ``signal`` to the process group ``pid`` (quiet if gone)."""
     return f"kill -{signal} -- -{int(pid)} 2>/dev/null; true"

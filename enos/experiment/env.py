@@ -19,8 +19,8 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, 
 
 from enos import render, task
 from enos.errors import CommandFailed, EnosError, EnvDestroyed, NoEnvironment, UsageError
-from enos.experiment.command import (PID_MARK, OutputCallback, RoleSelector, kill_group, take_pid,
-                                     with_pid, wrap_command)
+from enos.experiment.command import (PID_MARK, STATUS_MARK, OutputCallback, RoleSelector, kill_group,
+                                     take_pid, take_status, with_pid, with_status, wrap_command)
 from enos.model import Host, IpPool
 from enos.progress import QUIET, Progress
 from enos.results import Results
@@ -358,6 +358,9 @@ class Env:
         if background:
             from enos.experiment.background import Background
             return Background(self, hosts, command, commands, sudo=sudo, on_output=on_output)
+        # the command's own exit status is marked last on stderr: a 255 with the mark is the
+        # command's, without it ssh's (see with_status)
+        commands = {a: with_status(c) for a, c in commands.items()}
         if timeout is None:
             results = self._run_sessions(hosts, command, commands, on_output=on_output)
         else:
@@ -370,6 +373,13 @@ class Env:
                     if r.rc is None and r.host.alias in pids and r.error and r.error.startswith("timed out")}
             for alias in self._kill_groups(late, "KILL", sudo=sudo):
                 results[alias].error += " (killed)"
+        for r in results:
+            status, r.stderr = take_status(r.stderr or "")
+            if status is not None and r.rc == 255 and status == 255:
+                r.error = None          # the command's own exit 255, not an ssh failure
+            elif status is not None and r.error and r.error.startswith("ssh failed: "):
+                # ssh failed after the command ended: its message, not the mark
+                r.error = "ssh failed: " + (r.stderr.strip().splitlines() or ["?"])[-1]
         if check and results.failed:
             raise CommandFailed(command, results.failed, results)
         return results
@@ -393,6 +403,10 @@ class Env:
                         on_pid(alias, int(line.split()[1]))
                         return
                 if on_output is not None:
+                    if stream == "stderr" and STATUS_MARK in line:     # the mark ends the last line
+                        line = take_status(line + "\n")[1]
+                        if not line:
+                            return
                     on_output(by_alias[alias], stream, line)
         results = run_sessions(self.ssh_config, hosts, commands, timeout=timeout, on_output=cb,
                                stdout_to=stdout_to, cancel_fd=cancel_fd, label=command)
