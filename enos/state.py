@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
-from enos.errors import NoEnvironment, StateDamaged, StateError, StateLocked, StateUnwritable, UnreadableFile
+from enos.errors import (NoEnvironment, StateDamaged, StateError, StateLocked, StateUnwritable, UnreadableFile,
+                         UsageError)
 from enos.reader import MAX_STATE_BYTES, read_bounded  # noqa: F401  (enos.state.read_bounded for its callers)
 
 log = logging.getLogger("enos.state")
@@ -58,6 +59,32 @@ def new_run_id() -> str:
     """Return a fresh run id: 8 hex characters (short enough for interface names)."""
     import secrets   # lazily: it pulls in hashlib/hmac (~7 ms), which read-only commands never need
     return secrets.token_hex(4)
+
+
+def usable_dir(path, what: str) -> Path:
+    """Return ``path`` as a directory enos may write into: an existing directory, or one it
+    can create (its nearest existing parent a writable directory). Raises UsageError (exit
+    2, before anything is done) for an empty name, a file or device in its place, a parent
+    that is not a directory or not writable (``/proc/x``, ``/dev/null/x``)."""
+    text = os.fspath(path) if path is not None else ""
+    if not str(text).strip():
+        raise UsageError(f"{what}: an empty directory name")
+    p = Path(text).expanduser()
+    try:
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise UsageError(f"{what} {text}: not a directory")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise UsageError(f"{what} {text}: a directory this user cannot write into")
+            return p
+        parent = p.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or str(parent).startswith(("/proc", "/sys")):
+            raise UsageError(f"{what} {text}: cannot be created ({parent} is not a writable directory)")
+    except (OSError, RuntimeError) as e:        # a link loop, a name too long...
+        raise UsageError(f"{what} {text}: {getattr(e, 'strerror', None) or e}") from None
+    return p
 
 
 def atomic_write(path: Path, data: Union[str, bytes], mode: int = 0o600) -> None:
@@ -378,7 +405,7 @@ def run_id_traces(env_dir: Path) -> List[str]:
 
 
 #: names an enos run leaves in its env dir besides state.json (traces of a run)
-RUN_TRACES = ("ssh", "ssh_config", "known_hosts", "inventory.yml", "ansible")
+RUN_TRACES = ("ssh", "ssh_config", "known_hosts", "inventory.yml", "ansible", RUN_FILE)
 
 
 def previous_run_traces(env_dir: Path) -> List[str]:
@@ -566,22 +593,31 @@ def set_current(base: Path, env_dir: Path) -> None:
 
 
 def resolve_env(env: Optional[str], base: Path = Path(".")) -> Path:
-    """Return the env dir named by ``--env`` (or ``<base>/current``). Raises NoEnvironment,
-    or StateDamaged (with the run id and the sweep command) for a dir that holds an
-    earlier run's traces but no state file."""
+    """Return the env dir named by ``--env`` (or ``<base>/current``). Raises NoEnvironment
+    (also for a symbolic link loop or a path that cannot be looked at), or StateDamaged
+    (with the run id and the sweep command) for a dir that holds an earlier run's traces
+    but no state file."""
+    try:
+        return _resolve_env(env, base)
+    except (RuntimeError, OSError) as e:           # a link loop, a name too long, EACCES
+        where = env if env else Path(base) / CURRENT
+        raise NoEnvironment(f"no enos environment in {where}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _resolve_env(env: Optional[str], base: Path) -> Path:
     if env:
         p = Path(env)
         if os.path.lexists(p / STATE_FILE):
-            return p.resolve()
+            return p.resolve(strict=True)
         if os.path.lexists(p / CURRENT / STATE_FILE):
-            return (p / CURRENT).resolve()
+            return (p / CURRENT).resolve(strict=True)
         _refuse_traces(p)
         raise NoEnvironment(f"no enos environment in {p} (no {STATE_FILE}); run 'enos up' first")
     cur = Path(base) / CURRENT
     if cur.exists():
         if not os.path.lexists(cur / STATE_FILE):
             _refuse_traces(cur)
-        return cur.resolve()
+        return cur.resolve(strict=True)
     raise NoEnvironment(f"no current enos environment in {Path(base).resolve()} "
                         f"(no '{CURRENT}' link); run 'enos up' or pass --env DIR")
 

@@ -158,6 +158,7 @@ def _claim_env_dir(env: Optional[str], base: Path) -> tuple[Path, bool]:
         d = Path(env)
         if d.exists() and not d.is_dir():
             raise UsageError(f"--env {env}: not a directory")
+        _refuse_foreign_dir(d)
         try:
             d.mkdir(mode=0o700, parents=True)
             return d.resolve(), True
@@ -177,6 +178,28 @@ def _claim_env_dir(env: Optional[str], base: Path) -> tuple[Path, bool]:
         if not destroyed:
             return cur.resolve(), False
     return claim_env_dir(base).resolve(), True
+
+
+def _refuse_foreign_dir(d: Path) -> None:
+    """Raise UsageError when ``d`` is an existing directory that is not an enos env dir and
+    holds other files (``--env /``, ``--env /proc/self``, a project dir): enos would write
+    its state, keys and lock among them. An empty dir, an env dir (state or traces of an
+    earlier run, judged under the lock) are fine; the filesystem root never is, whatever it
+    holds (enos makes its env dir the owner's only: mode 0700 on ``/`` locks every other
+    user, QEMU's included, out of the whole machine)."""
+    try:
+        if d.is_dir() and d.resolve() == Path(d.anchor or "/").resolve():
+            raise UsageError(f"--env {d}: the filesystem root cannot be an enos environment; "
+                             f"give a new or empty directory")
+        if not d.is_dir() or os.path.lexists(d / STATE_FILE) or previous_run_traces(d):
+            return
+        names = sorted(n for n in os.listdir(d) if n != LOCK_FILE and not n.startswith(f".{STATE_FILE}."))
+    except OSError as e:
+        raise UsageError(f"--env {d}: {e.strerror or e}") from None
+    if names:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise UsageError(f"--env {d}: an existing directory that is not an enos environment (it holds {shown}); "
+                         f"give a new or empty directory")
 
 
 def _unclaim(env_dir: Path) -> None:

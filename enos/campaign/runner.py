@@ -348,6 +348,13 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
     camp = source if isinstance(source, Campaign) else load_campaign(source)
     config = None if env else check_reservation(camp)     # ConfigError before anything is taken
     check_network_constraints(camp, config)
+    given = None
+    if env:      # the environment given is checked before the results dir is made
+        given = open_env(camp, Path("."), env, progress, config)
+        check_network_constraints(camp, given.envdir.config)
+        for step in camp.setup + camp.steps:
+            if step.roles:
+                given.select(step.roles)           # UsageError naming the known roles
     results = Path(results or camp.default_results()).absolute()
     sweep = Sweep(results, camp.combinations(), camp.repeat)
     with sweep:
@@ -355,9 +362,7 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
         definition = check_provenance(camp, sweep, results, rerun_changed)
         _json(results / "campaign.json", {"file": camp.file, "fingerprint": camp.fingerprint(),
                                           "definition": definition, "campaign": camp.raw})
-        environment = open_env(camp, results, env, progress, config)
-        if env:
-            check_network_constraints(camp, environment.envdir.config)
+        environment = given or open_env(camp, results, None, progress, config)
         for step in camp.setup + camp.steps:
             if step.roles:
                 environment.select(step.roles)     # UsageError naming the known roles

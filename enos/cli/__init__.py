@@ -53,10 +53,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable
 
 from enos import __version__
+from enos.cli.streams import OutputLost, out, quiet_stdout, setup_streams
 
 # Nothing else at load time: 'enos --help' and '--version' print with the interpreter's own
-# modules only (the command table, docopt, logging and each command's layer load when a
-# command runs; see _table()).
+# modules only (and enos.cli.streams, which uses nothing else; the command table, docopt,
+# logging and each command's layer load when a command runs; see _table()).
 
 #: the order of 'enos --help'
 ORDER = ("up", "destroy", "info", "validate", "new", "check", "inventory", "ssh", "run", "backup", "extend",
@@ -87,11 +88,6 @@ def __getattr__(name: str):
     if name == "HANDLERS":
         return _table()[1]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
 
 
 def _split_globals(argv: list[str]) -> tuple[list[str], dict]:
@@ -131,15 +127,19 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the enos CLI; return the exit code (0, 1, 2 or 130, see ``enos --help``)."""
+    """Run the enos CLI; return the exit code (0, 1, 2 or 130, see ``enos --help``; 1 also
+    when the output could not be written: stdout closed, a full disk)."""
+    setup_streams()
     try:
         return _main(argv)
     except BrokenPipeError:
         # the reader went away (e.g. 'enos info | head'): not a failure of enos
-        import os
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        quiet_stdout()
         return 0
+    except OutputLost as e:
+        quiet_stdout()
+        print(f"enos: {e}", file=sys.stderr)
+        return 1
 
 
 def _main(argv: list[str] | None) -> int:
@@ -184,16 +184,24 @@ def _parse(argv: list[str]):
     """Return (command, its docopt arguments), or an exit code when there is nothing to run
     (help, version, an unknown command or bad arguments: exit 2 with the usage)."""
     if not argv or argv[0] in ("-h", "--help"):
-        _out(__doc__.strip())
+        out(__doc__.strip())
         return 0 if argv else 2
     if argv[0] == "--version":
-        _out(f"enos {__version__}")
+        if len(argv) > 1:
+            print(f"enos --version: unexpected argument(s) {' '.join(argv[1:])} (usage: enos --version)",
+                  file=sys.stderr)
+            return 2
+        out(f"enos {__version__}")
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd == "help":
         if not rest:
-            _out(__doc__.strip())
+            out(__doc__.strip())
             return 0
+        if len(rest) > 1:
+            print(f"enos help: one command at most, got {' '.join(rest)} (usage: enos help [<command>])",
+                  file=sys.stderr)
+            return 2
         cmd, rest = rest[0], ["--help"]
     from docopt import DocoptExit, docopt
     commands = _table()[0]
@@ -206,7 +214,7 @@ def _parse(argv: list[str]):
         return 2
     doc = commands[cmd]
     if "-h" in rest or "--help" in rest:
-        _out(doc.strip())
+        out(doc.strip())
         return 0
     try:
         return cmd, docopt(doc, argv=[cmd] + rest, default_help=False)

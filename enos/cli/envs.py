@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from enos.cli.options import data, env_dir, out, output, progress, seconds, when
+from enos.cli.options import data, env_dir, out, output, progress, seconds, tags, when
 from enos.errors import UsageError
 
 UP = """Book the resources of a reservation, wait until every host answers SSH, provision them.
@@ -42,7 +42,7 @@ def up(args, g) -> int:
     at = when("--at", args["--at"], earliest=True)
     p = progress(g["quiet"])
     env = env_up(args["-f"], keep=True, env=env_dir(args), force_deploy=args["--force-deploy"],
-                 tags=args["--tags"], progress=p, verbose=g["verbose"] > 0,
+                 tags=tags("--tags", args["--tags"]), progress=p, verbose=g["verbose"] > 0,
                  provision=not args["--no-provision"], ssh_timeout=ssh_timeout, at=at)
     p.info(f"ready: {len(env.hosts)} host(s) in {env.env_dir} (run {env.run_id}); "
            f"'enos info' to see them, 'enos destroy' to give them back")
@@ -86,7 +86,7 @@ Options:
 def destroy(args, g) -> int:
     from enos.experiment.env import destroy as env_destroy, sweep_run
     p = progress(g["quiet"])
-    if args["--run-id"]:
+    if args["--run-id"] is not None:
         removed = sweep_run(args["-f"], args["--run-id"], progress=p)
         p.info(f"swept {len(removed)} resource(s) of run {args['--run-id']}")
         for r in removed:
@@ -120,6 +120,8 @@ Options:
 def info(args, g) -> int:
     from enos.experiment.env import load_or_current
     fmt = output(args, ("text", "json", "yaml"))
+    if args["--refresh"] and not args["--facts"]:
+        raise UsageError("--refresh gathers the facts again: it goes with --facts (enos info --facts --refresh)")
     env = load_or_current(env_dir(args))
     if args["--facts"]:
         facts = env.facts(refresh=args["--refresh"])
@@ -366,7 +368,10 @@ Options:
 
 
 def build(args, g) -> int:
-    cache = Path(os.path.expanduser(args["--cache"]))
+    from enos.state import usable_dir
+    cache = usable_dir(args["--cache"], "--cache")
+    if args["--output"] is not None:
+        usable_dir(args["--output"], "--output")
     if args["vagrant"]:
         from enos.vagrant.box import build_box
         box = build_box(name=args["--box"], cache_dir=cache, force=args["--force"], progress=progress(g["quiet"]))

@@ -7,6 +7,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Optional
 
 from enos.cli.options import data, env_dir, out, output, roles, seconds
+from enos.errors import UsageError
 
 RUN = """Run a shell command on the hosts of an environment, in parallel.
 
@@ -30,6 +31,8 @@ def run(args, g) -> int:
     from enos.experiment.env import load_or_current
     fmt = output(args, ("text", "json"))
     timeout = seconds("--timeout", args["--timeout"])
+    if not args["CMD"].strip():
+        raise UsageError("CMD: the command is empty; give the shell command to run on the hosts")
     results = load_or_current(env_dir(args)).run(args["CMD"], roles=roles(args), timeout=timeout, check=False)
     if fmt == "json":
         data([r.to_dict() for r in results], "json")

@@ -10,6 +10,7 @@ TYPE_CHECKING = False   # annotations only ('enos run' on one host loads this mo
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Optional, Sequence
 
+from enos.cli.streams import OutputLost, out  # noqa: F401  (the commands print through out)
 from enos.errors import UsageError
 
 #: the longest wait a command line may ask for (30 days)
@@ -59,9 +60,25 @@ def output(args, allowed: Sequence[str]) -> str:
 
 
 def env_dir(args) -> Optional[str]:
-    """Return ``--env`` (None for the default, ``./current``)."""
+    """Return ``--env`` (None for the default, ``./current``). Raises UsageError for an
+    empty value (a shell variable that was not set: it must not mean ./current)."""
     env = args.get("--env")
+    if env is not None and not env.strip():
+        raise UsageError("--env: an empty directory name; give the environment directory")
     return None if env in (None, "current") else env
+
+
+def tags(option: str, value) -> Optional[str]:
+    """Return comma-separated Ansible tags as given, or None when not given. Raises
+    UsageError for an empty list or an empty or blank tag (``--tags ''`` would otherwise
+    run every task: the opposite of what was asked)."""
+    if value is None:
+        return None
+    names = value.split(",")
+    if not value.strip() or any(not n.strip() or n != n.strip() or any(c.isspace() for c in n) for n in names):
+        raise UsageError(f"{option}: expected tag names separated by commas (no empty or blank one, "
+                         f"no spaces), got '{value}'")
+    return value
 
 
 def roles(args) -> Optional[str]:
@@ -73,12 +90,6 @@ def progress(quiet: bool):
     """Return the progress display of a command (silent under ``-q``)."""
     from enos.progress import QUIET, Progress
     return Progress(mode=QUIET) if quiet else Progress()
-
-
-def out(text: str) -> None:
-    """Print ``text`` on stdout (one line feed at its end), flushed."""
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
 
 
 def warn(command: str, text: str) -> None:

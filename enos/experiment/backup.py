@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from enos import render
 from enos.errors import UsageError
 from enos.experiment.command import RoleSelector, wrap_command
+from enos.state import usable_dir
 
 _MISSING = "enos-backup-missing"
 _MISSING_RE = re.compile(r"^" + _MISSING + r" (\d+)$")
@@ -200,9 +201,11 @@ def backup(env, paths: Union[str, Sequence[str]], roles: RoleSelector = None,
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise UsageError("backup: give at least one path to fetch")
+    if any(not p.strip() for p in paths):
+        raise UsageError("backup: an empty path; give the files or directories to fetch")
     script = remote_script(paths)          # validates every path before anything runs
+    dest_dir = usable_dir(dest, "--dest") if dest is not None else env.env_dir / "backup"
     hosts = env.select(roles)
-    dest_dir = Path(dest) if dest is not None else env.env_dir / "backup"
     dest_dir = dest_dir.resolve()
     tars: Dict[str, subprocess.Popen] = {}
     sinks: Dict[str, int] = {}

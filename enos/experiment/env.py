@@ -114,10 +114,18 @@ def load_or_current(env_dir: Optional[str] = None, base: Union[str, os.PathLike]
     return load(env_dir, quiet=quiet) if env_dir else current(base, quiet=quiet)
 
 
+#: the longest extension a walltime may be asked for (a year)
+MAX_EXTENSION_HOURS = 8760
+
+
 def check_extension(walltime: str) -> str:
     """Return the walltime extension ``[+]H:MM[:SS]`` without its ``+``. Raises UsageError."""
-    if not re.fullmatch(r"\+?\d+:[0-5]\d(:[0-5]\d)?", walltime or ""):
+    m = re.fullmatch(r"\+?(\d{1,6}):([0-5]\d)(?::([0-5]\d))?", walltime or "")
+    if not m:
         raise UsageError(f"--walltime: expected +H:MM[:SS] (e.g. +1:30), got '{walltime}'")
+    seconds = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3) or 0)
+    if not 0 < seconds <= MAX_EXTENSION_HOURS * 3600:
+        raise UsageError(f"--walltime: expected more than 0 and at most {MAX_EXTENSION_HOURS} hours, got '{walltime}'")
     return walltime.lstrip("+")
 
 
