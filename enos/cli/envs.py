@@ -172,7 +172,9 @@ def _no_hosts(phase: str) -> str:
 
 
 VALIDATE = """Check a reservation file (syntax, schema, provider section, playbook paths)
-without booking anything. Errors name the file, the line and the key.
+without booking anything. Errors name the file, the line and the key (exit 2). What the
+file needs of this machine (a key file, an image, a free subnet) is a warning here
+('enos up' refuses it, 'enos check -f FILE' lists it).
 
 Usage:
   enos validate [-f FILE] [-o FORMAT]

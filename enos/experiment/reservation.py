@@ -23,14 +23,19 @@ from enos.state import MemoryJournal
 
 def validate(reservation: Union[str, os.PathLike, Mapping]) -> Config:
     """Return the validated :class:`~enos.reservation.config.Config` of a reservation file
-    (or parsed dict), after its provider's preflight (what it needs of this machine before
-    booking: an image file, a free subnet). Books nothing. Raises ConfigError (file, line,
-    key), UsageError, MissingDependency."""
+    (or parsed dict). What its provider needs of *this machine* (its preflight: a key or
+    image file, a free subnet) is not a defect of the file: it is added to the Config's
+    ``warnings`` ("on this machine: ..."); ``enos up`` and ``enos check`` refuse it. Books
+    nothing. Raises ConfigError (file, line, key), UsageError, MissingDependency."""
     if isinstance(reservation, Mapping):
         config = task.reservation_from_data(dict(reservation), "(reservation dict)", check_files=True)
     else:
         config = task.load_reservation(os.fspath(reservation))
-    provider_class(config).preflight(config)
+    try:
+        provider_class(config).preflight(config)
+    except UsageError as e:
+        config.warnings.append(f"on this machine: {e} ('enos up' refuses this until it is fixed; "
+                               f"'enos check -f FILE' says what is missing)")
     return config
 
 

@@ -191,19 +191,19 @@ class StaticProvider(Provider):
     @classmethod
     def preflight(cls, config) -> None:
         """Raise ConfigError (naming the machine's ``keyfile`` key) for a key file that does
-        not exist or is not readable."""
+        not exist, is not readable or is not a regular file (a directory, a device)."""
         for m in config.machines:
             if "keyfile" not in m.options:
                 continue
             for h in cls._hosts(config):
-                if h.address == str(m.options["address"]) and h.keyfile and not os.access(h.keyfile, os.R_OK):
-                    raise config.error(f"{m.keypath}.keyfile", f"SSH key file {h.keyfile} does not exist "
-                                                               f"or is not readable")
+                if h.address == str(m.options["address"]) and h.keyfile and not _usable_key(h.keyfile):
+                    raise config.error(f"{m.keypath}.keyfile", f"SSH key file {h.keyfile} does not exist, "
+                                                               f"is not readable or is not a regular file")
 
     @staticmethod
     def _missing_keyfiles(hosts: List[Host]) -> Dict[str, str]:
-        """Return {keyfile: alias} for the hosts' key files that are not readable."""
-        return {h.keyfile: h.alias for h in hosts if h.keyfile and not os.access(h.keyfile, os.R_OK)}
+        """Return {keyfile: alias} for the hosts' key files that are not usable."""
+        return {h.keyfile: h.alias for h in hosts if h.keyfile and not _usable_key(h.keyfile)}
 
     def check(self) -> List[Check]:
         """Return one check per SSH key file the reservation names (readable or not)."""
@@ -236,6 +236,11 @@ class StaticProvider(Provider):
     def info(self) -> dict:
         """Return the aliases of the hosts in use."""
         return {"hosts": (self.ctx.journal.get(JOURNAL_KEY) or {}).get("hosts", [])}
+
+
+def _usable_key(path: str) -> bool:
+    """True for a readable regular file (ssh reads a key file; a directory or a device is not one)."""
+    return os.path.isfile(path) and os.access(path, os.R_OK)
 
 
 PROVIDER = StaticProvider
