@@ -21,6 +21,10 @@ MEMORY_LIMIT = 3 << 30
 #: files the hostile inputs try to create through an injection; any of them existing is a breach
 PWNED = Path("/tmp/enos-hostile-pwned")
 
+#: directories of the machine whose mode and entries no run may change (checked around
+#: every run: a change is a leftover)
+WATCHED = (Path("/"), Path("/sys/kernel"), Path("/tmp"))
+
 #: how the process' standard streams are set up
 STREAMS = ("pipe", "full", "closed", "stderr-closed", "both-closed", "sigpipe", "stderr-full")
 
@@ -121,6 +125,7 @@ def execute(run: Run) -> Outcome:
     env = base_env()
     env.update(run.env)
     before = _listing(run.cwd) if run.creates_nothing else None
+    machine = _machine()
     t0 = time.monotonic()
     p = subprocess.Popen(command_line(run), cwd=str(run.cwd), env=env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
@@ -144,6 +149,7 @@ def execute(run: Run) -> Outcome:
         _kill_session(p)
     if before is not None:
         o.leftovers += [f"file {x}" for x in sorted(_listing(run.cwd) - before)]
+    o.leftovers += _machine_changes(machine, _machine())
     if PWNED.exists():
         o.leftovers.append(f"file {PWNED} (an injection ran)")
         PWNED.unlink()
@@ -172,4 +178,23 @@ def _listing(d: Path) -> set:
                     pass
     except OSError:
         pass
+    return out
+
+
+def _machine() -> dict:
+    """The modes of :data:`WATCHED`, and the entries of ``/`` (a run must not write there)."""
+    modes = {}
+    for d in WATCHED:
+        try:
+            modes[str(d)] = os.stat(d).st_mode
+        except OSError:
+            modes[str(d)] = None
+    return {"modes": modes, "root": set(os.listdir("/"))}
+
+
+def _machine_changes(before: dict, after: dict) -> List[str]:
+    """Return what a run changed of the machine: a watched dir's mode, a new entry in /."""
+    out = [f"mode of {d} changed from {before['modes'][d]:o} to {m:o}"
+           for d, m in after["modes"].items() if m != before["modes"][d] and None not in (m, before["modes"][d])]
+    out += [f"file /{n} (written into the filesystem root)" for n in sorted(after["root"] - before["root"])]
     return out

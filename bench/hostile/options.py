@@ -27,7 +27,11 @@ ENV_COMMANDS = [
     ["campaign", "run", "camp.yaml", "--env", "{dir}"],
 ]
 BAD_DIRS = ["/proc/self", "/proc/x", "/dev/null", "afile", "afifo", "/dev/zero", "nonexistent", "",
-            "dangling", "loop", "emptydir", "/", "/sys/kernel"]
+            "dangling", "loop", "emptydir", "aproject", "/", "/sys/kernel"]
+#: directories of the machine never given to a command that may write (an older enos made
+#: an existing --env dir 0700 and wrote its state there: / and /sys/kernel were found 0700
+#: after such runs); 'aproject' (a directory holding a user's file) stands for them
+SYSTEM_DIRS = ("/", "/sys/kernel")
 #: commands taking -f FILE
 FILE_COMMANDS = [["validate", "-f", "{f}"], ["up", "-f", "{f}", "--ssh-timeout", "3"], ["check", "-f", "{f}"],
                  ["tc", "--env", "{env}", "--dry-run", "-f", "{f}"],
@@ -49,6 +53,8 @@ SINGLE = [
     ("up --tags ','", ["up", "-f", "static.yaml", "--tags", ",", "--ssh-timeout", "5"], (2,), "--tags"),
     ("up --tags 'a b'", ["up", "-f", "static.yaml", "--tags", "a b", "--ssh-timeout", "5"], (2,), "--tags"),
     ("up --env /proc/self", ["up", "-f", "static.yaml", "--env", "/proc/self", "--ssh-timeout", "5"], (2,), "/proc/self"),
+    ("up --env a user's dir", ["up", "-f", "static.yaml", "--env", "aproject", "--ssh-timeout", "5"], (2,),
+     "not an enos environment"),
     ("info --refresh without --facts", ["info", "--env", "{env}", "--refresh"], (2,), "--refresh"),
     ("run --roles ''", ["run", "--env", "{env}", "--roles", "", "true"], (2,), "--roles"),
     ("run --roles ','", ["run", "--env", "{env}", "--roles", ",", "true"], (2,), "--roles"),
@@ -96,6 +102,8 @@ def _setup(d: Path) -> None:
     os.symlink("loop", d / "loop")
     os.symlink("/dev/zero", d / "zerolink")
     (d / "emptydir").mkdir()
+    (d / "aproject").mkdir()
+    (d / "aproject" / "notes.txt").write_text("the user's own file\n")
     with open(d / "big.yaml", "w") as f:
         f.write("provider: static\n" + "# pad\n" * (1 << 20))
 
@@ -140,8 +148,8 @@ def runs(base: Path, env: Path) -> List[Run]:
     for argv in ENV_COMMANDS:
         for v in BAD_DIRS:
             writes = argv[0] == "up" or argv[:2] == ["campaign", "run"]
-            if writes and v in ("nonexistent", "emptydir", "/"):
-                continue        # a new env dir is valid; '/' is not tried by a command that may write
+            if writes and v in ("nonexistent", "emptydir") + SYSTEM_DIRS:
+                continue        # a new env dir is valid; a system dir is not tried by a command that may write
             out.append(Run("option", f"{' '.join(argv[:2])} --env {v!r}", argv[0],
                            _fill(argv, dir=new.path(v)), new(), expect=(2,)))
     for argv in FILE_COMMANDS:
@@ -152,7 +160,7 @@ def runs(base: Path, env: Path) -> List[Run]:
             full = _fill(argv, env=env, fmt=fmt) + ([fmt] if "{fmt}" not in argv else [])
             out.append(Run("option", f"{argv[0]} -o {fmt!r}", argv[0], full, new()))
     for name, argv, expect, words in SINGLE:
-        argv = [new.path(a) if a in ("afile", "afifo") else a for a in argv]
+        argv = [new.path(a) if a in ("afile", "afifo", "aproject") else a for a in argv]
         out.append(Run("option", name, argv[0], _fill(argv, env=env), new(), expect=expect,
                        words=(words,) if words else (), creates_nothing=True))
     return out
