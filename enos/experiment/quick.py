@@ -161,9 +161,7 @@ def _wait(alias: str, sock, out_fd: int, err_fd: int) -> Optional[QuickResult]:
                 open_fds.discard(fd)
     err = b"".join(bufs[err_fd]).decode(errors="replace")
     rc, error = replies.exit_code, None
-    if lost:
+    if lost:        # the master's exit message is the command's own status: only a lost session is ssh's
         err += "enos: the connection master closed the session without an exit status\n"
-        rc = 255
-    if rc == 255:
-        error = "ssh failed: " + (err.strip().splitlines() or ["?"])[-1]
+        rc, error = 255, "ssh failed: the connection master closed the session without an exit status"
     return QuickResult(alias, rc, b"".join(bufs[out_fd]).decode(errors="replace"), err, error)
