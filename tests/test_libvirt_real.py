@@ -66,6 +66,31 @@ def _enos(d, cwd, *args, extra_env=None, timeout=900):
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def _archive_records_the_image(libvirtd, tmp_path, env, run_id):
+    """``enos archive`` of the env: the provider record names the base image the VMs were
+    made from, with the disk's SHA-256 (checked against the file) and its build manifest,
+    and each VM's domain; ``enos archive --check`` accepts it."""
+    import hashlib
+    import tarfile
+    out = tmp_path / "vms.tar.gz"
+    a = _enos(libvirtd, tmp_path, "archive", "--env", str(env), "-o", str(out))
+    assert a.returncode == 0, a.stderr[-2000:]
+    with tarfile.open(out) as tar:
+        rec = json.loads(tar.extractfile(next(m for m in tar.getmembers()
+                                              if m.name.endswith("/env/provider.json"))).read())["record"]
+    image = rec["image"]
+    digest = hashlib.sha256()
+    with open(image["disk"], "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    assert image["disk_sha256"] == digest.hexdigest(), image
+    assert isinstance(image.get("manifest"), dict) and image["manifest"], image
+    assert {a: v["domain"] for a, v in rec["info"]["vms"].items()} == \
+        {a: f"enos-{run_id}-{a}" for a in ("compute-1", "control-1")}
+    check = _enos(libvirtd, tmp_path, "archive", "--check", str(out))
+    assert check.returncode == 0 and " ok — " in check.stdout, check.stdout + check.stderr
+
+
 def test_two_real_vms_up_run_destroy(libvirtd, tmp_path):
     res = _reservation(libvirtd, tmp_path / "reservation.yaml")
     env = tmp_path / "env"
@@ -122,6 +147,7 @@ def test_two_real_vms_up_run_destroy(libvirtd, tmp_path):
         qemu_logs = libvirtd.base / "var/log/libvirt/qemu"
         assert sorted(p.name for p in qemu_logs.glob(f"enos-{run_id}-*")) == \
             [f"enos-{run_id}-compute-1.log", f"enos-{run_id}-control-1.log"]
+        _archive_records_the_image(libvirtd, tmp_path, env, run_id)
     finally:
         d = _enos(libvirtd, tmp_path, "destroy", "--env", str(env))
         assert d.returncode == 0, d.stderr[-2000:]
