@@ -628,3 +628,28 @@ def test_background_left_running_at_exit_leaves_no_ssh_process(env, tmp_path):
         except ProcessLookupError:
             pass
     assert orphans == [], [_cmdline(x) for x in orphans]
+
+
+def test_the_core_runs_without_pandas():
+    """pandas is in the 'campaign' extra only: with it missing, the experiment layer and the
+    CLI import, a Results still prints and gives JSON, and to_dataframe() says what to
+    install (a typed error, exit status 2) instead of an ImportError."""
+    import subprocess
+    import sys
+    code = (
+        "import sys; sys.modules['pandas'] = None\n"             # as if it were not installed
+        "import enos, enos.cli, enos.results, enos.experiment.env, enos.experiment.monitor, "
+        "enos.experiment.actions, enos.experiment.sweep, enos.campaign.runner\n"
+        "from enos.model import Host\n"
+        "from enos.results import Result, Results\n"
+        "from enos.errors import MissingDependency\n"
+        "res = Results([Result(Host('h-1', '10.0.0.1'), 'true', 0, '', '', 1.0, 2.0)], 'true')\n"
+        "print(repr(res).split(':')[0], res.to_dict()['results'][0]['rc'])\n"
+        "try:\n"
+        "    res.to_dataframe()\n"
+        "except MissingDependency as e:\n"
+        "    print(type(e).__name__, e.exit_code, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["<Results 'true' 0",
+                                "MissingPandas 2 Results.to_dataframe() needs pandas, which is not installed: "
+                                "pip install 'enos[campaign]'"], out
