@@ -9,6 +9,8 @@ on GitHub)::
     <!-- docs-test: file=static.yaml -->        (a YAML/text block written to that file first)
     <!-- docs-test: fragment -->                (a YAML block that is part of a file: parsed only)
     <!-- docs-test: invalid -->                 (a YAML reservation that enos validate must refuse)
+    <!-- docs-test: beside=examples/iperf-campaign -->  (a campaign file, validated by 'enos
+                                                 campaign validate' beside that directory's files)
     <!-- docs-test: touch=keys/id_ed25519 -->   (files the block names, made empty first: a key,
                                                  an image, a playbook the reader brings)
 
@@ -147,7 +149,9 @@ def marker_problem(b: Block) -> Optional[str]:
     for t in filter(None, b.marker.get("touch", "").split(",")):
         if t.startswith("/") or ".." in Path(t).parts:
             return f"touch= takes paths inside the working directory, not {t}"
-    unknown = set(b.marker) - {"skip", "covered", "file", "fragment", "invalid", "touch"}
+    if "beside" in b.marker and not (REPO / b.marker["beside"]).is_dir():
+        return f"beside= names no directory of the repository: {b.marker['beside']}"
+    unknown = set(b.marker) - {"skip", "covered", "file", "fragment", "invalid", "touch", "beside"}
     if unknown:
         return f"unknown marker keys {sorted(unknown)}"
     return None

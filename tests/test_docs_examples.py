@@ -1,8 +1,8 @@
 """Every code block of the docs that is a command or Python runs, as written, on this
 machine: per page, in order, in a working directory holding the repository's files (as
 root, on the `local` provider's real namespace hosts); YAML reservations pass
-`enos validate` (or are refused, when marked invalid). A block that cannot run here carries
-a marker with a reason of a known kind (tests/docblocks.py), checked here; nothing is
+`enos validate` and campaign files `enos campaign validate` (or are refused, when marked
+invalid). A block that cannot run here carries a marker with a reason of a known kind (tests/docblocks.py), checked here; nothing is
 skipped silently. Whatever a page booked is destroyed at its end, even on failure."""
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def test_every_block_is_labelled_and_marked_correctly():
             p = docblocks.marker_problem(b)
             if p:
                 problems.append(f"{b.where}: {p}")
-            if ("fragment" in b.marker or "invalid" in b.marker) and b.kind != "yaml":
-                problems.append(f"{b.where}: fragment/invalid are for YAML blocks")
+            if ("fragment" in b.marker or "invalid" in b.marker or "beside" in b.marker) and b.kind != "yaml":
+                problems.append(f"{b.where}: fragment/invalid/beside are for YAML blocks")
             if b.kind == "cell" and not docblocks.is_notebook(page):
                 problems.append(f"{b.where}: a code-cell outside a notebook page (front matter "
                                 f"'file_format: mystnb') is never executed")
@@ -113,15 +113,27 @@ def run_yaml(b: Block, w: Path, env: dict) -> str:
     for t in filter(None, b.marker.get("touch", "").split(",")):
         (w / t).parent.mkdir(parents=True, exist_ok=True)
         (w / t).touch()
-    if "fragment" in b.marker or not isinstance(data, dict) or "provider" not in data:
+    if "fragment" in b.marker or not isinstance(data, dict):
         return ""
-    f = w / f"_block_{b.page.stem}_{b.line}.yaml"
-    f.write_text(b.text)
-    p = subprocess.run([str(w / ".venv" / "bin" / "enos"), "validate", "-f", f.name], cwd=w, env=env,
+    if "steps" in data:         # a campaign file: every check 'enos campaign run' makes
+        d = w / f"_campaign_{b.page.stem}_{b.line}"
+        d.mkdir()
+        if "beside" in b.marker:    # validated beside the files it names (reservation, playbooks)
+            for entry in (REPO / b.marker["beside"]).iterdir():
+                (d / entry.name).symlink_to(entry)
+        (d / "_block.yaml").write_text(b.text)
+        argv = ["campaign", "validate", str(d / "_block.yaml")]
+    elif "provider" in data or "providers" in data:
+        f = w / f"_block_{b.page.stem}_{b.line}.yaml"
+        f.write_text(b.text)
+        argv = ["validate", "-f", f.name]
+    else:
+        return ""
+    p = subprocess.run([str(w / ".venv" / "bin" / "enos")] + argv, cwd=w, env=env,
                        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     if "invalid" in b.marker:
-        return "" if p.returncode == 2 else f"marked invalid, but enos validate exited {p.returncode}"
-    return "" if p.returncode == 0 else f"enos validate exited {p.returncode}: {p.stderr.strip()[-600:]}"
+        return "" if p.returncode == 2 else f"marked invalid, but enos {argv[0]} exited {p.returncode}"
+    return "" if p.returncode == 0 else f"enos {argv[0]} exited {p.returncode}: {p.stderr.strip()[-600:]}"
 
 
 def run_code(b: Block, w: Path, env: dict) -> str:
@@ -144,8 +156,8 @@ def run_code(b: Block, w: Path, env: dict) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
 def test_page_blocks_run(page, tmp_path):
-    """The page's blocks, in order: shell and Python run (exit 0), YAML reservations validate;
-    marked ones are accounted for. Envs left by the page are destroyed at the end."""
+    """The page's blocks, in order: shell and Python run (exit 0), YAML reservations and
+    campaign files validate; marked ones are accounted for. Envs left by the page are destroyed at the end."""
     if os.geteuid() != 0:
         missing("the docs' examples run on the local provider: root is needed")
     w = workdir(tmp_path)
