@@ -304,3 +304,49 @@ def test_import_enos_does_not_import_vagrant_or_jinja2():
             "print([m for m in ('vagrant', 'jinja2', 'libvirt') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert out.strip() == "[]"
+
+
+def _vagrant_locale() -> dict:
+    """Vagrant's own English messages (its templates/locales/en.yml), or skip/fail."""
+    import glob
+
+    import yaml
+    from prereq import missing
+    found = sorted(glob.glob("/usr/share/rubygems-integration/all/gems/vagrant-*/templates/locales/en.yml")
+                   + glob.glob("/opt/vagrant/embedded/gems/gems/vagrant-*/templates/locales/en.yml"))
+    if not found:
+        missing("vagrant is not installed (its locale file gives the error formats)")
+    return yaml.safe_load(open(found[-1]))["en"]["vagrant"]["general"]
+
+
+def _ruby_format(template: str, **values) -> str:
+    import re
+    return re.sub(r"%\{(\w+)\}", lambda m: values[m.group(1)], template)
+
+
+def test_a_failed_vagrant_up_says_each_machines_error_not_the_backtrace(tmp_path):
+    """Vagrant's log of a failed parallel 'up' ends with a Ruby backtrace: the error enos
+    prints gives each machine's message (built from Vagrant's own templates) instead of
+    the backtrace's last lines, which said nothing (CI: 'vagrant up failed' + warden.rb)."""
+    from enos.vagrant.command import tail
+    general = _vagrant_locale()
+    backtrace = "\n".join(
+        f"/usr/share/rubygems-integration/all/gems/vagrant-2.3.4/lib/vagrant/action/warden.rb:{48 + i}:in `call'"
+        for i in range(30)) + "\n/usr/share/rubygems-integration/all/gems/vagrant-2.3.4/lib/vagrant/" \
+        "batch_action.rb:86:in `block (2 levels) in run'"
+    qemu = ("Call to virDomainCreateWithFlags failed: internal error: process exited while connecting "
+            "to monitor: accel-tcg-x86_64.so: Permission denied")
+    errors = "\n\n".join([
+        _ruby_format(general["batch_unexpected_error"], machine="control-1", message=qemu + "\n\n" + backtrace),
+        _ruby_format(general["batch_vagrant_error"], machine="compute-1",
+                     message="The box 'enos/debian12' could not be found.")])
+    log = tmp_path / "vagrant.log"
+    log.write_text("Bringing machine 'control-1' up with 'libvirt' provider...\n"
+                   "==> compute-1: No version detected for enos/debian12, using timestamp to watch\n"
+                   "==> control-1: Removing domain...\n" + errors + "\n")
+    said = tail(log)
+    assert "control-1: " + qemu in said and "compute-1: The box 'enos/debian12' could not be found." in said, said
+    assert "warden.rb" not in said and "batch_action.rb" not in said, said
+    # a log without Vagrant's per-machine report: its last lines, as before
+    log.write_text("".join(f"line {i}\n" for i in range(40)))
+    assert tail(log).splitlines() == [f"line {i}" for i in range(25, 40)]

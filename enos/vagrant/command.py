@@ -4,6 +4,7 @@ run tag of :mod:`enos.process`, no update checks), ``up`` with progress and a de
 env's run tag, so a kill -9 of enos leaves nothing that ``destroy`` cannot find."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -108,7 +109,7 @@ def up(rec: dict, run_id: str, timeout: float, progress) -> None:
                     raise EnosError(f"vagrant up did not finish within {timeout:.0f}s")
         except subprocess.CalledProcessError as e:
             process.end_run(run_id, timeout=10.0)
-            raise ProviderError(f"vagrant up failed (exit {e.returncode}); its log ({logf}) ends with:\n"
+            raise ProviderError(f"vagrant up failed (exit {e.returncode}); its log ({logf}) says:\n"
                                 + tail(logf)) from None
         except EnosError as e:
             process.end_run(run_id, timeout=10.0)
@@ -120,11 +121,46 @@ def up(rec: dict, run_id: str, timeout: float, progress) -> None:
 
 
 def tail(path: Path, lines: int = 15) -> str:
-    """Return the last ``lines`` lines of the log ``path`` ("(no log)" if unreadable)."""
+    """Return what the log ``path`` says went wrong: the messages of Vagrant's per-machine
+    errors (:func:`machine_errors`) when it has some, else its last ``lines`` lines ("(no
+    log)" if unreadable)."""
     try:
-        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+        text = path.read_text(errors="replace")
     except OSError:
         return "(no log)"
+    errors = machine_errors(text)
+    if errors:
+        return "\n".join(f"{name}: {message}" for name, message in errors)
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+#: how Vagrant starts the report of one machine's error in a parallel action
+#: (vagrant.general.batch_unexpected_error / batch_vagrant_error)
+_MACHINE_ERROR = re.compile(r"An (?:unexpected )?error occurred (?:when|while) executing the action on the\s+"
+                            r"'([^'\n]+)'\s+machine\. Please [^\n]*:\n\n")
+#: a line of a Ruby backtrace ("/usr/share/.../warden.rb:48:in `call'")
+_BACKTRACE = re.compile(r"^\s*(?:from )?\S+\.rb:\d+:in ")
+
+
+def machine_errors(text: str, lines: int = 6) -> List[tuple]:
+    """Return ``[(machine, message)]`` for each machine whose error Vagrant reported in
+    ``text`` (its output): the message without the Ruby backtrace that follows an
+    unexpected error, at most ``lines`` lines of it. Vagrant's log ends with that backtrace,
+    so its tail alone never says what failed (seen: "vagrant up failed" with 15 lines of
+    warden.rb)."""
+    out = []
+    for m in _MACHINE_ERROR.finditer(text):
+        message = []
+        for line in text[m.end():].splitlines():
+            if _BACKTRACE.match(line) or (not line.strip() and message and len(message) >= lines):
+                break
+            if line.startswith("An error occurred") or line.startswith("An unexpected error occurred"):
+                break
+            message.append(line.rstrip())
+        while message and not message[-1].strip():
+            message.pop()
+        out.append((m.group(1), " / ".join(x.strip() for x in message[:lines] if x.strip()) or "(no message)"))
+    return out
 
 
 def ssh_addresses(rec: dict, run_id: str) -> Dict[str, Dict[str, Any]]:
