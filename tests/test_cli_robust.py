@@ -150,3 +150,22 @@ def test_campaign_with_a_bad_env_creates_no_results_dir(tmp_path, static_env):
         assert p.returncode == 2, (bad, p.stderr)
         clean(p)
         assert not (tmp_path / "camp.results").exists(), bad
+
+
+@pytest.mark.parametrize("damage", ["fifo", "zero", "missing"])
+def test_inventory_of_a_damaged_env_is_said_not_waited_on(tmp_path, static_env, damage):
+    """'enos inventory' read the env's inventory.yml unbounded: a FIFO there hung it (found
+    by bench/hostile_inputs.py). Through the bounded reader: exit 1 at once, naming the file
+    and the command that writes it again; the inventory still prints when it is sound."""
+    ok = shell(tmp_path, "$ENOS inventory --env env")
+    assert ok.returncode == 0 and "db-1" in ok.stdout, ok.stderr
+    inv = static_env / "inventory.yml"
+    inv.unlink()
+    if damage == "fifo":
+        os.mkfifo(inv)
+    elif damage == "zero":
+        os.symlink("/dev/zero", inv)
+    p = shell(tmp_path, "$ENOS inventory --env env", timeout=30)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    clean(p)
+    assert "inventory.yml" in p.stderr and f"enos up --env {static_env}" in p.stderr, p.stderr

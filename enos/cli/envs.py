@@ -309,8 +309,24 @@ def inventory(args, g) -> int:
     from enos.experiment.env import load_or_current
     env = load_or_current(env_dir(args))
     env.require_hosts()
-    out(str(env.inventory) if args["--path"] else env.inventory.read_text())
+    out(str(env.inventory) if args["--path"] else read_inventory(env.inventory))
     return 0
+
+
+#: the largest inventory printed (a few hundred bytes per host)
+MAX_INVENTORY_BYTES = 64 << 20
+
+
+def read_inventory(path: Path) -> str:
+    """Return the text of the env's inventory ``path`` through the bounded reader. Raises
+    StateDamaged (exit 1, saying how to rewrite it) when it is not a regular file or too big."""
+    from enos.errors import StateDamaged, UnreadableFile
+    from enos.reader import read_bounded
+    try:
+        return read_bounded(path, MAX_INVENTORY_BYTES, "Ansible inventory").decode("utf-8", "replace")
+    except UnreadableFile as e:
+        raise StateDamaged(str(path), f"{path}: {e.reason}; 'enos up --env {path.parent}' writes it "
+                                      f"again from the saved state") from None
 
 
 SSH = """Open an SSH session on a host of an environment (or run a command there).
