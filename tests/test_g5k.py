@@ -365,6 +365,14 @@ def test_deploy_retries_failed_nodes_and_skips_deployed_ones(server, creds, tmp_
     assert [d["nodes"] for d in deps if d["site_uid"] == "rennes"][1] == ["paradoxe-2.rennes.grid5000.fr"]
     assert all("deploy" in j["types"] for j in server.active_jobs(p.ctx.run_id))
     assert all(p.ctx.ssh_pubkey in (d["_key"] or "") for d in deps)    # the env key goes to every node
+    # the record 'enos archive' keeps: each deployment as the API answered, kadeploy's uid first
+    rec = {j["site"]: j["deployment"] for j in p.record()["jobs"]}
+    mine = [d for d in deps if d["site_uid"] == "rennes"]
+    assert [(d["uid"], d["environment"], d["status"], d["ko"]) for d in rec["rennes"]["deployments"]] == \
+        [(mine[0]["uid"], "debian12-min", "terminated", ["paradoxe-2.rennes.grid5000.fr"]),
+         (mine[1]["uid"], "debian12-min", "terminated", [])]
+    assert rec["rennes"]["deployments"][1]["ok"] == ["paradoxe-2.rennes.grid5000.fr"]
+    assert rec["rennes"]["environment"] == "debian12-min" and sorted(rec) == sorted({d["site_uid"] for d in deps})
     n = len(server.deployments)
     provider(env, c, state=State.load(env)).init()       # already deployed → no new deployment
     assert len(server.deployments) == n

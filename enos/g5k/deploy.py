@@ -79,6 +79,7 @@ def deploy_site(g5k, site: str, vlan: Optional[str], nodes: List[str], job: dict
         return
     keys = deploy_keys(g5k)
     retries = int(g5k.opt("deploy_retries"))
+    history = list((g5k.ctx.journal.get(f"deployed:{site}") or {}).get("deployments") or [])
     for attempt in range(retries + 1):
         spec = {"nodes": todo, "environment": env, "key": keys}
         if vlan:
@@ -88,8 +89,10 @@ def deploy_site(g5k, site: str, vlan: Optional[str], nodes: List[str], job: dict
         dep = wait_deployment(g5k, site, dep, len(todo))
         ok = [n for n, r in (dep.get("result") or {}).items() if r.get("state") == "OK"]
         done |= set(ok)
+        history.append(_deployment_record(dep))
         with g5k.lock:
-            g5k.record(f"deployed:{site}", {"job": job["uid"], "env": env, "nodes": sorted(done)})
+            g5k.record(f"deployed:{site}", {"job": job["uid"], "env": env, "nodes": sorted(done),
+                                             "deployments": history})
         failpoint.checkpoint("g5k.deployed")
         todo = sorted(set(todo) - set(ok))
         if not todo:
@@ -99,6 +102,17 @@ def deploy_site(g5k, site: str, vlan: Optional[str], nodes: List[str], job: dict
                                    f"({attempt + 1}/{retries})")
     raise ProviderError(f"deployment of {env} on {site} failed on {', '.join(todo)} after "
                         f"{retries + 1} attempt(s); the job is kept ('enos up' retries, 'enos destroy' frees it)")
+
+
+def _deployment_record(dep: dict) -> dict:
+    """What ``enos archive`` keeps of one deployment, as the API answered: kadeploy's
+    workflow uid, the environment (and version/arch when the API gives them), when, and the
+    nodes it deployed (OK) or not (KO)."""
+    out = {k: dep[k] for k in ("uid", "environment", "version", "arch", "status", "created_at") if k in dep}
+    result = dep.get("result") or {}
+    out["ok"] = sorted(n for n, r in result.items() if r.get("state") == "OK")
+    out["ko"] = sorted(n for n, r in result.items() if r.get("state") != "OK")
+    return out
 
 
 def post_deployment(g5k, site: str, spec: dict) -> dict:

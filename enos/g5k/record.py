@@ -18,7 +18,8 @@ def record(g5k) -> Dict[str, Any]:
         entry: Dict[str, Any] = {"site": site, "uid": rec.get("uid"), "name": rec.get("name")}
         deployed = journal.get(f"deployed:{site}")
         if deployed:
-            entry["deployment"] = {"environment": deployed.get("env"), "nodes": deployed.get("nodes")}
+            entry["deployment"] = {"environment": deployed.get("env"), "nodes": deployed.get("nodes"),
+                                   "deployments": deployed.get("deployments") or []}
         if rec.get("uid") is not None:
             try:
                 j = g5k.api.job(site, rec["uid"])
