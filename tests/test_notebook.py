@@ -192,8 +192,11 @@ def test_notebook_runs_the_whole_experiment_in_a_real_kernel(tmp_path):
 
 def test_the_api_works_inside_asyncio_run(tmp_path):
     """Called from a coroutine (a running loop in the calling thread): up in a ``with``
-    block, run, tc, tc_reset, facts, destroy, ``enos.destroy`` and a campaign."""
+    block, run, tc, tc_reset, facts, destroy, ``enos.destroy``, a campaign (as data and from
+    its file), its status, results as a DataFrame, report, and its archive made and checked."""
+    import json
     import enos
+    import enos.archive
     import enos.campaign
     seen = {}
 
@@ -215,6 +218,14 @@ def test_the_api_works_inside_asyncio_run(tmp_path):
                 "steps": [{"roles": ["server"], "run": "echo value={{ n }}", "collect": "stdout"}],
                 "metrics": {"v": {"regex": "value=([0-9]+)"}}}
         seen["campaign"] = enos.campaign.run(camp, results=tmp_path / "camp", destroy=True)
+        # the campaign's data, report and archive too (from its file)
+        (tmp_path / "c.yaml").write_text(json.dumps(camp))
+        enos.campaign.run(str(tmp_path / "c.yaml"), destroy=True)
+        seen["status"] = enos.campaign.status(str(tmp_path / "c.yaml"))["done"]
+        seen["values"] = sorted(enos.campaign.results(str(tmp_path / "c.yaml"))["value"])
+        seen["report"] = [Path(f).name for f in enos.campaign.report(str(tmp_path / "c.yaml"))["figures"]]
+        enos.archive.create(tmp_path / "c.tar.gz", campaign=str(tmp_path / "c.yaml"))
+        seen["check"] = enos.archive.check(tmp_path / "c.tar.gz").ok
 
     try:
         asyncio.run(main())
@@ -226,5 +237,6 @@ def test_the_api_works_inside_asyncio_run(tmp_path):
     assert seen["reset"] == {"client-1": "removed", "client-2": "removed", "server-1": "removed"}
     assert seen["phase"] == "destroyed" and seen["destroyed"] == "destroyed"
     assert seen["campaign"]["done"] == 2 and seen["campaign"]["failed"] == 0
+    assert seen["status"] == 2 and seen["values"] == [1.0, 2.0] and seen["report"] and seen["check"] is True, seen
     for rid in (seen["run_id"], seen["kept"]):
         assert leftovers(rid) == []
