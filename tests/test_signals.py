@@ -408,7 +408,7 @@ def test_sweep_with_the_env_dir_gone_ends_the_orphaned_playbook(tmp_path):
         # The long task runs on both hosts: its workers and their ssh are up and wait for it.
         # (Freezing as soon as the busy marks exist could catch the first task's workers while
         # they exit: an exiting process ignores SIGSTOP and nothing is left to orphan.)
-        wait_running(long_command, 2, timeout=120)
+        wait_running(long_command, 2, timeout=120, run_id=run_id)
         members = process._members(recs[0], process.all_procs())
         assert len(members) > 2, f"the playbook's workers were not found: {members}"
         for pid in members:
@@ -455,7 +455,7 @@ def test_signal_during_run_and_destroyed_env(tmp_path):
             command = f"sleep {3007 + i}"          # its own command: the first one's may still be ending
             w = Watched(tmp_path, "run", "--env", "env", *one, command)
             try:
-                wait_running(command, 1 if one else 2)      # the remote command runs
+                wait_running(command, 1 if one else 2, run_id=run_id)      # the remote command runs
                 assert w.proc.poll() is None
                 _interrupt(w, how, f"SIG{how.upper()} during enos run" + (" on one host" if one else ""))
                 w.stop_watching()
