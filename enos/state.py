@@ -87,17 +87,19 @@ def usable_dir(path, what: str) -> Path:
     return p
 
 
-def atomic_write(path: Path, data: Union[str, bytes], mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: Union[str, bytes], mode: int = 0o600, durable: bool = True) -> None:
     """Write ``data`` (text or bytes) to ``path`` atomically (temp file in the same dir,
     fsync, rename, fsync of the dir). A crash leaves either the old or the new content,
-    never a mix."""
+    never a mix. ``durable=False``: no fsync (the rename still makes it atomic for a
+    killed process; after a power cut the file may be missing or old)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -106,6 +108,8 @@ def atomic_write(path: Path, data: Union[str, bytes], mode: int = 0o600) -> None
         except FileNotFoundError:
             pass
         raise
+    if not durable:
+        return
     dfd = os.open(str(path.parent), os.O_RDONLY)
     try:
         os.fsync(dfd)

@@ -79,6 +79,11 @@ def campaign(tmp_path_factory):
         # a second campaign on the same results dir, while the first one lives
         info["second"] = enos(d, "campaign", "run", "camp.yaml", check=False, timeout=120)
         info["first_pid"] = first.pid
+        # the first one went on meanwhile: kill it inside a run (its 2 s step), not in the
+        # few ms between two runs where execo's sweeper is writing its record
+        while _status(d)["in_progress"] != 1:
+            assert first.poll() is None and time.monotonic() < deadline, "no run in progress any more"
+            time.sleep(0.1)
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         info["at_kill"] = _status(d)

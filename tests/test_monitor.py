@@ -283,3 +283,69 @@ def test_ctrl_c_ends_the_loops_at_once(env, tmp_path):
     assert counts == {k: {h.alias: (0, 0) for h in env.hosts} for k in counts}, counts
     assert not list((env.env_dir / "monitors").glob("*.json"))
     print(f"FIGURE monitor Ctrl-C: exit after {took:.2f} s; left on the hosts: {counts}")
+
+
+def test_campaign_runs_sample_inside_their_own_sessions(env, tmp_path, monkeypatch):
+    """``monitor: true`` in a campaign: one monitor for the whole campaign, and each run's
+    start and end samples taken inside the run's own step sessions (taken out of the steps'
+    output): no session of its own per run, except the end sample of a host the last step
+    did not run on. Totals stay exact against a known payload."""
+    from enos.campaign import run as run_campaign
+    from enos.experiment.env import Env
+    # the source waits for the sink's close: every byte was received when the step ends
+    (env.scripts / "source_acked.py").write_text(
+        SOURCE.replace("    c.close()\n", "    c.shutdown(socket.SHUT_WR)\n    c.recv(1)\n    c.close()\n"))
+    # and the sink drains each connection as soon as it comes
+    (env.scripts / "sink_each.py").write_text(SINK.replace(
+        "threads = [threading.Thread(target=drain, args=(s.accept()[0],)) for _ in range(int(sys.argv[3]))]\n"
+        "for t in threads:\n    t.start()\n",
+        "threads = []\nfor _ in range(int(sys.argv[3])):\n"
+        "    threads.append(threading.Thread(target=drain, args=(s.accept()[0],)))\n    threads[-1].start()\n"))
+    assert "threads[-1].start()" in (env.scripts / "sink_each.py").read_text()
+    server = env.roles["server"][0]
+    clients = [h.alias for h in env.roles["client"]]
+    payload, runs = 400_000, 2
+    sink = env.run(f"python3 {env.scripts}/sink_each.py {server.address} {PORT + 1} {len(clients) * runs}",
+                   roles="server", background=True)
+    time.sleep(0.3)
+    labels: list = []
+    real = Env._run_sessions
+
+    def spy(self, hosts, command, *a, **kw):
+        kind = "monitor loop" if command.startswith("exec sh -c") else \
+            command if command.startswith("monitor") else "step"
+        labels.append((kind, len(hosts)))
+        return real(self, hosts, command, *a, **kw)
+    monkeypatch.setattr(Env, "_run_sessions", spy)
+    camp = {"name": "folded samples", "parameters": {"n": list(range(runs))}, "monitor": True,
+            "steps": [{"run": "echo hello"},
+                      {"roles": ["client"],
+                       "run": f"python3 {env.scripts}/source_acked.py {server.address} {PORT + 1} {payload} 1 0"}]}
+    stats = run_campaign(camp, results=tmp_path / "results", env=str(env.env_dir))
+    assert (stats["done"], stats["failed"]) == (runs, 0), stats
+    assert int(sink.wait()[0].stdout) == payload * len(clients) * runs
+    # per run: the 2 steps and one end-sample session for the server (not in the last step)
+    assert labels.count(("step", 3)) == runs and labels.count(("step", 2)) == runs, labels
+    assert labels.count(("monitor end sample", 1)) == runs, labels
+    assert not any(lb.startswith("monitor start") for lb, _ in labels), labels
+    # the campaign's loops: started and stopped once
+    assert labels.count(("monitor loop", 3)) == 1 and labels.count(("monitor stop", 3)) == 1, labels
+    for rdir in sorted((tmp_path / "results" / "runs").glob("*/1")):
+        for h in env.hosts:
+            assert (rdir / h.alias / "1.stdout").read_text() == "hello\n"     # marks taken out
+        for c in clients:
+            assert (rdir / c / "2.stdout").read_text() == ""
+        mon = json.loads((rdir / "monitor.json").read_text())
+        assert mon["errors"] == {}, mon
+        totals = mon["totals"]
+        srv = totals["server-1"]["net_rx_bytes"]
+        assert payload * len(clients) <= srv <= payload * len(clients) * 1.08 + 64_000, totals
+        for c in clients:
+            assert payload <= totals[c]["net_tx_bytes"] <= payload * 1.08 + 64_000, totals
+        import csv
+        with open(rdir / "monitor.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        for h in env.hosts:
+            mine = [r for r in rows if r["host"] == h.alias]
+            assert mine[0]["kind"] == "start" and mine[-1]["kind"] == "end", mine
+    assert _on_hosts(env)["server-1"][0] == 0              # the campaign's loops ended

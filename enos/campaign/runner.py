@@ -13,9 +13,14 @@ A run's directory::
 
 A run that fails (non-zero exit, timeout, unreachable host, template error) is recorded
 with its error and the campaign goes on (``stop_on_error`` stops it).
+
+``result.json``, written last with fsync, is the run's record; the files before it are
+renamed into place without fsync (a killed enos leaves them whole; one fsync per file cost
+~10 ms each on a busy disk, most of a campaign step).
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shutil
@@ -27,8 +32,10 @@ from typing import Any, Dict, List, Optional
 from enos import task
 from enos.campaign import provenance
 from enos.campaign.file import Campaign, Step, _strings, load_campaign, render, render_data
+from enos.campaign.runmonitor import CampaignMonitor
 from enos.errors import CampaignChanged, CampaignFailed, EnosError, UsageError
 from enos.experiment.env import Env, destroy as destroy_env, load
+from enos.experiment.monitor import COLUMNS
 from enos.experiment.sweep import Sweep, run_dir, run_key
 from enos.failpoint import checkpoint
 from enos.progress import NULL
@@ -38,8 +45,8 @@ from enos.state import STATE_FILE, State, atomic_write
 log = logging.getLogger("enos.campaign")
 
 
-def _json(path: Path, data) -> None:
-    atomic_write(path, json.dumps(data, indent=2, default=str) + "\n", mode=0o644)
+def _json(path: Path, data, durable: bool = True) -> None:
+    atomic_write(path, json.dumps(data, indent=2, default=str) + "\n", mode=0o644, durable=durable)
 
 
 def hosts_scope(env) -> Dict[str, List[dict]]:
@@ -147,43 +154,44 @@ def _collect(env, step: Step, scope: dict, rdir: Path, results) -> None:
 
 
 def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict,
-            definition: Optional[str] = None) -> Optional[str]:
+            definition: Optional[str] = None, monitor: Optional[CampaignMonitor] = None) -> Optional[str]:
     """Do one run into ``rdir`` (emptied first); return None on success, else the error.
-    ``definition``: the fingerprint of the campaign's definition, recorded in result.json."""
+    ``definition``: the fingerprint of the campaign's definition, recorded in result.json;
+    ``monitor``: the campaign's monitor (``monitor: true``), whose samples the run's steps
+    take at their start and end (see :mod:`enos.campaign.runmonitor`)."""
     if rdir.exists():
         shutil.rmtree(rdir)
     rdir.mkdir(parents=True)
-    _json(rdir / "params.json", run)
+    _json(rdir / "params.json", run, durable=False)
     scope = dict(run, hosts=hosts)
     t0 = time.time()
     timing: Dict[str, Any] = {"start": t0, "steps": []}
     error = None
-    mon = None
+    book = monitor.run() if monitor is not None else None
     try:
         if camp.network_constraints:
             ts = time.time()
             env.tc(render_data(camp.network_constraints, scope))
             timing["steps"].append({"name": "network_constraints", "start": ts, "end": time.time(),
                                     "duration": time.time() - ts})
-        if camp.monitor:
-            mon = env.monitor().start()
+        last = len(camp.steps)
         for i, step in enumerate(camp.steps, 1):
             cmd = render(step.run, scope)
+            sent = cmd
+            if book is not None:
+                if i == 1:
+                    book.begin([h.alias for h in env.select(step.roles)])
+                sent = book.command(cmd, i == 1, i == last)
             ts = time.time()
-            results = env.run(cmd, roles=step.roles, timeout=step.timeout, check=False)
+            results = env.run(sent, roles=step.roles, timeout=step.timeout, check=False)
             te = time.time()
+            if book is not None:
+                book.take(results, i == 1, i == last)
             timing["steps"].append({"name": step.name, "command": cmd, "start": ts, "end": te,
                                     "duration": te - ts,
                                     "hosts": {r.host.alias: {"rc": r.rc, "duration": r.duration,
                                                              "error": r.error} for r in results}})
-            for r in results:
-                hdir = rdir / r.host.alias
-                hdir.mkdir(exist_ok=True)
-                (hdir / f"{i}.stdout").write_text(r.stdout or "")
-                (hdir / f"{i}.stderr").write_text(r.stderr or "")
-                if step.collect_stdout:
-                    (hdir / "stdout").write_text(r.stdout or "")
-                    (hdir / "stderr").write_text(r.stderr or "")
+            _write_outputs(rdir, i, step, results)
             error = _failure_text(step, cmd, results)
             if error:
                 break
@@ -192,29 +200,48 @@ def run_one(camp: Campaign, env, run: Dict[str, Any], rdir: Path, hosts: dict,
     except EnosError as e:
         error = str(e)
     finally:
-        # interrupted (Ctrl-C, SIGTERM): end the monitor's loops and leave at once (no end
-        # sample); the run, still in progress on disk, is redone next time
-        if mon is not None:
-            _end_monitor(mon, rdir, isinstance(sys.exc_info()[1], KeyboardInterrupt))
+        # interrupted (Ctrl-C, SIGTERM): no end sample, the run is redone next time
+        if book is not None and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            _write_monitor(book, rdir)
     t1 = time.time()
     timing.update(end=t1, duration=t1 - t0)
-    _json(rdir / "timing.json", timing)
+    _json(rdir / "timing.json", timing, durable=False)
     _json(rdir / "result.json", {"status": "failed" if error else "ok", "error": error,
                                  "fingerprint": definition})
     return error
 
 
-def _end_monitor(mon, rdir: Path, interrupted: bool) -> None:
-    """Stop the run's monitor and write its samples (``monitor.csv``) and exact totals
-    (``monitor.json``); on an interrupt only end its loops (:meth:`Monitor.cancel`)."""
-    if interrupted:
-        mon.cancel()
-        return
+def _write_outputs(rdir: Path, i: int, step: Step, results) -> None:
+    """Write each host's stdout/stderr of step ``i`` into ``<alias>/``."""
+    for r in results:
+        hdir = rdir / r.host.alias
+        hdir.mkdir(exist_ok=True)
+        (hdir / f"{i}.stdout").write_text(r.stdout or "")
+        (hdir / f"{i}.stderr").write_text(r.stderr or "")
+        if step.collect_stdout:
+            (hdir / "stdout").write_text(r.stdout or "")
+            (hdir / "stderr").write_text(r.stderr or "")
+
+
+def _write_monitor(book, rdir: Path) -> None:
+    """Take the end samples the steps did not give and write the run's samples
+    (``monitor.csv``) and exact totals (``monitor.json``)."""
     try:
-        mon.stop()
-        mon.to_csv(rdir / "monitor.csv")
-        _json(rdir / "monitor.json", {"totals": mon.totals(), "errors": mon.errors,
-                                      "roles": {h.alias: list(h.roles) for h in mon.hosts}})
+        got = book.finish()
+    except EnosError as e:
+        log.warning("monitor: %s", e)
+        return
+    with open(rdir / "monitor.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(got["rows"])
+    _json(rdir / "monitor.json", {"totals": got["totals"], "errors": got["errors"],
+                                  "roles": {h.alias: list(h.roles) for h in book.cm.hosts}}, durable=False)
+
+
+def _stop_monitor(monitor: CampaignMonitor, interrupted: bool) -> None:
+    try:
+        monitor.stop(interrupted)
     except EnosError as e:
         log.warning("monitor: %s", e)
 
@@ -372,13 +399,16 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
         stats = sweep.stats()
         todo = stats["total"] - stats["done"]
         started, durations = time.monotonic(), []
+        monitor = None
         try:
+            if camp.monitor and todo > 0:
+                monitor = CampaignMonitor(environment).start()
             with progress.task("campaign", total=stats["total"]) as bar:
                 bar.update(f"{stats['done']} done before", completed=stats["done"])
                 for one in sweep:
                     label = ", ".join(f"{k}={v}" for k, v in one.items())
                     t = time.monotonic()
-                    error = run_one(camp, environment, one, run_dir(results, one), hosts, definition)
+                    error = run_one(camp, environment, one, run_dir(results, one), hosts, definition, monitor)
                     durations.append(time.monotonic() - t)
                     checkpoint("campaign.result_written")
                     if error:
@@ -393,7 +423,10 @@ def run(source, results=None, env: Optional[str] = None, stop_on_error: bool = F
                     if error and stop_on_error:
                         raise CampaignFailed(f"run {label} failed (--stop-on-error): {error}")
         finally:
-            if camp.network_constraints and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+            if monitor is not None:
+                _stop_monitor(monitor, interrupted)
+            if camp.network_constraints and not interrupted:
                 try:
                     environment.tc_reset()
                 except EnosError as e:

@@ -72,22 +72,37 @@ class MonitorError(EnosError):
                          + "; ".join(f"{a}: {m}" for a, m in sorted(hosts.items())))
 
 
+#: shell functions: ``__enos_s KIND`` prints one sample block with shell builtins only
+#: (``read``/``printf`` on /proc: no process is started); a start sample adds the block
+#: devices (``@B``) and, when ``$__enos_tck`` is set, the clock tick (``@T``)
+SAMPLE_FUNCTIONS = (
+    "__enos_r() { while IFS= read -r __l || [ -n \"$__l\" ]; do printf '%s\\n' \"$__l\"; done < \"$1\"; }\n"
+    "__enos_s() { read __u __i < /proc/uptime || return 1; printf '@S %s %s\\n' \"$1\" \"$__u\"; "
+    "read __l < /proc/stat; printf '%s\\n' \"$__l\"; __n=0; "
+    "while [ $__n -lt 5 ] && IFS= read -r __l; do printf '%s\\n' \"$__l\"; __n=$((__n+1)); done < /proc/meminfo; "
+    "__enos_r /proc/net/dev; __enos_r /proc/diskstats; "
+    "if [ \"$1\" = start ]; then printf '@B'; for __d in /sys/block/*; do printf ' %s' \"${__d##*/}\"; done; echo; "
+    "if [ -n \"$__enos_tck\" ]; then printf '@T %s\\n' \"$__enos_tck\"; fi; fi; "
+    "echo @E; }\n")
+
+
 def sampler(interval: float, tag: str) -> str:
     """Return the shell text of the sampling loop (run as ``exec sh -c TEXT TAG``: ``$0``,
-    hence the process's command line, holds ``tag``)."""
+    hence the process's command line, holds ``tag``). Each sample is taken with shell
+    builtins (:data:`SAMPLE_FUNCTIONS`): the loop starts one process per interval, its
+    ``sleep`` (with ``cat``/``head``, 6 per sample: 4.2-4.8 ms of CPU per sample under
+    dash in a host's network namespace, 0.6-0.8 ms with builtins)."""
     body = (
-        "s() { echo \"@S $1 $(cat /proc/uptime)\"; head -n 1 /proc/stat; head -n 5 /proc/meminfo; "
-        "cat /proc/net/dev /proc/diskstats; "
-        "if [ \"$1\" = start ]; then echo \"@T $(getconf CLK_TCK 2>/dev/null || echo 100)\"; "
-        "echo \"@B\" $(ls /sys/block); fi; echo @E; }\n"
+        SAMPLE_FUNCTIONS +
+        "__enos_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)\n"
         "stop=; w=; trap 'stop=1' USR1; trap '[ -n \"$w\" ] && kill $w 2>/dev/null; exit 0' TERM INT HUP PIPE\n"
-        "s start || exit 0\n"
+        "__enos_s start || exit 0\n"
         "while [ -z \"$stop\" ]; do\n"
         f"  sleep {interval:g} & w=$!; wait $w; kill $w 2>/dev/null; w=\n"
         "  [ -n \"$stop\" ] && break\n"
-        "  s sample || exit 0\n"
+        "  __enos_s sample || exit 0\n"
         "done\n"
-        "s end\n")
+        "__enos_s end\n")
     return "exec sh -c " + _quote(body) + " " + _quote(tag)
 
 
