@@ -53,6 +53,39 @@ def test_inventory_groups_and_hostvars(tmp_path):
     yaml.safe_dump(inv)
 
 
+def test_inventory_text_reads_as_pyyaml_writes_it_in_ansible(tmp_path):
+    """The inventory's YAML (one line of JSON per host) is the document PyYAML writes, for
+    YAML and for Ansible itself (``ansible-inventory --list`` of both files), strings that
+    YAML 1.1 would read as booleans or numbers included; a float falls back to PyYAML."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    from enos.inventory import inventory_yaml, write_inventory
+    extra = {"enos_scratch": "/s/web-1", "tricky": ["yes", "no", "on", "1e3", "0x10", "~", "null", "#x",
+                                                    "caf\u00e9 \"q\" \\ :x", "- a", "{b}", ""],
+             "n": 7, "flag": True, "none": None}
+    hs = hosts()
+    hs[0].extra.update(extra)
+    res = Resources(hs, [IpPool.from_range("10.0.0.0/29", exclude=["10.0.0.2", "10.0.0.3"], gateway="10.0.0.1")])
+    inv = build_inventory(res, tmp_path / "ssh config")
+    path = write_inventory(tmp_path, res, tmp_path / "ssh config")
+    text = path.read_text()
+    assert '"web-1": {"ansible_host": "web-1"' in text          # the fast writer, not PyYAML
+    assert yaml.safe_load(text) == inv
+    (tmp_path / "pyyaml.yml").write_text(yaml.safe_dump(inv, sort_keys=False))
+    listed = []
+    for f in (path, tmp_path / "pyyaml.yml"):
+        p = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(f), "--list"],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        listed.append(json.loads(p.stdout))
+    assert listed[0] == listed[1] and listed[0]["_meta"]["hostvars"]["web-1"]["tricky"] == extra["tricky"]
+    inv["all"]["hosts"]["web-1"]["ratio"] = 1e20                 # YAML 1.1 reads JSON's 1e+20 as a string
+    back = yaml.safe_load(inventory_yaml(inv))
+    assert back == inv and back["all"]["hosts"]["web-1"]["ratio"] == 1e20
+
+
 def test_wait_for_ssh_times_out_naming_hosts(tmp_path):
     # 192.0.2.0/24 is TEST-NET-1, and the port is closed on loopback: use loopback with a
     # port nobody listens on, so nothing leaves the machine.

@@ -208,8 +208,9 @@ def test_static_end_to_end_on_real_hosts(tmp_path, local_hosts):
     out = enos(tmp_path, "run", "hostname", "--env", "env").stdout
     for alias, real in (("srv", "a-1"), ("cli1", "b-1"), ("cli2", "b-2")):
         assert f"── {alias} (ok)\n{real}\n" in out, out
-    inv = (tmp_path / "env" / "inventory.yml").read_text()
-    assert "srv" in inv and "also_client: true" in inv
+    import yaml
+    inv = yaml.safe_load((tmp_path / "env" / "inventory.yml").read_text())
+    assert inv["all"]["hosts"]["srv"]["also_client"] is True
     pool = st["resources"]["networks"][0]
     assert pool["size"] == 10 and pool["roles"] == ["exp"]
     enos(tmp_path, "destroy", "--env", "env")

@@ -9,7 +9,6 @@ return. ``enos up``/``run``/``destroy``/``info`` are thin wrappers over these fu
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -619,6 +618,7 @@ class Env:
         the closest alias, NoEnvironment/EnvDestroyed."""
         aliases = [h.alias for h in self.require_hosts()]
         if host not in aliases:
+            import difflib
             close = difflib.get_close_matches(host, aliases, n=1)
             raise UsageError(f"no host '{host}' in {self.env_dir}" + (f"; did you mean '{close[0]}'?" if close else "")
                              + f" (hosts: {', '.join(aliases)})")

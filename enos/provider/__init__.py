@@ -9,7 +9,6 @@ with the pip extra to install, without importing it.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import pkgutil
@@ -80,6 +79,7 @@ def load_provider_class(name: str, check: bool = True) -> Type[Provider]:
             cls = obj if isinstance(obj, type) else _provider_in(obj, name)
     if cls is None:
         avail = available_providers()
+        import difflib
         close = difflib.get_close_matches(name, avail, n=1)
         raise ProviderNotFound(name, avail, close[0] if close else None)
     if check:
