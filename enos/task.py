@@ -90,9 +90,17 @@ class EnvDir:
     # --- saved data ----------------------------------------------------------------
     @property
     def resources(self) -> Optional[Resources]:
-        """The resources saved by the last successful ``init`` (None before)."""
+        """The resources saved by the last successful ``init`` (None before). Raises
+        StateDamaged (with the way out) when they are not what enos writes."""
         data = self.state.data.get("resources")
-        return Resources.from_dict(data) if data else None
+        try:
+            return Resources.from_dict(data) if data else None
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            d = self.env_dir
+            raise StateDamaged(str(d / STATE_FILE),
+                               f"{d / STATE_FILE}: its 'resources' are not what enos writes ({e}); "
+                               f"'enos up --env {d}' finds the hosts again from what the provider "
+                               f"recorded, 'enos destroy --env {d}' frees them") from None
 
     @property
     def config(self):
@@ -518,12 +526,13 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
         provider.ctx.release_reused = release_reused
         if sweep and "sweep" not in provider.capabilities:
             raise Unsupported(f"provider '{provider.type}' cannot sweep")
+        before = state.phase
         state.set_phase("destroying")
         failpoint.checkpoint("task.destroying")
         strays = end_processes(environment.env_dir, state.run_id)
         with progress.task(f"destroying {state.data.get('provider')} resources of run {state.run_id}"):
             try:
-                _destroy_or_sweep(provider, state, progress)
+                _destroy_or_sweep(provider, state, progress, booked=before not in ("destroying", "destroyed"))
                 if sweep:
                     removed: List[str] = provider.sweep()
                     for r in removed:
@@ -551,11 +560,26 @@ def destroy(env: Optional[str] = None, base: Path = Path("."), sweep: bool = Fal
 _JOURNAL_DAMAGE = (TypeError, KeyError, AttributeError, ValueError, IndexError)
 
 
-def _destroy_or_sweep(provider: Provider, state: State, progress) -> None:
+def _destroy_or_sweep(provider: Provider, state: State, progress, booked: bool = False) -> None:
     """``provider.destroy()``; when the provider cannot read its own journal (an entry of
-    the wrong type: a damaged state), free by the run id instead (providers with the
+    the wrong type: a damaged state), or finds it empty while the env (``booked``: not
+    already being destroyed) has hosts, free by the run id instead (providers with the
     ``sweep`` capability), saying so. Raises ProviderError naming the damage when the
     provider cannot sweep, DestroyIncomplete with what is left."""
+    resources = state.data.get("resources")
+    hosts = resources.get("hosts") if isinstance(resources, dict) else None
+    if (booked and "reserve" in provider.capabilities and not state.data.get("journal")
+            and isinstance(hosts, list) and hosts):
+        # hosts were booked but the journal lists nothing: a destroy would free nothing
+        why = f"its journal is empty while {len(hosts)} host(s) were booked"
+        if "sweep" not in provider.capabilities:
+            raise ProviderError(f"the state of run {state.run_id}: {why}; the {provider.type} provider "
+                                f"cannot find them by run id: free them by hand, then 'enos destroy "
+                                f"--forget'")
+        log.warning("the state of run %s: %s; sweeping the run by its id", state.run_id, why)
+        for what in provider.sweep():
+            progress.info(f"swept {what}")
+        return
     try:
         provider.destroy()
     except _JOURNAL_DAMAGE as e:

@@ -162,3 +162,54 @@ def test_sweep_by_run_id_removes_the_socket_dir(live):
     p = enos(cwd, "destroy", "--sweep", "--run-id", run_id, "-f", "reservation.yaml", check=False, timeout=120)
     assert p.returncode == 0, p.stderr
     assert leftovers(run_id) == [] and not socket_dir(run_id).exists()
+
+
+RESOURCES = {
+    "null": lambda d: d["resources"].update(hosts=None),
+    "[1, 'x']": lambda d: d["resources"].update(hosts=[1, "x"]),
+}
+
+
+@pytest.mark.parametrize("damage", list(RESOURCES), ids=list(RESOURCES))
+def test_damaged_resources_say_the_way_out(live, damage):
+    """The saved hosts of the wrong type (found by bench/hostile_inputs.py: TypeError
+    tracebacks in info, inventory, run and backup): exit 1 naming 'resources' and both ways
+    out; 'enos up' finds the hosts again from the journal, destroy frees everything."""
+    cwd, env, run_id = live
+    _edit(env, RESOURCES[damage])
+    for argv in (["info"], ["inventory"], ["run", "true"]):
+        p = enos(cwd, argv[0], "--env", "env", *argv[1:], check=False, timeout=120)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert "'resources'" in p.stderr and f"enos up --env {env}" in p.stderr, p.stderr
+    up = enos(cwd, "up", "--env", "env", "--no-provision", check=False, timeout=300)
+    assert up.returncode == 0, up.stderr
+    assert enos(cwd, "run", "--env", "env", "true", check=False, timeout=120).returncode == 0
+    d = enos(cwd, "destroy", "--env", "env", check=False, timeout=120)
+    assert d.returncode == 0 and "Traceback" not in d.stderr, d.stderr
+    assert leftovers(run_id) == [] and not socket_dir(run_id).exists(), leftovers(run_id)
+
+
+def test_an_emptied_journal_is_swept_by_run_id(live):
+    """A journal emptied while hosts were booked (found by bench/hostile_inputs.py: destroy
+    said 'destroyed' and left 2 namespaces, 3 links and 2 sshd, printing no way out): destroy
+    sweeps the run by its id, saying so, and nothing is left."""
+    cwd, env, run_id = live
+    _edit(env, lambda d: d.update(journal={}))
+    d = enos(cwd, "destroy", "--env", "env", check=False, timeout=120)
+    assert d.returncode == 0 and "Traceback" not in d.stderr, d.stderr
+    assert "journal is empty" in d.stderr and "swept" in d.stderr, d.stderr
+    assert leftovers(run_id) == [] and not socket_dir(run_id).exists(), leftovers(run_id)
+    again = enos(cwd, "destroy", "--env", "env", check=False, timeout=120)     # destroyed: nothing to sweep
+    assert again.returncode == 0 and "journal is empty" not in again.stderr, again.stderr
+
+
+def test_up_recreates_hosts_whose_files_were_removed(live):
+    """The hosts' directory (local-R/: sshd config, host keys) removed while their sshd runs
+    (found by bench/hostile_inputs.py: 'enos up' FileNotFoundError traceback): up makes
+    those hosts again, and they answer."""
+    cwd, env, run_id = live
+    for d in env.glob("local-*"):
+        subprocess.run(["rm", "-rf", "--", str(d)], check=True)
+    up = enos(cwd, "up", "--env", "env", "--no-provision", check=False, timeout=300)
+    assert up.returncode == 0 and "Traceback" not in up.stderr, up.stderr
+    assert enos(cwd, "run", "--env", "env", "hostname", check=False, timeout=120).returncode == 0

@@ -217,7 +217,8 @@ class LocalProvider(Provider):
         for p in plans:
             prev = old.get(p.alias)
             if prev is not None and prev.ns == p.ns and prev.address == p.address \
-                    and not force and healthy(prev):
+                    and not force and healthy(prev) \
+                    and (self.host_dir(p.alias) / "ssh_host_ed25519_key.pub").is_file():   # its files still there
                 p.pid, p.start = prev.pid, prev.start
             else:
                 todo.append(p)
