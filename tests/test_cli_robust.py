@@ -143,7 +143,7 @@ def test_the_filesystem_root_is_never_an_env_dir(tmp_path, root):
 
 def test_campaign_with_a_bad_env_creates_no_results_dir(tmp_path, static_env):
     (tmp_path / "camp.yaml").write_text("reservation: static.yaml\nparameters:\n  a: [1]\nsteps:\n  - run: \"true\"\n")
-    for bad in ("/proc/x", "afile", "nowhere"):
+    for bad in ("/proc/x", "afile", "nowhere", ""):      # "": an unset shell variable, not "no --env"
         (tmp_path / "afile").write_text("x")
         p = subprocess.run([sys.executable, "-m", "enos", "campaign", "run", "camp.yaml", "--env", bad],
                            cwd=str(tmp_path), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)

@@ -97,6 +97,9 @@ def _report(camp, args) -> int:
 def _run(camp, args, g) -> int:
     from enos.campaign.runner import run
     from enos.errors import CampaignFailed
+    if args["--env"] is not None and not args["--env"].strip():     # an unset shell variable
+        raise UsageError("--env: an empty directory name; give the environment directory (or no --env "
+                         "to bring the campaign's reservation up)")
     if args["--destroy"] and args["--env"]:
         raise UsageError("--destroy gives back the campaign's own reservation; it cannot be used with --env")
     p = progress(g["quiet"])
