@@ -41,6 +41,10 @@ CAMPAIGNS = [
     ("20 parameters x 10 values", "reservation: static.yaml\nparameters:\n"
      + "".join(f"  p{i}: [0,1,2,3,4,5,6,7,8,9]\n" for i in range(20)) + "steps:\n  - run: \"true\"\n",
      ":2: parameters", "more than 100000 combination(s)"),
+    # a campaign key given twice was silently dropped (the reservation's Enos-compatible
+    # "last one wins"); found by bench/hostile_inputs.py
+    ("reservation given twice", HEAD + "reservation: other.yaml\nsteps:\n  - run: \"true\"\n", ":4: reservation",
+     "duplicate key (first written at line 1)"),
     ("repeat 10^12", HEAD + "repeat: 1000000000000\nsteps:\n  - run: \"true\"\n", ":4: repeat", "from 1 to 100000"),
     ("2 x 60000 runs", HEAD + "repeat: 60000\nsteps:\n  - run: \"true\"\n", ":4: repeat",
      "2 combination(s) × 60000 repetition(s)"),

@@ -247,7 +247,8 @@ def load_campaign(source, file: Optional[str] = None, base_dir: Optional[str] = 
         return _Checker(copy.deepcopy(source), file, {}, base_dir or os.getcwd()).build()
     file = str(source)
     text = decode_text(read_bounded(file, what="campaign file"), file)
-    doc = load_yaml(text, file, max_values=MAX_VALUES, what="a campaign")
+    # a campaign is enos' own format: a key given twice is an error, never one silently dropped
+    doc = load_yaml(text, file, max_values=MAX_VALUES, what="a campaign", repeat_top_level=False)
     return _Checker(doc.data, file, doc.positions, os.path.dirname(os.path.abspath(file)),
                     doc.scalars).build()
 

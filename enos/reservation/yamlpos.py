@@ -118,8 +118,10 @@ class YamlDocument:
 class _Walk:
     """State of one walk over the node graph: the value budget and the warnings."""
 
-    def __init__(self, file: str, max_values: int = MAX_VALUES, what: str = "a reservation"):
+    def __init__(self, file: str, max_values: int = MAX_VALUES, what: str = "a reservation",
+                 repeat_top_level: bool = True):
         self.file = file
+        self.repeat_top_level = repeat_top_level
         self.max_values = max_values
         self.what = what
         self.left = max_values
@@ -155,7 +157,7 @@ def _walk(loader, node, path: Path_, positions, scalars, walk: _Walk, stack: set
             line = key_node.start_mark.line + 1
             sub = path + (key,)
             walk.spend(sub, positions)
-            if key in seen and path == ():
+            if key in seen and path == () and walk.repeat_top_level:
                 # as Enos (PyYAML) does: the last one wins; forget what the earlier one said
                 repeated.setdefault(key, [seen[key]]).append(line)
                 for d in (positions, scalars):
@@ -194,9 +196,12 @@ def _dotted(path: Path_) -> Optional[str]:
     return ".".join(str(p) for p in path) or None
 
 
-def load_yaml(text: str, file: str, max_values: int = MAX_VALUES, what: str = "a reservation") -> YamlDocument:
+def load_yaml(text: str, file: str, max_values: int = MAX_VALUES, what: str = "a reservation",
+              repeat_top_level: bool = True) -> YamlDocument:
     """Parse one YAML document and return a :class:`YamlDocument`. At most ``max_values``
     values (aliases expanded) are read; ``what`` names the kind of file in that error.
+    A top-level key given twice is kept last with a warning (as Enos does, for its
+    reservation templates) unless ``repeat_top_level`` is False: then it is a duplicate key.
 
     An empty document gives ``data = None``. Raises :class:`ConfigError` on a syntax
     error (``FILE:LINE: YAML syntax error: <problem>``), a duplicate key, a tag this safe
@@ -209,7 +214,7 @@ def load_yaml(text: str, file: str, max_values: int = MAX_VALUES, what: str = "a
             return YamlDocument(None, {}, {})
         positions: Dict[Path_, int] = {(): node.start_mark.line + 1}
         scalars: Dict[Path_, str] = {}
-        walk = _Walk(file, max_values, what)
+        walk = _Walk(file, max_values, what, repeat_top_level)
         _walk(loader, node, (), positions, scalars, walk, set())
         data = loader.construct_document(node)
     except yaml.YAMLError as err:
