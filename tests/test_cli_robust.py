@@ -107,6 +107,8 @@ def test_an_ascii_locale_gets_escapes_not_a_traceback(tmp_path, env):
     (["destroy", "--sweep", "--run-id", "", "-f", "static.yaml"], "--run-id ''"),
     (["extend", "--env", "env", "--walltime", "+0:00"], "--walltime: expected more than 0"),
     (["extend", "--env", "env", "--walltime", "+99999999999999999999:00"], "--walltime: expected"),
+    (["run", "--env", "env", "--roles", "", "true"], "--roles '': names no role or host"),
+    (["run", "--env", "env", "--roles", ",", "true"], "--roles ',': names no role or host"),
     (["build", "libvirt", "--output", "/dev/null"], "--output /dev/null: not a directory"),
     (["build", "libvirt", "--cache", "afile"], "--cache afile: not a directory"),
 ])

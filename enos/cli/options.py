@@ -82,8 +82,13 @@ def tags(option: str, value) -> Optional[str]:
 
 
 def roles(args) -> Optional[str]:
-    """Return ``--roles`` (None for every host)."""
-    return None if args.get("--roles") in (None, "all") else args["--roles"]
+    """Return ``--roles`` (None for every host). Raises UsageError for a list naming nothing
+    (``--roles ''`` or ``','``: an unset shell variable must not mean every host)."""
+    value = args.get("--roles")
+    if value is not None and not any(x.strip() for x in value.split(",")):
+        raise UsageError(f"--roles {value!r}: names no role or host; give role or host names "
+                         f"separated by commas (or 'all')")
+    return None if value in (None, "all") else value
 
 
 def progress(quiet: bool):
