@@ -26,8 +26,9 @@ TEMPLATES = [
     ("'A' * 10^7", "\"{{ 'A' * 10000000 }}\""),
     ("('A' * 10^6) * 10^3", "\"{{ ('A' * 1000000) * 1000 }}\""),
     ("[1] * 10^9", "\"{{ [1] * 1000000000 }}\""),
-    ("9 ** 9 ** 9", "\"{{ 9 ** 9 ** 9 }}\""),
-    ("10 ** 10 ** 10", "\"{{ 10 ** 10 ** 10 }}\""),
+    # Jinja's ** is left-associative: (9 ** 9) ** 9 has 257 bits, (10 ** 10) ** 10 333
+    ("9 ** 9 ** 9 (valid)", "\"{{ 9 ** 9 ** 9 }}\""),
+    ("10 ** 10 ** 10 (valid)", "\"{{ 10 ** 10 ** 10 }}\""),
     ("9 ** (9 ** 9)", "\"{{ 9 ** (9 ** 9) }}\""),
     ("namespace doubling", "\"{% set ns = namespace(s='A') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}x\""),
     ("tuple of 10^5 strings joined", "\"{{ ((('A' * 100000),) * 100000) | join }}\""),
@@ -87,7 +88,7 @@ CAMPAIGNS: List[Tuple[str, str, str]] = [
     ("roles ''", _step("\"true\"", "    roles: ''\n"), "roles"),
     ("roles [[]]", _step("\"true\"", "    roles: [[]]\n"), "roles"),
     ("python metric nomod:f", _step("\"echo 1\"", "    collect: stdout\nmetrics:\n  m: {python: \"nomod:f\"}\n"), "nomod"),
-    ("python metric os:nope", _step("\"echo 1\"", "    collect: stdout\nmetrics:\n  m: {python: \"os:nope\"}\n"), "os:nope"),
+    ("python metric os:nope", _step("\"echo 1\"", "    collect: stdout\nmetrics:\n  m: {python: \"os:nope\"}\n"), "has no function 'nope'"),
     ("python metric bad syntax", _step("\"echo 1\"", "    collect: stdout\nmetrics:\n  m: {python: \"a b\"}\n"), "python"),
     ("metric regex 2 groups", _step("\"echo 1\"", "    collect: stdout\nmetrics:\n  m: {regex: \"(a)(b)\"}\n"), "regex"),
     ("metric regex invalid", _step("\"echo 1\"", "    collect: stdout\nmetrics:\n  m: {regex: \"(\"}\n"), "regex"),
@@ -95,7 +96,8 @@ CAMPAIGNS: List[Tuple[str, str, str]] = [
     ("metric scale inf", _step("\"echo 1\"", "    collect: stdout\nmetrics:\n  m: {regex: \"(1)\", scale: .inf}\n"), "scale"),
     ("metric from nothing", _step("\"echo 1\"", "    collect: stdout\nmetrics:\n  m: {regex: \"(1)\", from: x}\n"), "from"),
     ("parameter named repeat", "reservation: static.yaml\nparameters:\n  repeat: [1]\nsteps:\n  - run: \"true\"\n", "repeat"),
-    ("parameter named __class__", "reservation: static.yaml\nparameters:\n  __class__: [1]\nsteps:\n  - run: \"true\"\n", "__class__"),
+    # a plain variable name inside the sandbox (attributes like .__class__ are what it refuses)
+    ("parameter named __class__ (valid)", "reservation: static.yaml\nparameters:\n  __class__: [1]\nsteps:\n  - run: \"true\"\n", "VALID"),
     ("parameter value of 1000 chars", "reservation: static.yaml\nparameters:\n  a: [" + "x" * 1000 + "]\nsteps:\n  - run: \"true\"\n", "a"),
     ("parameter value NaN", "reservation: static.yaml\nparameters:\n  a: [.nan]\nsteps:\n  - run: \"true\"\n", "a"),
     ("parameter value inf", "reservation: static.yaml\nparameters:\n  a: [.inf]\nsteps:\n  - run: \"true\"\n", "a"),
@@ -134,6 +136,13 @@ CAMPAIGNS: List[Tuple[str, str, str]] = [
 ]
 
 
+#: what 'campaign status' does not check (it reads the file only)
+NEEDS_RESERVATION = ("roles [nope]", "roles nope", "setup roles [nope]", "hosts role that is not one",
+                     "subnet 224.0.0.0/24", "default_delay 10^20 ms", "reservation inline, 10^20 nodes")
+#: what 'campaign run --env' does not use: the campaign's own reservation
+WITH_ENV_UNUSED = ("subnet 224.0.0.0/24", "default_delay 10^20 ms", "hosts role that is not one")
+
+
 def runs(d: Path, env_dir: Path) -> List[Run]:
     """Write every hostile campaign under ``d`` and return its runs."""
     import os
@@ -146,13 +155,25 @@ def runs(d: Path, env_dir: Path) -> List[Run]:
 
     def four(name, path, words=()):
         valid = "(valid)" in name or "VALID" in words
-        words = () if valid else words
-        for cmd in ("validate", "status", "report"):
-            out.append(Run("campaign", name, cmd, ["campaign", cmd, path], cd, expect=(0,) if valid else (2,),
-                           words=words, creates_nothing=not (valid and cmd == "report")))
-        # a valid campaign gets to its first command, on a host that refuses connections: exit 1
+        either = any(name.endswith(e) for e in files.EITHER)
+        words = () if valid or either else words
+        own = Path(path).stem + "."          # its results dir: <stem>.results
+        bad = (0, 2) if either else (2,)
+        for cmd in ("validate", "status"):
+            # status reads the file, not the reservation nor the roles (test_bounded_inputs'
+            # NEEDS_RESERVATION): those it may accept
+            expect = (0,) if valid else (0, 2) if cmd == "status" and name.endswith(NEEDS_RESERVATION) else bad
+            out.append(Run("campaign", name, cmd, ["campaign", cmd, path], cd, expect=expect,
+                           words=words if expect == (2,) else (), creates_nothing=True, own=own))
+        # report of a campaign with no run yet: exit 2, 'no runs ... yet'
+        out.append(Run("campaign", name, "report", ["campaign", "report", path], cd, expect=(2,),
+                       words=("no runs",) if valid else words, creates_nothing=True, own=own))
+        # a valid campaign gets to its first command, on a host that refuses connections: exit
+        # 1; with --env the campaign's reservation is not used (nor checked)
+        expect = (1,) if valid else (1, 2) if name.endswith(WITH_ENV_UNUSED) else bad
         out.append(Run("campaign", name, "run", ["campaign", "run", path, "--env", str(env_dir)], cd,
-                       expect=(1,) if valid else (2,), words=words, creates_nothing=not valid))
+                       expect=expect, words=words if expect == (2,) else (), creates_nothing=not valid,
+                       own=own, timeout=180.0 if valid else 45.0))
 
     for name, path in files.place(cd, "file", VALID):
         four(f"file: {name}", path)

@@ -46,6 +46,9 @@ class Run:
     env: Dict[str, str] = field(default_factory=dict)
     timeout: float = 45.0
     creates_nothing: bool = True
+    #: with ``creates_nothing``: only new names starting with this count (runs of other
+    #: files share the directory and run at the same time); None: every new name
+    own: Optional[str] = None
     #: extra checks after the run: return a list of problems (leftovers, a failed recovery)
     after: Optional[Callable[["Run", "Outcome"], List[str]]] = None
 
@@ -148,7 +151,8 @@ def execute(run: Run) -> Outcome:
     if before is not None and not hang:
         _kill_session(p)
     if before is not None:
-        o.leftovers += [f"file {x}" for x in sorted(_listing(run.cwd) - before)]
+        o.leftovers += [f"file {x}" for x in sorted(_listing(run.cwd) - before)
+                        if run.own is None or x.startswith(run.own)]
     o.leftovers += _machine_changes(machine, _machine())
     if PWNED.exists():
         o.leftovers.append(f"file {PWNED} (an injection ran)")

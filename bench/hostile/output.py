@@ -21,7 +21,8 @@ COMMANDS = [
     ("inventory", ["inventory", "--env", "{static}"], 0),
     ("campaign validate", ["campaign", "validate", "camp.yaml"], 0),
     ("campaign status", ["campaign", "status", "camp.yaml"], 0),
-    ("tc --dry-run", ["tc", "--env", "{static}", "--dry-run", "-f", "nc.yaml"], 0),
+    # tc plans from the hosts' facts (netem or not): on hosts that answer
+    ("tc --dry-run", ["tc", "--env", "{live}", "--dry-run", "-f", "nc.yaml"], 0),
     ("run 'echo emoji'", ["run", "--env", "{live}", "echo \U0001F642 \u00e9t\u00e9"], 0),
     ("run -o json 'echo emoji'", ["run", "--env", "{live}", "-o", "json", "echo \U0001F642"], 0),
     ("run 'exit 3'", ["run", "--env", "{live}", "exit 3"], 1),
