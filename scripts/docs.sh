@@ -13,6 +13,27 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "docs: not root: the notebook pages (tutorial, experiments) are shown without running them" \
        "(they book 'local' hosts, which needs root)" >&2
 fi
+# the notebook pages' env dirs: whatever a failed or interrupted build left booked is destroyed
+if [ -z "${ENOS_DOCS_ENVS:-}" ]; then
+  ENOS_DOCS_ENVS=$(mktemp -d "${TMPDIR:-/tmp}/enos-docs-envs.XXXXXX"); export ENOS_DOCS_ENVS
+fi
+give_back() {
+  .venv/bin/python - "$ENOS_DOCS_ENVS" <<'PY' || true
+import json, pathlib, subprocess, sys
+for state in pathlib.Path(sys.argv[1]).rglob("state.json"):
+    try:
+        done = json.loads(state.read_text()).get("phase") == "destroyed"
+    except (OSError, ValueError):
+        done = False
+    if not done:
+        print(f"docs: destroying {state.parent}, left by a notebook page", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "enos", "-q", "destroy", "--env", str(state.parent)],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=300)
+PY
+}
+trap give_back EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 start=$(date +%s)
 .venv/bin/python -m sphinx -E -W --keep-going -q -b html -d "$out/.doctrees" docs "$out"
 echo "docs: built $out/index.html in $(( $(date +%s) - start ))s" >&2
