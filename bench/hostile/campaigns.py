@@ -165,15 +165,19 @@ def runs(d: Path, env_dir: Path) -> List[Run]:
             expect = (0,) if valid else (0, 2) if cmd == "status" and name.endswith(NEEDS_RESERVATION) else bad
             out.append(Run("campaign", name, cmd, ["campaign", cmd, path], cd, expect=expect,
                            words=words if expect == (2,) else (), creates_nothing=True, own=own))
-        # report of a campaign with no run yet: exit 2, 'no runs ... yet'
+        # report of a campaign with no run yet: exit 2, 'no runs ... yet' (report reads the
+        # file, not the reservation nor the roles, like status)
+        lax = valid or name.endswith(NEEDS_RESERVATION)
         out.append(Run("campaign", name, "report", ["campaign", "report", path], cd, expect=(2,),
-                       words=("no runs",) if valid else words, creates_nothing=True, own=own))
-        # a valid campaign gets to its first command, on a host that refuses connections: exit
-        # 1; with --env the campaign's reservation is not used (nor checked)
-        expect = (1,) if valid else (1, 2) if name.endswith(WITH_ENV_UNUSED) else bad
-        out.append(Run("campaign", name, "run", ["campaign", "run", path, "--env", str(env_dir)], cd,
-                       expect=expect, words=words if expect == (2,) else (), creates_nothing=not valid,
-                       own=own, timeout=180.0 if valid else 45.0))
+                       words=("no runs",) if valid else () if lax else words, creates_nothing=True, own=own))
+        # a campaign that passes its checks gets to its first command, on a host that refuses
+        # connections: exit 1 (--stop-on-error: at the first run), its results dir made; with
+        # --env the campaign's reservation is not used (nor checked)
+        may_run = valid or either or name.endswith(WITH_ENV_UNUSED)
+        expect = (1,) if valid else (1, 2) if may_run else bad
+        out.append(Run("campaign", name, "run", ["campaign", "run", path, "--env", str(env_dir), "--stop-on-error"],
+                       cd, expect=expect, words=words if expect == (2,) else (), creates_nothing=not may_run,
+                       own=own))
 
     for name, path in files.place(cd, "file", VALID):
         four(f"file: {name}", path)
@@ -185,4 +189,5 @@ def runs(d: Path, env_dir: Path) -> List[Run]:
         p = cd / f"campaign-{i}.yaml"
         p.write_text(text)
         four(f"campaign: {name}", p.name, words=(words,) if words else ())
-    return out
+    # every 'run' last: a file's run (which makes its results) never beside its own report
+    return sorted(out, key=lambda r: r.command == "run")
