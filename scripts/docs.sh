@@ -14,12 +14,14 @@ if [ "$(id -u)" -ne 0 ]; then
        "(they book 'local' hosts, which needs root)" >&2
 fi
 # the notebook pages' env dirs: whatever a failed or interrupted build left booked is destroyed
+made_envs=
 if [ -z "${ENOS_DOCS_ENVS:-}" ]; then
-  ENOS_DOCS_ENVS=$(mktemp -d "${TMPDIR:-/tmp}/enos-docs-envs.XXXXXX"); export ENOS_DOCS_ENVS
+  ENOS_DOCS_ENVS=$(mktemp -d "${TMPDIR:-/tmp}/enos-docs-envs.XXXXXX"); export ENOS_DOCS_ENVS; made_envs=1
 fi
-give_back() {
-  .venv/bin/python - "$ENOS_DOCS_ENVS" <<'PY' || true
+give_back() {   # then removes the directory it made, once nothing in it is booked
+  .venv/bin/python - "$ENOS_DOCS_ENVS" <<'PY' && [ -n "$made_envs" ] && rm -rf "$ENOS_DOCS_ENVS" || true
 import json, pathlib, subprocess, sys
+left = []
 for state in pathlib.Path(sys.argv[1]).rglob("state.json"):
     try:
         done = json.loads(state.read_text()).get("phase") == "destroyed"
@@ -27,8 +29,13 @@ for state in pathlib.Path(sys.argv[1]).rglob("state.json"):
         done = False
     if not done:
         print(f"docs: destroying {state.parent}, left by a notebook page", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "enos", "-q", "destroy", "--env", str(state.parent)],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=300)
+        p = subprocess.run([sys.executable, "-m", "enos", "-q", "destroy", "--env", str(state.parent)],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=300)
+        if p.returncode != 0:
+            left.append(str(state.parent))
+for d in left:
+    print(f"docs: {d} is not destroyed: run 'enos destroy --env {d}'", file=sys.stderr)
+sys.exit(1 if left else 0)
 PY
 }
 trap give_back EXIT
