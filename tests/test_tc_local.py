@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from enoscli import enos
-from localhosts import leftovers
+from localhosts import in_run, leftovers
 
 pytestmark = pytest.mark.root
 
@@ -286,9 +286,11 @@ def test_ctrl_c_during_tc_test_exits_130_and_leaves_no_process(env3):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:       # wait until both probe programs run (python, not the shell)
         ps = subprocess.run(["ps", "-ww", "-eo", "pid=,comm=,args="], capture_output=True, text=True).stdout
+        # this env's probes only (another test run on the machine may probe at the same time:
+        # a Ctrl-C sent when another run's probes are seen can reach enos while it starts)
         running = [line.split(None, 2) for line in ps.splitlines() if probe in line]
-        kinds = {k for _, comm, args in running if comm.startswith("python") for k in ("serve", "client")
-                 if f" {k} " in args}
+        kinds = {k for pid, comm, args in running if comm.startswith("python") and in_run(pid, st["run_id"])
+                 for k in ("serve", "client") if f" {k} " in args}
         if kinds == {"serve", "client"}:
             break
         time.sleep(0.05)
