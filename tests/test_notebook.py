@@ -6,6 +6,7 @@ And the same API called from inside ``asyncio.run(...)``."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 from pathlib import Path
@@ -64,7 +65,7 @@ def _outputs(nb) -> Dict[str, dict]:
         if cell.cell_type != "code":
             continue
         tag = cell.metadata["tags"][0]
-        o = {"stdout": "", "stderr": "", "plain": "", "html": [], "errors": []}
+        o = {"stdout": "", "stderr": "", "plain": "", "html": [], "png": [], "errors": []}
         for x in cell.outputs:
             if x.output_type == "stream":
                 o[x.name] += x.text
@@ -74,6 +75,8 @@ def _outputs(nb) -> Dict[str, dict]:
                 o["plain"] += x.data.get("text/plain", "")
                 if "text/html" in x.data:
                     o["html"].append(x.data["text/html"])
+                if "image/png" in x.data:
+                    o["png"].append(base64.b64decode(x.data["image/png"]))
         out[tag] = o
     return out
 
@@ -162,6 +165,10 @@ def test_notebook_runs_the_whole_experiment_in_a_real_kernel(tmp_path):
     assert 2_000_000 <= int(rows["client-1"][6]) <= 2_000_000 * 1.08 + 64_000
     df = browser.tables(out["monitor_df"]["html"][0])[0]
     assert int(dict((r[0], r) for r in df.rows)["server-1"][1]) == int(rows["server-1"][5])
+    # the monitor's figure is an image in a kernel where pyplot was never imported
+    assert out["monitor_plot"]["stdout"] == "pyplot imported: False\n", out["monitor_plot"]
+    assert len(out["monitor_plot"]["png"]) == 1 and out["monitor_plot"]["png"][0][:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(out["monitor_plot"]["png"][0]) > 10_000          # panels drawn, not an empty canvas
 
     sweep = _table(out["sweep"], ["size", "repeat", "bytes"])
     assert [r[:3] for r in sweep.rows] == [["1", "1", "1024"], ["1", "2", "1024"], ["4", "1", "4096"], ["4", "2", "4096"]]

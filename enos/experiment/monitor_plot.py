@@ -2,8 +2,9 @@
 role (columns), one line per host of that role, time since the start on x."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from enos.errors import UsageError
 
@@ -39,12 +40,11 @@ def series(rows: Sequence[dict], metric: str) -> Dict[str, List[tuple]]:
 def plot(monitor, metrics: Sequence[str], path=None):
     """Draw the figure of ``monitor`` (see :meth:`Monitor.plot`); save it to ``path`` when
     given; return the matplotlib Figure."""
-    from matplotlib.figure import Figure     # no pyplot: the caller's figures and backend are left alone
     roles: Dict[str, List[str]] = {}
     for h in monitor.hosts:
         for role in h.roles or ["(no role)"]:
             roles.setdefault(role, []).append(h.alias)
-    fig = Figure(figsize=(4.5 * len(roles), 2.6 * len(metrics)), layout="constrained")
+    fig = _figure_class()(figsize=(4.5 * len(roles), 2.6 * len(metrics)), layout="constrained")
     axes = fig.subplots(len(metrics), len(roles), squeeze=False, sharex=True)
     for i, metric in enumerate(metrics):
         data = series(monitor.rows, metric)
@@ -64,3 +64,27 @@ def plot(monitor, metrics: Sequence[str], path=None):
     if path is not None:
         fig.savefig(Path(path), dpi=100)
     return fig
+
+
+_SHOWN_FIGURE: Optional[type] = None
+
+
+def _figure_class() -> type:
+    """Return a matplotlib Figure class that Jupyter shows as a PNG even in a kernel where
+    pyplot was never imported (a bare Figure is shown there as ``<Figure size ...>``: the
+    inline display of Figures is set up by pyplot). No pyplot here: the caller's figures and
+    backend are left alone."""
+    global _SHOWN_FIGURE
+    if _SHOWN_FIGURE is None:
+        from matplotlib.figure import Figure
+
+        class ShownFigure(Figure):
+            """A Figure with a PNG representation of its own (IPython's ``_repr_png_``)."""
+
+            def _repr_png_(self) -> bytes:
+                buf = io.BytesIO()
+                self.savefig(buf, format="png", dpi=100)
+                return buf.getvalue()
+
+        _SHOWN_FIGURE = ShownFigure
+    return _SHOWN_FIGURE
