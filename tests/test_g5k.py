@@ -373,12 +373,45 @@ def test_deploy_retries_failed_nodes_and_skips_deployed_ones(server, creds, tmp_
          (mine[1]["uid"], "debian12-min", "terminated", [])]
     assert rec["rennes"]["deployments"][1]["ok"] == ["paradoxe-2.rennes.grid5000.fr"]
     assert rec["rennes"]["environment"] == "debian12-min" and sorted(rec) == sorted({d["site_uid"] for d in deps})
+    assert rec["rennes"]["version"].startswith("not pinned: kadeploy's latest")
+    assert all("version" not in d for d in deps)                # nothing pinned, nothing sent
     n = len(server.deployments)
     provider(env, c, state=State.load(env)).init()       # already deployed → no new deployment
     assert len(server.deployments) == n
     provider(env, c, state=State.load(env)).init(force_deploy=True)
     assert len(server.deployments) == n + 2
     p.destroy()
+
+
+def test_env_version_is_deployed_recorded_and_a_new_one_redeploys(server, creds, tmp_path):
+    """``env_version`` goes to kadeploy with the environment, the archive's record names it,
+    and the nodes are deployed again when the version asked changes (not when it stays)."""
+    env = tmp_path / "env"
+    c = cfg({"env_name": "debian12-min", "env_version": 2023110817})
+    p = provider(env, c)
+    p.init()
+    deps = list(server.deployments.values())
+    assert deps and {d.get("version") for d in deps} == {2023110817}
+    rec = {j["site"]: j["deployment"] for j in p.record()["jobs"]}
+    assert {r["version"] for r in rec.values()} == {2023110817}
+    assert {d["version"] for r in rec.values() for d in r["deployments"]} == {2023110817}   # as the API answered
+    n = len(server.deployments)
+    provider(env, c, state=State.load(env)).init()               # same version: nothing deployed
+    assert len(server.deployments) == n
+    provider(env, cfg({"env_name": "debian12-min", "env_version": 2024010112}), state=State.load(env)).init()
+    assert len(server.deployments) > n
+    assert {d.get("version") for d in list(server.deployments.values())[n:]} == {2024010112}
+    p.destroy()
+
+
+def test_env_version_without_env_name_is_refused(tmp_path):
+    """An ``env_version`` with nothing to deploy is refused, naming the key (never ignored)."""
+    (tmp_path / "r.yaml").write_text("provider:\n  type: g5k\n  env_version: 3\nresources:\n"
+                                     "  paradoxe:\n    control: 1\n")
+    out = subprocess.run([sys.executable, "-m", "enos", "validate", "-f", "r.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 2, out
+    assert "env_version" in out.stderr and "env_name" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_deploy_failing_beyond_retries_is_an_error(server, creds, tmp_path):

@@ -49,17 +49,18 @@ def deploy_all(g5k, pairs, nets, vlan_of, jobs, force: bool) -> None:
         raise pick_error(errors)
 
 
-def already_deployed(g5k, site: str, job: dict, env: str) -> set:
-    """Return the nodes of ``job`` already running ``env`` (journal, else the API's
-    deployment history since the job started)."""
+def already_deployed(g5k, site: str, job: dict, env: str, version: Optional[int] = None) -> set:
+    """Return the nodes of ``job`` already running ``env`` at ``version`` (None: the
+    deployments that pinned no version, i.e. kadeploy's latest) — from the journal, else the
+    API's deployment history since the job started."""
     rec = g5k.ctx.journal.get(f"deployed:{site}") or {}
-    if rec.get("job") == job["uid"] and rec.get("env") == env:
+    if rec.get("job") == job["uid"] and rec.get("env") == env and rec.get("version") == version:
         return set(rec.get("nodes") or [])
     started = job.get("started_at") or 0
     done = set()
     try:
         for d in g5k.api.deployments(site, user=g5k.creds.username):
-            if d.get("environment") == env and d.get("status") == "terminated" \
+            if d.get("environment") == env and d.get("version") == version and d.get("status") == "terminated" \
                     and (d.get("created_at") or 0) >= started:
                 done |= {n for n, r in (d.get("result") or {}).items() if r.get("state") == "OK"}
     except ProviderError:
@@ -71,8 +72,8 @@ def deploy_site(g5k, site: str, vlan: Optional[str], nodes: List[str], job: dict
     """Deploy ``env_name`` on ``nodes`` of one site (skipping those already done),
     retrying failed nodes ``deploy_retries`` times; journal the nodes done. Raises
     ProviderError naming the nodes that never deployed."""
-    env = g5k.opt("env_name")
-    done = set() if force else already_deployed(g5k, site, job, env)
+    env, version = g5k.opt("env_name"), g5k.opt("env_version")
+    done = set() if force else already_deployed(g5k, site, job, env, version)
     todo = sorted(set(nodes) - done)
     if not todo:
         g5k.ctx.progress.info(f"g5k: {len(nodes)} node(s) on {site} already run {env}")
@@ -82,6 +83,8 @@ def deploy_site(g5k, site: str, vlan: Optional[str], nodes: List[str], job: dict
     history = list((g5k.ctx.journal.get(f"deployed:{site}") or {}).get("deployments") or [])
     for attempt in range(retries + 1):
         spec = {"nodes": todo, "environment": env, "key": keys}
+        if version is not None:
+            spec["version"] = version
         if vlan:
             spec["vlan"] = vlan
         dep = post_deployment(g5k, site, spec)
@@ -91,8 +94,8 @@ def deploy_site(g5k, site: str, vlan: Optional[str], nodes: List[str], job: dict
         done |= set(ok)
         history.append(_deployment_record(dep))
         with g5k.lock:
-            g5k.record(f"deployed:{site}", {"job": job["uid"], "env": env, "nodes": sorted(done),
-                                             "deployments": history})
+            g5k.record(f"deployed:{site}", {"job": job["uid"], "env": env, "version": version,
+                                             "nodes": sorted(done), "deployments": history})
         failpoint.checkpoint("g5k.deployed")
         todo = sorted(set(todo) - set(ok))
         if not todo:

@@ -18,7 +18,11 @@ def record(g5k) -> Dict[str, Any]:
         entry: Dict[str, Any] = {"site": site, "uid": rec.get("uid"), "name": rec.get("name")}
         deployed = journal.get(f"deployed:{site}")
         if deployed:
-            entry["deployment"] = {"environment": deployed.get("env"), "nodes": deployed.get("nodes"),
+            version = deployed.get("version")
+            entry["deployment"] = {"environment": deployed.get("env"),
+                                   "version": version if version is not None else
+                                   "not pinned: kadeploy's latest at the time of the deployment (env_version pins one)",
+                                   "nodes": deployed.get("nodes"),
                                    "deployments": deployed.get("deployments") or []}
         if rec.get("uid") is not None:
             try:

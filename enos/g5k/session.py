@@ -23,7 +23,7 @@ DEFAULT_GATEWAY = "access.grid5000.fr"
 
 DEFAULTS: Dict[str, Any] = {
     "walltime": "02:00:00", "reservation": None, "queue": "default",
-    "project": None, "env_name": None, "job_type": [], "key": "~/.ssh/id_rsa.pub", "dhcp": True,
+    "project": None, "env_name": None, "env_version": None, "job_type": [], "key": "~/.ssh/id_rsa.pub", "dhcp": True,
     "gateway": DEFAULT_GATEWAY, "ssh_user": None, "deploy_retries": 2,
     "poll_interval": 5.0, "poll_max_interval": 30.0, "wait_timeout": None,
     "api_timeout": 30.0, "api_attempts": 6, "retry_base_delay": 0.5, "retry_max_delay": 20.0,

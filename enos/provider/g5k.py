@@ -100,6 +100,9 @@ class G5k(Provider):
             "project": _STR,
             "env_name": {"type": ["string", "null"], "minLength": 1,
                          "x-expected": "a kadeploy environment name (debian12-min, ...)"},
+            "env_version": {"type": "integer", "minimum": 1,
+                            "x-expected": "the kadeploy version of env_name to deploy (an integer ≥ 1; "
+                                          "kadeploy's latest when absent)"},
             "job_type": {"oneOf": [_STR, {"type": "array", "items": _STR}],
                          "x-expected": "an OAR job type or a list of them"},
             "key": {**_STR, "x-expected": "the path of a public SSH key"},
@@ -120,6 +123,7 @@ class G5k(Provider):
                 "x-expected": "{machines: [...], networks: [...]}",
             },
         },
+        "dependentRequired": {"env_version": ["env_name"]},
         "additionalProperties": False,
     }
     sample = """\
@@ -131,6 +135,7 @@ provider:
   # job_ids: {nancy: 1234}     # or attach to given jobs (Enos' oargrid_jobids: [[nancy, 1234]])
   walltime: "02:00:00"         # HH:MM[:SS]
   # env_name: debian12-min     # deploy this environment (nodes then reached as root)
+  # env_version: 2024012345    # pin its kadeploy version (kadeploy's latest when absent)
   # reservation: "2030-01-01 19:00:00"
   # gateway: access.grid5000.fr   # SSH jump host from outside Grid'5000 (false inside)
   # gateway_key: ~/.ssh/id_g5k    # the private key the gateway accepts (default: agent/default keys)
