@@ -94,7 +94,7 @@ def test_bad_command_line_values_exit_2(tmp_path, argv, files, words):
 
 def test_run_roles_naming_nothing_exits_2(ready_env):
     p = enos(ready_env.parent, "run", "--env", str(ready_env), "--roles", ",,", "true")
-    assert p.returncode == 2 and "no role or host named" in p.stderr, p.stderr
+    assert p.returncode == 2 and "--roles ',,': names no role or host" in p.stderr, p.stderr
 
 
 def test_fifo_is_refused_without_blocking(tmp_path):
