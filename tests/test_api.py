@@ -546,9 +546,10 @@ def test_ctrl_c_inside_the_with_block_destroys(tmp_path):
     import signal
     import subprocess
     import sys
+    from promise import communicate_or_dump
     (tmp_path / "s.py").write_text(CTRL_C_SCRIPT)
-    p = subprocess.Popen([sys.executable, "s.py"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
+    p = subprocess.Popen([sys.executable, "-X", "faulthandler", "s.py"], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
     env_dir = None
     try:
         env_dir, run_id = p.stdout.readline().split()
@@ -558,7 +559,7 @@ def test_ctrl_c_inside_the_with_block_destroys(tmp_path):
         sleeps = wait_running("sleep 3141", 2, run_id=run_id) + wait_running("sleep 3142", 2, run_id=run_id)
         children = _children(p.pid)
         os.killpg(p.pid, signal.SIGINT)
-        out, err = p.communicate(timeout=120)
+        out, err = communicate_or_dump(p, 120, "SIGINT inside the with block")
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)

@@ -255,9 +255,10 @@ def test_ctrl_c_ends_the_loops_at_once(env, tmp_path):
     Ctrl-C): the script is gone within 2 s and, counted on the hosts, no loop of that
     monitor is left nor its ``sleep`` — although the loops' next sample is ~29 s away, so
     they are ended, not left to die at their next sample — and its record is gone."""
+    from promise import communicate_or_dump
     interval = "29.37"                  # an unusual 'sleep 29.37' to find on the hosts
     (tmp_path / "interrupted.py").write_text(INTERRUPTED)
-    p = subprocess.Popen([sys.executable, str(tmp_path / "interrupted.py"), str(env.env_dir), interval],
+    p = subprocess.Popen([sys.executable, "-X", "faulthandler", str(tmp_path / "interrupted.py"), str(env.env_dir), interval],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         line = p.stdout.readline()
@@ -270,7 +271,7 @@ def test_ctrl_c_ends_the_loops_at_once(env, tmp_path):
             time.sleep(0.2)
         t = time.monotonic()
         os.killpg(p.pid, signal.SIGINT)
-        p.wait(30)
+        _, err = communicate_or_dump(p, 30, "SIGINT inside env.monitor()")
         took = time.monotonic() - t
     finally:
         if p.poll() is None:
@@ -278,7 +279,7 @@ def test_ctrl_c_ends_the_loops_at_once(env, tmp_path):
             p.wait()
     from promise import assert_interrupted_in_time
     assert_interrupted_in_time("SIGINT inside env.monitor()", took)
-    assert "KeyboardInterrupt" in p.stderr.read()
+    assert "KeyboardInterrupt" in err
     counts = {"loops": _on_hosts(env, tag), "sleeps": _on_hosts(env, f"sleep {interval}")}
     assert counts == {k: {h.alias: (0, 0) for h in env.hosts} for k in counts}, counts
     assert not list((env.env_dir / "monitors").glob("*.json"))
