@@ -1,9 +1,17 @@
 """Shared test setup: root-only tests are skipped with a reason for other users (and fail
 under CI=true, see tests/prereq.py); the network guard (tests/netguard/sitecustomize.py)
 runs in this process and in every Python process the tests start, and the session fails
-at its end if anything tried to reach a real Grid'5000 name or a non-local address."""
+at its end if anything tried to reach a real Grid'5000 name or a non-local address.
+
+SIGINT is given back its default here when the suite was started with it ignored: a
+background job of a non-interactive shell (``bash .ci/run > log &``) inherits SIGINT as
+SIG_IGN, every process the tests start inherits it in turn, and a Python script started
+that way never sees the Ctrl-C a test sends it (it hung in ci-3, ci-4 and ci-5 and passed
+in the foreground). A terminal's foreground job, what the Ctrl-C tests stand for, has it
+at its default."""
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +24,11 @@ NETGUARD = Path(__file__).resolve().parent / "netguard"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prereq import CI, missing  # noqa: E402
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # a Python handler (unlike SIG_IGN) is reset to SIG_DFL in every program this
+    # process starts, so their Ctrl-C works as in a terminal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _start_netguard() -> str:

@@ -170,3 +170,24 @@ def test_network_guard_is_active_in_this_session(tmp_path, monkeypatch):
         socket.getaddrinfo(DEFAULT_GATEWAY, 22)
     assert DEFAULT_GATEWAY in own.read_text()
     assert (shared.read_bytes() if shared.exists() else b"") == before
+
+
+def test_ctrl_c_reaches_scripts_when_the_suite_starts_with_it_ignored():
+    """The suite started as a background job of a non-interactive shell (``bash .ci/run &``)
+    inherits SIGINT ignored; conftest gives it back its default, so a Python script a test
+    starts and sends Ctrl-C to gets KeyboardInterrupt (without this, the Ctrl-C tests of
+    API scripts hung for 120 s in such runs). Checked in a process started with SIGINT
+    ignored, with and without conftest loaded."""
+    import signal
+    child = ("import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+
+    def script_sees_ctrl_c(load_conftest: bool) -> str:
+        code = (f"import sys, subprocess; sys.path.insert(0, {str(HERE)!r}); "
+                + ("import conftest; " if load_conftest else "")
+                + f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, "
+                  "text=True).stdout.strip())")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)).stdout.strip()
+
+    assert script_sees_ctrl_c(load_conftest=False) == "False"      # the condition is reproduced
+    assert script_sees_ctrl_c(load_conftest=True) == "True"
