@@ -2,10 +2,11 @@
 probe what of a run id is left on this machine (independently of enos' own code)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from enos.reservation.config import Config, MachineSpec
 from enos.provider.provider import ProviderContext
@@ -14,6 +15,21 @@ from enos.state import State
 
 #: every run id a test of this session created, checked for leftovers at the end
 RUN_IDS: List[str] = []
+
+
+@contextlib.contextmanager
+def api_env(reservation: dict, base: Path) -> Iterator:
+    """Yield the Env ``enos.up(reservation)`` brings up under ``base`` (kept, not
+    provisioned, quiet), its run id recorded in :data:`RUN_IDS`; on leaving, whatever the
+    test did, destroy it and assert nothing of its run is left on this machine."""
+    import enos
+    e = enos.up(reservation, keep=True, base=base, provision=False, quiet=True)
+    RUN_IDS.append(e.run_id)
+    try:
+        yield e
+    finally:
+        e.destroy()
+        assert leftovers(e.run_id) == []
 
 
 def local_config(counts: dict, subnet: Optional[str] = None, extra_hosts: Optional[dict] = None) -> Config:

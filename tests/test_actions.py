@@ -9,7 +9,7 @@ import browser
 import enos
 from enos.errors import UsageError
 from enos.experiment.actions import ActionsFailed
-from localhosts import RUN_IDS, leftovers
+from localhosts import RUN_IDS, api_env, leftovers
 
 pytestmark = pytest.mark.root
 
@@ -18,13 +18,8 @@ RESERVATION = {"provider": "local", "resources": {"local": {"server": 1, "client
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    e = enos.up(RESERVATION, keep=True, base=tmp_path_factory.mktemp("actions"), provision=False, quiet=True)
-    RUN_IDS.append(e.run_id)
-    try:
+    with api_env(RESERVATION, tmp_path_factory.mktemp("actions")) as e:
         yield e
-    finally:
-        e.destroy()
-        assert leftovers(e.run_id) == []
 
 
 def _playbooks(env):

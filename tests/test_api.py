@@ -13,7 +13,7 @@ import pytest
 import enos
 from enos.errors import CommandFailed, ConfigError, NoEnvironment, Timeout, UsageError
 from enoscli import enos as enos_cli
-from localhosts import RUN_IDS, alive, leftovers, wait_running
+from localhosts import RUN_IDS, alive, api_env, leftovers, wait_running
 
 pytestmark = pytest.mark.root
 
@@ -24,14 +24,8 @@ RESERVATION = {"provider": {"type": "local"}, "resources": {"local": {"control":
 def env(tmp_path_factory):
     """Three hosts (control: 1, compute: 2) brought up by ``enos.up`` from a dict, kept
     for the module, destroyed (and checked for leftovers) at its end."""
-    base = tmp_path_factory.mktemp("api")
-    e = enos.up(RESERVATION, keep=True, base=base, provision=False, quiet=True)
-    RUN_IDS.append(e.run_id)
-    try:
+    with api_env(RESERVATION, tmp_path_factory.mktemp("api")) as e:
         yield e
-    finally:
-        e.destroy()
-        assert leftovers(e.run_id) == []
 
 
 def test_env_shape_and_json(env):

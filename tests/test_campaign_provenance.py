@@ -15,7 +15,7 @@ import pytest
 import enos
 import enos.campaign
 from enoscli import enos as enos_cli
-from localhosts import RUN_IDS, leftovers
+from localhosts import api_env
 
 pytestmark = pytest.mark.root
 
@@ -49,13 +49,8 @@ figures:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    e = enos.up(RESERVATION, keep=True, base=tmp_path_factory.mktemp("prov-env"), provision=False, quiet=True)
-    RUN_IDS.append(e.run_id)
-    try:
+    with api_env(RESERVATION, tmp_path_factory.mktemp("prov-env")) as e:
         yield e
-    finally:
-        e.destroy()
-        assert leftovers(e.run_id) == []
 
 
 def _campaign(d: Path, factor: int = 1) -> Path:
