@@ -321,13 +321,15 @@ def test_campaign_runs_sample_inside_their_own_sessions(env, tmp_path, monkeypat
     camp = {"name": "folded samples", "parameters": {"n": list(range(runs))}, "monitor": True,
             "steps": [{"run": "echo hello"},
                       {"roles": ["client"],
-                       "run": f"python3 {env.scripts}/source_acked.py {server.address} {PORT + 1} {payload} 1 0"}]}
+                       # a step under 'set -eu' still gives its end sample in its own session
+                       "run": f"set -eu; python3 {env.scripts}/source_acked.py {server.address} {PORT + 1} "
+                              f"{payload} 1 0"}]}
     stats = run_campaign(camp, results=tmp_path / "results", env=str(env.env_dir))
     assert (stats["done"], stats["failed"]) == (runs, 0), stats
     assert int(sink.wait()[0].stdout) == payload * len(clients) * runs
     # per run: the 2 steps and one end-sample session for the server (not in the last step)
     assert labels.count(("step", 3)) == runs and labels.count(("step", 2)) == runs, labels
-    assert labels.count(("monitor end sample", 1)) == runs, labels
+    assert [lb for lb in labels if lb[0] == "monitor end sample"] == [("monitor end sample", 1)] * runs, labels
     assert not any(lb.startswith("monitor start") for lb, _ in labels), labels
     # the campaign's loops: started and stopped once
     assert labels.count(("monitor loop", 3)) == 1 and labels.count(("monitor stop", 3)) == 1, labels

@@ -74,15 +74,24 @@ class MonitorError(EnosError):
 
 #: shell functions: ``__enos_s KIND`` prints one sample block with shell builtins only
 #: (``read``/``printf`` on /proc: no process is started); a start sample adds the block
-#: devices (``@B``) and, when ``$__enos_tck`` is set, the clock tick (``@T``)
+#: devices (``@B``) and, when ``$__enos_tck`` is set, the clock tick (``@T``).
+#: ``__enos_r FILE`` prints a /proc file: under bash in one ``read -d ''`` (a line-by-line
+#: ``read`` of a /proc file makes the kernel regenerate it for every line: a start + end
+#: sample took 1.75 ms of CPU that way and 0.80 ms this way, measured in one bash, 500
+#: pairs each), line by line under a POSIX shell (dash: the sampling loop of
+#: ``env.monitor()``). ``|| :`` keeps a step under ``set -e`` whole (the end sample runs
+#: in the step's EXIT trap); ``${__enos_tck:-}`` one under ``set -u``.
 SAMPLE_FUNCTIONS = (
-    "__enos_r() { while IFS= read -r __l || [ -n \"$__l\" ]; do printf '%s\\n' \"$__l\"; done < \"$1\"; }\n"
+    "if [ -n \"${BASH_VERSION:-}\" ]; then __enos_r() { IFS= read -r -d '' __l < \"$1\" || :; "
+    "printf '%s' \"$__l\"; }\n"
+    "else __enos_r() { while IFS= read -r __l || [ -n \"$__l\" ]; do printf '%s\\n' \"$__l\"; done < \"$1\"; }\n"
+    "fi\n"
     "__enos_s() { read __u __i < /proc/uptime || return 1; printf '@S %s %s\\n' \"$1\" \"$__u\"; "
     "read __l < /proc/stat; printf '%s\\n' \"$__l\"; __n=0; "
     "while [ $__n -lt 5 ] && IFS= read -r __l; do printf '%s\\n' \"$__l\"; __n=$((__n+1)); done < /proc/meminfo; "
     "__enos_r /proc/net/dev; __enos_r /proc/diskstats; "
     "if [ \"$1\" = start ]; then printf '@B'; for __d in /sys/block/*; do printf ' %s' \"${__d##*/}\"; done; echo; "
-    "if [ -n \"$__enos_tck\" ]; then printf '@T %s\\n' \"$__enos_tck\"; fi; fi; "
+    "if [ -n \"${__enos_tck:-}\" ]; then printf '@T %s\\n' \"$__enos_tck\"; fi; fi; "
     "echo @E; }\n")
 
 
