@@ -14,7 +14,7 @@ machine's memory). Kinds (``--only``):
                enumerate, every field: ``campaign validate|status|report|run --env``
   option       every numeric option, --env DIR, -f FILE, -o FORMAT given hostile values
   output       stdout /dev/full, closed, SIGPIPE; stderr closed or full; ASCII locale
-  state        41 kinds of damaged state, each on a fresh REAL local env (namespace hosts):
+  state        48 kinds of damaged state, each on a fresh REAL local env (namespace hosts):
                info, inventory, run, backup, up, destroy; the printed recovery run AS
                PRINTED; what is left of the run id counted (namespaces, links, processes,
                SSH socket dir); decoy resources named in the journal must survive

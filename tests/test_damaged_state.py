@@ -111,6 +111,11 @@ JOURNAL = {
     "the provider record a string": lambda d: d["journal"].update(local="x"),
     "a pid 'x'": lambda d: _hosts(d)[0].update(pid="x"),
     "the bridge null": lambda d: d["journal"]["local"].update(bridge=None),
+    # the next four: a KeyError / ValueError traceback from 'up' before they were checked
+    "the bridge missing": lambda d: d["journal"]["local"].pop("bridge"),
+    "the gateway missing": lambda d: d["journal"]["local"].pop("gateway"),
+    "the subnet 'abc'": lambda d: d["journal"]["local"].update(subnet="abc"),
+    "the gateway outside the subnet": lambda d: d["journal"]["local"].update(gateway="192.0.2.1"),
 }
 
 
@@ -118,6 +123,7 @@ JOURNAL = {
 def test_damaged_journal_destroy_frees_everything(live, damage):
     cwd, env, run_id = live
     _edit(env, JOURNAL[damage])
+    links_before = _kernel_named_links()
     up = enos(cwd, "up", "--env", "env", "--no-provision", check=False, timeout=120)
     assert up.returncode == 1 and "Traceback" not in up.stderr and "journal" in up.stderr, up.stderr
     assert "enos destroy" in up.stderr, up.stderr
@@ -125,6 +131,13 @@ def test_damaged_journal_destroy_frees_everything(live, damage):
     assert "Traceback" not in d.stderr, d.stderr
     assert d.returncode == 0, d.stderr
     assert leftovers(run_id) == [] and not socket_dir(run_id).exists(), leftovers(run_id)
+    # a link given an empty name is named by the kernel ('bridge0'): no run id, no destroy
+    assert _kernel_named_links() <= links_before
+
+
+def _kernel_named_links() -> set:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return set(re.findall(r"^\d+: ((?:bridge|veth)\d+)[@:]", out, re.M))
 
 
 @pytest.mark.parametrize("field", ["ns", "veth", "bridge"])

@@ -110,7 +110,8 @@ class HostPlan:
 def journal_hosts(rec, run_id: str):
     """Return (the host plans a local journal record ``rec`` holds, what is wrong with it):
     every entry that is not a host record of this run is left out and said, as is a record
-    that is not a mapping, a host list that is not a list, a bridge that is not this run's."""
+    that is not a mapping, a host list that is not a list, a bridge that is not this run's,
+    a subnet recorded without its bridge or gateway, or one that is not a network."""
     if not isinstance(rec, dict):
         return [], [f"the journal record is a {type(rec).__name__}, not a mapping"]
     problems: List[str] = []
@@ -128,7 +129,31 @@ def journal_hosts(rec, run_id: str):
     for key in ("subnet", "gateway", "dir"):
         if rec.get(key) is not None and not isinstance(rec.get(key), str):
             problems.append(f"its '{key}' is {rec.get(key)!r}, not a text")
+    problems.extend(_network_problems(rec))
     return plans, problems
+
+
+def _network_problems(rec: dict) -> List[str]:
+    """What is wrong with the network part of a journal record: a recorded subnet comes
+    with its bridge and gateway (all three are journaled at once), the subnet is a
+    network and the gateway an address inside it."""
+    subnet = rec.get("subnet")
+    if not isinstance(subnet, str):
+        return []
+    try:
+        net = ipaddress.ip_network(subnet)
+    except ValueError:
+        return [f"its subnet {subnet!r} is not a network"]
+    out = [f"its subnet has no {key}" for key in ("bridge", "gateway") if rec.get(key) is None]
+    gateway = rec.get("gateway")
+    if isinstance(gateway, str):
+        try:
+            inside = ipaddress.ip_address(gateway) in net
+        except ValueError:
+            inside = False
+        if not inside:
+            out.append(f"its gateway {gateway!r} is not an address of {subnet}")
+    return out
 
 
 @contextmanager
