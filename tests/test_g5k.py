@@ -266,13 +266,40 @@ def test_up_survives_20_percent_injected_5xx_and_timeouts(server, creds, tmp_pat
     assert server.active_jobs(p.ctx.run_id) == []
 
 
+def _answered(server, method: str, pattern: str, count: int, timeout: float = 10) -> None:
+    """Wait until the fake API has answered ``count`` requests matching (a slow one too)."""
+    deadline = time.monotonic() + timeout
+    while server.count(method, pattern) < count:
+        assert time.monotonic() < deadline, server.requests
+        time.sleep(0.05)
+
+
 def test_failed_post_that_created_the_job_is_not_posted_twice(server, creds, tmp_path):
-    # the POST's answer is lost (slow → client timeout) but the server created the job
-    server.add_fault("POST", r"^/sites/rennes/jobs$", "slow", delay=1.5, times=1)
+    # the POST's answer is lost (slow → client timeout at 0.5 s) but the server creates the
+    # job at 0.8 s: enos looks for it by name (up to api_timeout) instead of posting again.
+    # Counted once the slow POST was answered (until then a second job could not be seen:
+    # this test passed while enos booked the job twice, when init ended before 1.5 s)
+    server.add_fault("POST", r"^/sites/rennes/jobs$", "slow", delay=0.8, times=1)
     p = provider(tmp_path / "env", cfg({"api_timeout": 0.5}))
     p.init()
+    _answered(server, "POST", r"^/sites/rennes/jobs$", 1)
+    time.sleep(0.2)
+    assert server.count("POST", r"^/sites/rennes/jobs$") == 1, server.requests
     assert len([j for j in server.active_jobs(p.ctx.run_id) if j["site"] == "rennes"]) == 1
     p.destroy()
+    assert server.active_jobs(p.ctx.run_id) == []
+
+
+def test_a_job_created_after_enos_posted_again_is_deleted_by_destroy(server, creds, tmp_path):
+    # the lost POST's job comes after the wait (2 s, api_timeout 0.5): enos posted again, so
+    # the run has two jobs on rennes; destroy deletes both (it deleted the recorded one only)
+    server.add_fault("POST", r"^/sites/rennes/jobs$", "slow", delay=2.0, times=1)
+    p = provider(tmp_path / "env", cfg({"api_timeout": 0.5}))
+    p.init()
+    _answered(server, "POST", r"^/sites/rennes/jobs$", 2)
+    assert len([j for j in server.active_jobs(p.ctx.run_id) if j["site"] == "rennes"]) == 2
+    p.destroy()
+    assert server.active_jobs(p.ctx.run_id) == []
 
 
 def test_could_run_at_becomes_reservation_unavailable_and_leaves_no_job(server, creds, tmp_path):

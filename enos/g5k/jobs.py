@@ -132,19 +132,26 @@ def adopt(g5k, site: str, given: Dict[str, int]) -> Optional[dict]:
 
 def submit(g5k, site: str, terms: List[str]) -> dict:
     """Submit the job of ``site`` (journalled before and after); after a failed POST,
-    look the job up by name before posting again. Return the job. Raises the API's errors."""
+    look the job up by name before posting again — after a POST whose answer was lost (no
+    answer within ``api_timeout``: the server may still be creating the job), for up to
+    ``api_timeout`` more (see :func:`await_lost_job`). Return the job. Raises the API's errors."""
     spec = job_spec(g5k, terms)
     g5k.record(f"job:{site}", {"site": site, "name": g5k.job_name, "submitting": True})
     failpoint.checkpoint("g5k.job_submitting")
-    tries = {"n": 0}
+    tries = {"n": 0, "lost": False}
 
     def attempt():
         tries["n"] += 1
         if tries["n"] > 1:   # the failed POST may have created the job: look before re-posting
-            found = find_by_name(g5k, site)
+            found = await_lost_job(g5k, site) if tries["lost"] else find_by_name(g5k, site)
             if found:
                 return found[0]
-        return g5k.api.submit(site, spec)
+        tries["lost"] = False
+        try:
+            return g5k.api.submit(site, spec)
+        except Timeout:
+            tries["lost"] = True
+            raise
 
     job = retry(attempt, attempts=g5k.api.attempts, base_delay=g5k.api.base_delay,
                 max_delay=g5k.api.max_delay)
@@ -152,6 +159,23 @@ def submit(g5k, site: str, terms: List[str]) -> dict:
     failpoint.checkpoint("g5k.job_submitted")
     g5k.ctx.progress.info(f"g5k: job {job['uid']} submitted on {site}")
     return job
+
+
+def await_lost_job(g5k, site: str) -> List[dict]:
+    """Return this run's jobs on ``site`` after a job POST got no answer: looked up by name
+    every ``poll_interval`` (at most 1 s) until one is there or ``api_timeout`` has passed
+    (the server had that long to answer; it may still be creating the job, and posting
+    again at once booked it twice: the fake API with a POST answered after 3x the
+    timeout). A job that comes later still is deleted by ``enos destroy`` (by name)."""
+    wait = float(g5k.api.timeout)
+    g5k.ctx.progress.info(f"g5k: the job POST on {site} got no answer; looking for the job for up to "
+                          f"{wait:g}s before posting again")
+    deadline = time.monotonic() + wait
+    while True:
+        found = find_by_name(g5k, site)
+        if found or time.monotonic() >= deadline:
+            return found
+        signals.interruptible_sleep(min(1.0, float(g5k.opt("poll_interval")), max(0.0, deadline - time.monotonic())))
 
 
 def get_or_submit(g5k, terms: Dict[str, List[str]], needs: Optional[dict] = None,
@@ -307,10 +331,16 @@ def delete_recorded(g5k) -> None:
                                    f"'enos destroy --release-jobs' deletes it)")
             continue
         try:
-            uids = [rec["uid"]] if rec.get("uid") is not None else [j["uid"] for j in find_by_name(g5k, site)]
+            uids = [rec["uid"]] if rec.get("uid") is not None else []
             for uid in uids:
                 g5k.api.delete_job(site, uid)
                 failpoint.checkpoint("g5k.job_deleted")
+            # then every other active job of this run's name and mark: a job POST whose
+            # answer was lost can create a job after enos posted again
+            for job in find_by_name(g5k, site):
+                if job["uid"] not in uids:
+                    g5k.api.delete_job(site, job["uid"])
+                    uids.append(job["uid"])
             for key in ("job", "deployed", "vlans"):
                 g5k.forget(f"{key}:{site}")
             if uids:
