@@ -57,7 +57,6 @@ def ensure_bridge(ipr, rec: dict, config, run_id: str, base_dir: Path, save) -> 
             save(rec)
             checkpoint("local.subnet_picked")
         net = ipaddress.ip_network(rec["subnet"])
-        br = rec["bridge"]
         idx = ipr.link_lookup(ifname=br)
         if not idx:
             try:
